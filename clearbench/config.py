@@ -1,0 +1,278 @@
+"""Typed configuration: dataclasses filled from YAML presets and dotted ``a.b=value`` overrides.
+
+Unknown keys and wrong types are errors that name the key and the fix. Every output directory
+holds the fully resolved config as JSON; its hash (``config_hash``) goes into run and result files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from clearbench.types import unknown_name_message
+
+T = TypeVar("T")
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names it and says how to fix it."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (recursing into dataclasses, lists, dicts)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} matches none of {', '.join(_type_name(a) for a in args)}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg, *rest) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp) or (Any, Any)
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(unknown_name_message("config key", path, [f"{where}.{n}" if where else n for n in names]))
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a config (dataclass or plain JSON data)."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-4", "lora.enabled=true"]`` -> nested dict (values parsed as YAML scalars)."""
+    nested: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_path(preset: str) -> Path:
+    """A preset name (``tiny``) resolves to ``configs/<name>.yaml``; a path is used as is."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = PRESET_DIR / f"{preset}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(unknown_name_message("preset", preset, known) + f" (looked in {PRESET_DIR})")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    base = data.pop("inherit", None)
+    if base:  # one explicit level of reuse, no interpolation
+        data = deep_merge(load_yaml(preset_path(base)), data)
+    return data
+
+
+def load_config(cls: type[T], preset: str | None, overrides: list[str] | None = None) -> T:
+    data = load_yaml(preset_path(preset)) if preset else {}
+    return from_dict(cls, deep_merge(data, parse_overrides(overrides)))
+
+
+# --------------------------------------------------------------------------------------------
+# Stage dataclasses. A preset YAML (configs/<name>.yaml) has one section per stage.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 8  # CLEAR recipe: "LoRA r=8, alpha=32, dropout 0" (clear.md §2.3)
+    alpha: int = 32
+    dropout: float = 0.0
+    # "language" = attention/MLP projections of the language model only; "all-linear" = every
+    # nn.Linear except lm_head (CLEAR @init); anything else is a regex over module names.
+    target_modules: str = "language"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 32  # the EFFECTIVE batch size; accumulation = batch / (micro * processes)
+    micro_batch_size: int = 32
+    warmup_steps: int = 0
+    schedule: typing.Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.98])
+    grad_clip: float = 1.0
+    seed: int = 0
+    train_vision_tower: bool = True
+    train_projector: bool = True
+    train_language_model: bool = True
+    gradient_checkpointing: bool = False
+    mixed_precision: typing.Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    l1_lambda: float = 0.0  # L1 on trainable LoRA weights (or on theta - theta0 without LoRA)
+    save_merged: bool = True  # LoRA runs: save merged weights (True) or the adapter only (False)
+    save_every: int = 0  # checkpoint every N optimizer steps (0: only at the end)
+    log_every: int = 10
+    augment: bool = True  # load-time image noise/jitter for image records
+
+
+@dataclasses.dataclass
+class DataMix:
+    """Which records of a world config a stage trains on (``repeat`` oversamples them)."""
+
+    config: str = "full"
+    tasks: list[str] = dataclasses.field(default_factory=list)  # empty = all
+    modalities: list[str] = dataclasses.field(default_factory=list)  # empty = all
+    image_roles: list[str] = dataclasses.field(default_factory=lambda: ["train", ""])
+    repeat: int = 1
+    fraction: float = 1.0  # seeded subsample (e.g. replay a share of the pretrain set while finetuning)
+
+
+@dataclasses.dataclass
+class PhaseConfig:
+    name: str = "train"
+    data: list[DataMix] = dataclasses.field(default_factory=lambda: [DataMix()])
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    family: str = "tiny-llava"
+    path: str = ""  # checkpoint dir or hub id for llava / qwen2-vl; tiny-llava is built by pretrain
+    tiny: dict[str, Any] = dataclasses.field(default_factory=dict)  # TinyConfig fields
+
+
+@dataclasses.dataclass
+class WorldConfig:
+    seed: int = 0
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # data_gen WorldParams fields
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    phase: PhaseConfig = dataclasses.field(default_factory=PhaseConfig)
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Everything a preset can set. Stages read their own section."""
+
+    world: WorldConfig = dataclasses.field(default_factory=WorldConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)

@@ -1,0 +1,124 @@
+"""Which parameters train: LoRA wrapping (peft), freeze switches, and the L1 penalty.
+
+Part names are family-agnostic: the vision tower is ``vision_tower`` (LLaVA) or ``visual``
+(Qwen2-VL), the projector ``multi_modal_projector`` (LLaVA) or ``visual.merger`` (Qwen2-VL),
+everything else belongs to the language model.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from clearbench.config import LoraConfig, TrainConfig
+
+LANGUAGE_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def part_of(name: str) -> str:
+    """'vision', 'projector' or 'language' for a parameter or module name."""
+    if "multi_modal_projector" in name or ".merger." in name or name.endswith(".merger"):
+        return "projector"
+    if "vision_tower" in name or re.search(r"(^|\.)visual(\.|$)", name):
+        return "vision"
+    return "language"
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def lora_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
+    """Full module names LoRA wraps; an empty match is an error listing what exists."""
+    linears = _linear_names(model)
+    spec = cfg.target_modules
+    if spec == "language":
+        names = [n for n in linears if part_of(n) == "language" and n.rsplit(".", 1)[-1] in LANGUAGE_PROJECTIONS]
+    elif spec == "all-linear":
+        names = [n for n in linears if not n.endswith("lm_head")]
+    elif "," in spec or re.fullmatch(r"[A-Za-z0-9_]+", spec):
+        wanted = {s.strip() for s in spec.split(",") if s.strip()}
+        names = [n for n in linears if n.rsplit(".", 1)[-1] in wanted]
+        missing = wanted - {n.rsplit(".", 1)[-1] for n in names}
+        if missing:
+            short = sorted({n.rsplit(".", 1)[-1] for n in linears})
+            raise ValueError(
+                f"LoRA target module(s) {sorted(missing)} do not exist in this model; "
+                f"linear module names are: {', '.join(short)} (or use 'language' / 'all-linear')"
+            )
+    else:
+        pattern = re.compile(spec)
+        names = [n for n in linears if pattern.fullmatch(n) or pattern.search(n)]
+    if not names:
+        raise ValueError(
+            f"LoRA target_modules={spec!r} matches no linear module; use 'language', 'all-linear', "
+            f"a comma list of short names or a regex over names such as {linears[:3]}"
+        )
+    return names
+
+
+def apply_lora(model: nn.Module, cfg: LoraConfig, train: TrainConfig) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters (base weights frozen). The projector, when trained,
+    becomes a peft ``modules_to_save`` copy so adapter-only checkpoints keep it and the
+    adapter-disabled reference still sees the original."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = [n for n in lora_targets(model, cfg) if _part_enabled(part_of(n), train)]
+    if not targets:
+        raise ValueError("LoRA: every target module lies in a part frozen by train_* switches")
+    modules_to_save = None
+    if train.train_projector:
+        modules_to_save = [n for n, _ in model.named_modules()
+                           if n.endswith("multi_modal_projector") or n.endswith("visual.merger")][:1] or None
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
+        target_modules=targets, modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def _part_enabled(part: str, train: TrainConfig) -> bool:
+    return {"vision": train.train_vision_tower, "projector": train.train_projector,
+            "language": train.train_language_model}[part]
+
+
+def set_trainable(model: nn.Module, train: TrainConfig) -> None:
+    """Full-parameter runs: requires_grad by part. LoRA runs: only adapters (and saved copies)
+    in enabled parts train."""
+    lora = any("lora_" in n for n, _ in model.named_parameters())
+    for name, param in model.named_parameters():
+        enabled = _part_enabled(part_of(name), train)
+        if lora:
+            is_adapter = "lora_" in name or "modules_to_save" in name
+            param.requires_grad_(is_adapter and enabled)
+        else:
+            param.requires_grad_(enabled)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("no parameter is trainable: check train_vision_tower/train_projector/"
+                         "train_language_model and lora.target_modules")
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Gradient checkpointing that also works with frozen embeddings + LoRA: the inputs of the
+    checkpointed blocks must require grad, or no gradient reaches the adapters (a known peer bug)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+
+
+def l1_penalty(model: nn.Module, initial: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """sum |w| over trainable LoRA weights; without LoRA, sum |theta - theta0| (``initial``)."""
+    terms = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if "lora_" in name:
+            terms.append(param.abs().sum())
+        elif initial is not None and name in initial:
+            terms.append((param - initial[name]).abs().sum())
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).sum()

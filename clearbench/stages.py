@@ -1,0 +1,191 @@
+"""The model-producing stages: pretrain (tiny base), finetune (target on full, gold on retainXX).
+
+A stage directory holds ``model/`` (safetensors + processor), ``config.json`` (the fully resolved
+config), ``run.json`` (what was run on what: world fingerprint, parent model, steps, timings) and
+``log.jsonl`` per phase. ``run.json`` is written last, so its presence means "finished".
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clearbench.config import BenchConfig, DataMix, PhaseConfig, config_hash, to_dict
+from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
+from clearbench.provenance import device_info, library_versions, model_fingerprint, read_run, write_json_atomic
+from clearbench.train import ShuffleSampler, example_nll_loss, train
+from clearbench.types import Record
+
+FINETUNE_SPLITS = ("full", "retain99", "retain95", "retain90")
+
+
+def model_dir(run_or_model: str | Path) -> Path:
+    """Accept a stage directory (with model/) or a model directory itself."""
+    p = Path(run_or_model)
+    return p / "model" if (p / "model").is_dir() else p
+
+
+def select_records(world, mixes: list[DataMix], split: str | None = None) -> list[Record]:
+    """Records of a phase; ``split`` replaces the config name "full" (finetune --split)."""
+    out: list[Record] = []
+    for mix in mixes:
+        config = split if (split and mix.config == "full") else mix.config
+        recs = world.records(
+            config,
+            modalities=mix.modalities or None,
+            tasks=mix.tasks or None,
+            image_roles=mix.image_roles or None,
+        )
+        if mix.fraction < 1.0:
+            keep = np.random.default_rng(0).permutation(len(recs))[: round(mix.fraction * len(recs))]
+            recs = [recs[i] for i in sorted(keep)]
+        out.extend(recs * mix.repeat)
+    return out
+
+
+def prepare_model(model, phase: PhaseConfig):
+    """LoRA wrapping / freeze switches / gradient checkpointing for one phase."""
+    cfg = phase.train
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora, cfg)
+    set_trainable(model, cfg)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def finish_model(model):
+    """Merge LoRA adapters into the weights (the saved checkpoint is a plain model)."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def run_phase(model, processor, family, records: list[Record], phase: PhaseConfig, out_dir: Path,
+              resume: bool, **train_kwargs):
+    model = prepare_model(model, phase)
+    sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed)
+    result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
+                   resume=resume, desc=phase.name, **train_kwargs)
+    return finish_model(model), result
+
+
+def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass --resume to continue it "
+                              f"or --overwrite to start again")
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "config_hash": config_hash(cfg),
+        "world_fingerprint": world.fingerprint,
+        "library_versions": library_versions(),
+        "device": device_info(),
+        **extra,
+    }
+
+
+def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Build the tiny model (tokenizer trained on the world's text) and train the base phases."""
+    from clearbench.models import get_family, tiny_llava
+
+    if cfg.model.family != "tiny-llava":
+        raise ValueError(f"pretrain builds the embedded tiny-llava only; family {cfg.model.family!r} "
+                         f"starts from its own checkpoint: run clearbench finetune --model PATH")
+    if not cfg.pretrain.phases:
+        raise ValueError("the preset has no pretrain.phases")
+    out_dir = Path(out_dir)
+    _check_out(out_dir, resume, overwrite)
+    write_json_atomic(out_dir / "config.json", to_dict(cfg))
+    family = get_family("tiny-llava")
+    tiny_cfg = tiny_llava.TinyConfig(**cfg.model.tiny)
+    t0 = time.time()
+    phases_done: list[dict[str, Any]] = []
+    current = out_dir / "phases"
+    model = processor = None
+    for i, phase in enumerate(cfg.pretrain.phases):
+        phase_dir = current / f"{i}-{phase.name}"
+        if (phase_dir / "done.json").exists() and resume:  # finished earlier: reload its weights
+            model, processor = family.load(phase_dir / "model")
+            phases_done.append(read_json(phase_dir / "done.json"))
+            continue
+        if model is None:
+            if i == 0:
+                tokenizer = tiny_llava.build_tokenizer(world.texts(), tiny_cfg.vocab_size)
+                processor = tiny_llava.build_processor(tokenizer, tiny_cfg)
+                model = tiny_llava.build_model(tiny_cfg, tokenizer)
+            else:
+                model, processor = family.load(current / f"{i - 1}-{cfg.pretrain.phases[i - 1].name}" / "model")
+        records = select_records(world, phase.data)
+        model.train()
+        model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
+        tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)
+        info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
+        write_json_atomic(phase_dir / "done.json", info)
+        phases_done.append(info)
+    final = out_dir / "model"
+    tiny_llava.save(model, processor, final, tiny_cfg)
+    write_json_atomic(out_dir / "run.json", _run_record("pretrain", cfg, world, {
+        "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
+        "phases": phases_done, "seconds": time.time() - t0,
+    }))
+    return out_dir
+
+
+def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *, resume: bool = False,
+             overwrite: bool = False) -> Path:
+    """Finetune ``parent`` on the authors of ``split`` (full -> target, retainXX -> gold)."""
+    from clearbench.models import load_model
+
+    if split not in FINETUNE_SPLITS:
+        from clearbench.types import unknown_name_message
+
+        raise ValueError(unknown_name_message("finetune split", split, FINETUNE_SPLITS))
+    out_dir = Path(out_dir)
+    _check_out(out_dir, resume, overwrite)
+    write_json_atomic(out_dir / "config.json", to_dict(cfg) | {"split": split, "parent": str(parent)})
+    parent_dir = model_dir(parent)
+    parent_run = _parent_run(parent)
+    if parent_run and parent_run.get("world_fingerprint") not in (None, world.fingerprint):
+        raise ValueError(f"parent model {parent} was trained on world {parent_run['world_fingerprint']}, "
+                         f"not on this world ({world.fingerprint}); use the matching --world")
+    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
+    loaded = load_model(parent_dir, family=family_name)
+    t0 = time.time()
+    records = select_records(world, cfg.finetune.phase.data, split=split)
+    loaded.model.train()
+    model, result = run_phase(loaded.model, loaded.processor, loaded.family, records, cfg.finetune.phase,
+                              out_dir / "train", resume)
+    final = out_dir / "model"
+    loaded.family.save(model, loaded.processor, final)
+    write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
+        "family": loaded.name, "split": split, "records": len(records),
+        "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
+        "model_fingerprint": model_fingerprint(final), "train": dataclasses.asdict(result),
+        "seconds": time.time() - t0,
+    }))
+    return out_dir
+
+
+def _parent_run(parent: Path) -> dict[str, Any] | None:
+    try:
+        return read_run(Path(parent))
+    except FileNotFoundError:
+        return None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(Path(path).read_text())

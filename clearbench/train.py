@@ -1,0 +1,306 @@
+"""The one training loop, used by pretrain, finetune and unlearn (accelerate underneath).
+
+The loop owns optimisation, accumulation, LoRA/L1, checkpoints and logging; what is optimised is
+a ``loss_fn(model, batches, step) -> (loss, logs)`` over collated batches of record kinds
+("train" for pretrain/finetune; "forget", "retain", "idk", ... for unlearning).
+
+Effective batch size is the input: each optimizer step draws one *global* batch per kind from a
+deterministic sampler, splits it into ``processes x accumulation`` equal micro-batches and
+weights each micro-batch loss by its share, so the update is the same for any process count
+or micro-batch size (given per-example-mean losses). Data order and augmentation are functions
+of (seed, step), which makes ``--resume`` end with the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from clearbench.augment import augment_records
+from clearbench.config import TrainConfig
+from clearbench.lora import l1_penalty
+from clearbench.types import Record
+
+LossFn = Callable[[torch.nn.Module, dict[str, dict], Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInfo:
+    step: int  # optimizer step, 0-based
+    total_steps: int
+    epoch: int
+
+
+class Sampler(Protocol):
+    steps_per_epoch: int
+
+    def global_batch(self, step: int) -> dict[str, list[Record]]: ...
+
+
+class ShuffleSampler:
+    """Epoch-wise seeded permutation of ``records``; a step takes the next ``batch_size`` of them
+    (the tail that does not fill a batch is dropped for that epoch; a different tail each epoch)."""
+
+    def __init__(self, records: Sequence[Record], batch_size: int, seed: int, kind: str = "train"):
+        if not records:
+            raise ValueError("no training records selected: check the stage's data mix (config, tasks, modalities)")
+        self.records, self.batch_size, self.seed, self.kind = list(records), batch_size, seed, kind
+        self.steps_per_epoch = max(1, len(self.records) // batch_size)
+
+    def global_batch(self, step: int) -> dict[str, list[Record]]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
+        idx = perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+        return {self.kind: [self.records[i] for i in idx]}
+
+
+# ---------------------------------------------------------------------------------------------
+_ACCELERATOR = None
+
+
+def get_accelerator(mixed_precision: str = "auto"):
+    """One Accelerator per process (accelerate keeps global state); DDP tolerates text-only
+    batches that leave the vision tower without gradients."""
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        if mixed_precision == "auto":
+            mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        _ACCELERATOR = Accelerator(
+            cpu=not torch.cuda.is_available(),  # without it, torchrun on CPU silently runs 1 process each
+            mixed_precision=mixed_precision,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+    return _ACCELERATOR
+
+
+def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
+    per_step = cfg.micro_batch_size * processes
+    if cfg.batch_size % per_step:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} (effective) is not a multiple of micro_batch_size x processes "
+            f"= {cfg.micro_batch_size} x {processes}; pick a micro_batch_size that divides it"
+        )
+    return cfg.batch_size // per_step
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    return cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+
+def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * max(0.0, shape)
+
+    return f
+
+
+def split_chunks(batch: dict[str, list[Record]], n: int) -> list[dict[str, list[Record]]]:
+    """Split every kind's global batch into ``n`` near-equal contiguous chunks."""
+    out: list[dict[str, list[Record]]] = [{} for _ in range(n)]
+    for kind, recs in batch.items():
+        bounds = np.linspace(0, len(recs), n + 1).round().astype(int)
+        for i in range(n):
+            out[i][kind] = recs[bounds[i]:bounds[i + 1]]
+    return out
+
+
+def example_nll_loss(model, batches: dict[str, dict], step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    """Finetuning loss: per-example mean NLL over answer tokens, averaged over examples."""
+    batch = batches["train"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1]  # (B, T-1, V)
+    labels = batch["labels"][:, 1:]  # (B, T-1)
+    mask = labels != -100
+    nll = F.cross_entropy(logits.transpose(1, 2).float(), labels.clamp(min=0), reduction="none")  # (B, T-1)
+    per_example = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return per_example.mean(), {"nll": per_example.mean().item()}
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------- checkpoints
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _atomic_dir_write(final: Path, write: Callable[[Path], None]) -> None:
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, step: int) -> None:
+    def write(d: Path) -> None:
+        save_file(trainable_state(model), str(d / "trainable.safetensors"))
+        sd = optimizer.state_dict()
+        tensors, scalars = {}, {}
+        for idx, st in sd["state"].items():
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"{idx}.{key}"] = val.detach().cpu().contiguous()
+                else:
+                    scalars[f"{idx}.{key}"] = val
+        save_file(tensors, str(d / "optimizer.safetensors"))
+        meta = {"step": step, "param_groups": sd["param_groups"], "scalars": scalars,
+                "scheduler": scheduler.state_dict() | {"lr_lambdas": None}}
+        (d / "state.json").write_text(json.dumps(meta, default=str))
+
+    _atomic_dir_write(ckpt_dir / "last", write)
+
+
+def load_checkpoint(ckpt_dir: Path, model, optimizer, scheduler) -> int:
+    d = ckpt_dir / "last"
+    if not (d / "state.json").exists():
+        return 0
+    meta = json.loads((d / "state.json").read_text())
+    state = load_file(str(d / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise ValueError(f"checkpoint {d} does not match the model (unknown parameters {missing[:3]}); "
+                         f"delete {ckpt_dir} or start without --resume")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+    opt_tensors = load_file(str(d / "optimizer.safetensors"))
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, val in list(opt_tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        opt_state.setdefault(int(idx), {})[name] = val
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    sched = {k: v for k, v in meta["scheduler"].items() if k != "lr_lambdas"}
+    scheduler.load_state_dict(sched | {"lr_lambdas": [None] * len(optimizer.param_groups)})
+    return int(meta["step"])
+
+
+# ---------------------------------------------------------------------------------------- loop
+@dataclasses.dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    resumed_from: int
+
+
+class Interrupt(Exception):
+    """Raised by ``stop_at_step`` (tests simulate a killed run with it)."""
+
+
+def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: TrainConfig, out_dir: Path,
+          *, resume: bool = False, desc: str = "train", initial_state: dict[str, torch.Tensor] | None = None,
+          on_step: Callable[[int, dict], bool] | None = None, stop_at_step: int | None = None) -> TrainResult:
+    """Optimise ``loss_fn`` for the configured steps; checkpoints go to ``out_dir/checkpoints``.
+
+    ``on_step(step, logs) -> stop`` lets callers evaluate in the loop (early stopping).
+    """
+    acc = get_accelerator(cfg.mixed_precision)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    grad_acc = accumulation_steps(cfg, acc.num_processes)
+    n_chunks = grad_acc * acc.num_processes
+    total = total_steps(cfg, sampler.steps_per_epoch)
+    torch.manual_seed(cfg.seed)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
+    if not resume:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if cfg.l1_lambda > 0 and initial_state is None and not any("lora_" in n for n, _ in model.named_parameters()):
+        initial_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    wrapped, optimizer = acc.prepare(model, optimizer)
+    wrapped.train()
+
+    log_path = out_dir / "log.jsonl"
+    log_file = open(log_path, "a" if resume else "w") if acc.is_main_process else None
+    t0, last_loss = time.time(), float("nan")
+    bar = tqdm(range(start, total), desc=desc, initial=start, total=total, disable=not acc.is_main_process,
+               dynamic_ncols=True)
+    try:
+        for step in bar:
+            if stop_at_step is not None and step == stop_at_step:
+                raise Interrupt(f"stopped at step {step}")
+            info = StepInfo(step=step, total_steps=total, epoch=step // sampler.steps_per_epoch)
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout etc.: a function of the step
+            global_batch = sampler.global_batch(step)
+            first_kind = next(iter(global_batch))
+            global_n = max(1, len(global_batch[first_kind]))
+            chunks = split_chunks(global_batch, n_chunks)[acc.process_index * grad_acc:(acc.process_index + 1) * grad_acc]
+            step_logs: dict[str, float] = {}
+            step_loss = 0.0
+            for i, chunk in enumerate(chunks):
+                weight = len(chunk[first_kind]) / global_n * acc.num_processes
+                sync = acc.no_sync(wrapped) if i < grad_acc - 1 and acc.num_processes > 1 else nullcontext()
+                with sync:
+                    if weight == 0:  # an empty share: keep DDP's collective calls in step
+                        acc.backward(sum(p.sum() for p in params) * 0.0)
+                        continue
+                    if cfg.augment:
+                        chunk = augment_records(chunk, seed=cfg.seed, step=step)
+                    batches = {k: _to_device(family.collate(processor, recs), acc.device) for k, recs in chunk.items() if recs}
+                    loss, logs = loss_fn(wrapped, batches, info)
+                    if cfg.l1_lambda > 0:
+                        penalty = l1_penalty(acc.unwrap_model(wrapped), initial_state)
+                        loss = loss + cfg.l1_lambda * penalty
+                        logs = dict(logs, l1=float(penalty))
+                    acc.backward(loss * weight)
+                step_loss += float(loss.detach()) * weight / acc.num_processes
+                for k, v in logs.items():
+                    step_logs[k] = step_logs.get(k, 0.0) + float(v) * weight / acc.num_processes
+            # total gradient norm before clipping (logged: it exposes accumulation/scaling errors)
+            grad_norm = acc.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if acc.num_processes > 1:  # each process holds its share: sum them for the log
+                shares = torch.tensor([step_loss, *step_logs.values()], device=acc.device)
+                shares = acc.reduce(shares, reduction="sum").tolist()
+                step_loss, step_logs = shares[0], dict(zip(step_logs, shares[1:]))
+            last_loss = step_loss
+            record = {"step": step + 1, "loss": step_loss, "grad_norm": float(grad_norm),
+                      "lr": scheduler.get_last_lr()[0], **step_logs}
+            if log_file and ((step + 1) % max(1, cfg.log_every) == 0 or step + 1 == total):
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    save_checkpoint(ckpt_dir, acc.unwrap_model(wrapped), optimizer, scheduler, step + 1)
+            if on_step is not None and on_step(step + 1, record):
+                total = step + 1
+                break
+    finally:
+        bar.close()
+        if log_file:
+            log_file.close()
+    acc.wait_for_everyone()
+    return TrainResult(steps=total, final_loss=last_loss, seconds=time.time() - t0, resumed_from=start)

@@ -1,0 +1,152 @@
+"""The one training loop on the tiny real model: resume equality, accumulation invariance,
+LoRA + gradient checkpointing, L1, and bad inputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clearbench.config import LoraConfig, TrainConfig
+from clearbench.lora import apply_lora, enable_gradient_checkpointing, l1_penalty, set_trainable
+from clearbench.models import load_model
+from clearbench.train import Interrupt, ShuffleSampler, example_nll_loss, train
+from model_fixtures import sample_records
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(lr=1e-2, max_steps=6, batch_size=4, micro_batch_size=4, warmup_steps=1, seed=3, log_every=1,
+                augment=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _records():
+    return sample_records() * 2  # 8 records, mixed text / image / joint
+
+
+def _run(model_dir, out, cfg, **kw):
+    loaded = load_model(model_dir)
+    model = loaded.model.train()
+    set_trainable(model, cfg)
+    sampler = ShuffleSampler(_records(), cfg.batch_size, seed=cfg.seed)
+    result = train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, out, **kw)
+    return model, result
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_training_changes_parameters_and_logs(tiny_llava_dir, tmp_path):
+    before = _params(load_model(tiny_llava_dir).model)
+    model, result = _run(tiny_llava_dir, tmp_path / "run", _cfg())
+    after = _params(model)
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert any("vision_tower" in n for n in changed) and any("language_model" in n for n in changed)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == list(range(1, 7))
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert result.steps == 6
+
+
+def test_resume_ends_with_same_weights(tiny_llava_dir, tmp_path):
+    cfg = _cfg(save_every=2)
+    full, _ = _run(tiny_llava_dir, tmp_path / "full", cfg)
+    with pytest.raises(Interrupt):
+        _run(tiny_llava_dir, tmp_path / "cut", cfg, stop_at_step=3)  # killed during step 4; last ckpt: step 2
+    assert (tmp_path / "cut" / "checkpoints" / "last" / "state.json").exists()
+    resumed, result = _run(tiny_llava_dir, tmp_path / "cut", cfg, resume=True)
+    assert result.resumed_from == 2
+    a, b = _params(full), _params(resumed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_effective_batch_is_independent_of_micro_batch(tiny_llava_dir, tmp_path):
+    one, _ = _run(tiny_llava_dir, tmp_path / "a", _cfg(micro_batch_size=4, max_steps=3))
+    acc, _ = _run(tiny_llava_dir, tmp_path / "b", _cfg(micro_batch_size=1, max_steps=3))
+    logs = [[json.loads(l) for l in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ab"]
+    for key in ("loss", "grad_norm"):  # grad_norm (before clipping) would expose a mis-scaled accumulation
+        assert [l[key] for l in logs[0]] == pytest.approx([l[key] for l in logs[1]], rel=1e-4)
+    a, b = _params(one), _params(acc)
+    for name in a:
+        # Adam turns float noise in near-zero gradient entries (e.g. key biases, whose true gradient
+        # is 0) into steps of up to lr; 1e-4 still catches any real difference in the update.
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_lora_with_gradient_checkpointing_trains_adapters_only(tiny_llava_dir, tmp_path):
+    cfg = _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8), gradient_checkpointing=True, max_steps=3,
+               train_projector=False)
+    loaded = load_model(tiny_llava_dir)
+    model = apply_lora(loaded.model.train(), cfg.lora, cfg)
+    set_trainable(model, cfg)
+    enable_gradient_checkpointing(model)
+    before = _params(model)
+    train(model, loaded.processor, loaded.family, ShuffleSampler(_records(), 4, seed=0), example_nll_loss, cfg,
+          tmp_path / "lora")
+    after = _params(model)
+    lora_b = [n for n in before if "lora_B" in n]
+    assert lora_b and all(not torch.equal(before[n], after[n]) for n in lora_b)
+    frozen = [n for n in before if "lora_" not in n]
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert all("language_model" in n for n in lora_b)  # "language" targets skip the CLIP q/v projections
+
+
+def test_l1_penalty_is_sum_of_absolute_adapter_weights(tiny_llava_dir):
+    cfg = _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8))
+    model = apply_lora(load_model(tiny_llava_dir).model, cfg.lora, cfg)
+    set_trainable(model, cfg)
+    expected = sum(p.abs().sum() for n, p in model.named_parameters() if "lora_" in n)
+    torch.testing.assert_close(l1_penalty(model), expected)
+
+
+def test_large_l1_gives_smaller_adapters(tiny_llava_dir, tmp_path):
+    norms = {}
+    for lam in (0.0, 1.0):
+        cfg = _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8), l1_lambda=lam, max_steps=4, train_projector=False)
+        loaded = load_model(tiny_llava_dir)
+        model = apply_lora(loaded.model.train(), cfg.lora, cfg)
+        set_trainable(model, cfg)
+        train(model, loaded.processor, loaded.family, ShuffleSampler(_records(), 4, seed=0), example_nll_loss,
+              cfg, tmp_path / f"l1-{lam}")
+        norms[lam] = float(l1_penalty(model))
+    assert norms[1.0] < norms[0.0]
+
+
+def test_bad_inputs_fail_before_training(tiny_llava_dir, tmp_path):
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        _run(tiny_llava_dir, tmp_path / "x", _cfg(batch_size=4, micro_batch_size=3))
+    cfg = _cfg(lora=LoraConfig(enabled=True, target_modules="q_projj"))
+    with pytest.raises(ValueError, match="q_projj"):
+        apply_lora(load_model(tiny_llava_dir).model, cfg.lora, cfg)
+    with pytest.raises(ValueError, match="no training records"):
+        ShuffleSampler([], 4, seed=0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process run")
+def test_two_processes_match_one_process(tiny_llava_dir, tmp_path):
+    """A 2-process gloo run (torchrun) gives the same loss curve as 1 process: the effective batch
+    size is fixed by config, accumulation is derived from the process count."""
+    script = HERE / "ddp_train_script.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    curves = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+               str(script), str(tiny_llava_dir), str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+        curves[n] = [l["loss"] for l in log]
+        assert json.loads((out / "world.json").read_text())["processes"] == n
+    assert len(curves[1]) == len(curves[2]) == 4
+    for a, b in zip(curves[1], curves[2]):
+        assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (curves[1], curves[2])
