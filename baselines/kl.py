@@ -1,0 +1,31 @@
+"""KL minimisation (TOFU, Maini et al. 2024). L = −NLL(forget) + KL(π_ref ‖ π_θ) on retain answer tokens."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from clearbench.losses import StepInfo, kl_per_token, logit_mask, mean_nll, model_inputs
+
+NAME = "kl"
+BATCHES = ("forget", "retain")
+NEEDS_REFERENCE = True
+
+
+@dataclasses.dataclass
+class Config:
+    forget_weight: float = 1.0  # TOFU: "loss = forget_loss + retain_loss", forget_loss = −NLL
+    retain_weight: float = 1.0  # TOFU: retain_loss = KL(oracle ‖ current), unweighted
+
+
+def formula(forget_nll: torch.Tensor, retain_kl: torch.Tensor, forget_weight: float, retain_weight: float) -> torch.Tensor:
+    return -forget_weight * forget_nll + retain_weight * retain_kl
+
+
+def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    f, r = batches["forget"], batches["retain"]
+    nll_f = mean_nll(model(**model_inputs(f)).logits, f["labels"])
+    logits_r = model(**model_inputs(r)).logits  # (B, T, V)
+    kl_r = kl_per_token(ref(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ), mean over answer positions
+    total = formula(nll_f, kl_r, cfg.forget_weight, cfg.retain_weight)
+    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "retain_kl": kl_r.item()}

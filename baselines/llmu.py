@@ -1,0 +1,53 @@
+"""LLMU (Yao et al. 2023, "Large Language Model Unlearning").
+
+L = −ε1·NLL(forget) + ε2·NLL(mismatched completion | forget question) + ε3·KL(π_ref ‖ π_θ) on retain.
+The mismatched completions are random answers of other records (the paper) or refusals (CLEAR).
+The paper also stops once the forget loss passes a threshold (``max_bad_loss``): a trainer option.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from clearbench.losses import StepInfo, kl_per_token, logit_mask, mean_nll, model_inputs
+from clearbench.types import check_name
+
+NAME = "llmu"
+BATCHES = ("forget", "random", "retain")  # default config; see batches(cfg)
+NEEDS_REFERENCE = True
+COMPLETIONS = ("random", "idk")
+# CLEAR: −CE(forget) + KL(θ‖T)(retain) + CE(idk), unweighted (clear.md §3.2; its KL direction is reversed)
+CLEAR_RECIPE = {"forget_weight": 1.0, "completion_weight": 1.0, "retain_weight": 1.0, "completions": "idk"}
+
+
+@dataclasses.dataclass
+class Config:
+    # LLMU's unlearn_harm.py argparse defaults:
+    forget_weight: float = 0.5  # ε1: '"--bad_weight", default=0.5'
+    completion_weight: float = 1.0  # ε2: '"--random_weight", default=1'
+    retain_weight: float = 1.0  # ε3: '"--normal_weight", default=1'
+    completions: str = "random"  # "random" (the paper) | "idk" (CLEAR)
+
+    def __post_init__(self) -> None:
+        check_name("llmu completions", self.completions, COMPLETIONS)
+
+
+def batches(cfg: Config) -> tuple[str, ...]:
+    return ("forget", cfg.completions, "retain")
+
+
+def formula(forget_nll: torch.Tensor, completion_nll: torch.Tensor, retain_kl: torch.Tensor,
+            forget_weight: float, completion_weight: float, retain_weight: float) -> torch.Tensor:
+    return -forget_weight * forget_nll + completion_weight * completion_nll + retain_weight * retain_kl
+
+
+def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    f, c, r = batches["forget"], batches[cfg.completions], batches["retain"]
+    nll_f = mean_nll(model(**model_inputs(f)).logits, f["labels"])
+    nll_c = mean_nll(model(**model_inputs(c)).logits, c["labels"])
+    logits_r = model(**model_inputs(r)).logits  # (B, T, V)
+    kl_r = kl_per_token(ref(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ) on retain answers
+    total = formula(nll_f, nll_c, kl_r, cfg.forget_weight, cfg.completion_weight, cfg.retain_weight)
+    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "completion_nll": nll_c.item(),
+                   "retain_kl": kl_r.item()}

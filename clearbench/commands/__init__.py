@@ -1,0 +1,7 @@
+"""CLI subcommands: one module each, with ``add_parser(subparsers)`` and ``run(args) -> int``.
+
+The registry is a literal tuple filled by explicit imports (no auto-discovery).
+"""
+from clearbench.commands import evaluate, finetune, generate, pretrain
+
+COMMANDS = (generate, pretrain, finetune, evaluate)

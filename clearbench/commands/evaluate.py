@@ -1,0 +1,67 @@
+"""``clearbench evaluate``: score a model on every split x modality of a world; write a result file.
+
+Examples:
+  clearbench evaluate --model runs/gold-10 --world world --gold self --out results/gold-10.json
+  clearbench evaluate --model runs/target --world world --gold results/gold-10.json --out results/target.json
+  clearbench evaluate ... --shard 0/2 --out results/t.shard0.json   (then --merge the shard files)
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n, e.g. 0/2") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected 0 <= i < n")
+    return i, n
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on forget/retain/holdout/real splits in every modality",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="run dir (runs/target) or checkpoint dir")
+    p.add_argument("--world", help="world directory")
+    p.add_argument("--forget", default="forget10", help="forget01 | forget05 | forget10 (default forget10)")
+    p.add_argument("--gold", help="the gold model's result file for forget quality / PrivLeak, or 'self' "
+                                  "when evaluating the gold model itself")
+    p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-per-config", type=int, default=0, help="cap records per split (0: all)")
+    p.add_argument("--tr-mode", default="tofu", choices=["tofu", "clear"],
+                   help="truth ratio: TOFU per-item mean (default) or CLEAR's global mean")
+    p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
+    p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files into one result")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from eval.evaluate import EvalConfig, evaluate, merge, write_shard
+
+    if args.merge:
+        merge(args.merge, Path(args.out), args.gold)
+        print(f"merged {len(args.merge)} shards into {args.out}")
+        return 0
+    if not args.model or not args.world:
+        raise ValueError("evaluate needs --model and --world (or --merge SHARD ...)")
+    from clearbench.data import open_world
+
+    world = open_world(args.world)
+    cfg = EvalConfig(forget=args.forget, batch_size=args.batch_size, max_per_config=args.max_per_config,
+                     options={"tr_mode": args.tr_mode, "require_gold": args.gold is not None})
+    if args.shard:
+        write_shard(args.model, world, Path(args.out), cfg, args.shard)
+        print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}")
+        return 0
+    result = evaluate(args.model, world, args.out, gold=args.gold, cfg=cfg)
+    metrics = result["aggregates"]["metrics"]
+    for key in sorted(metrics):
+        if key.split("/")[-1] in ("rouge_l", "probability", "truth_ratio", "naming_acc", "forget_quality",
+                                  "model_utility"):
+            print(f"{key:40s} {metrics[key]:.4f}")
+    print(f"result written to {args.out}")
+    return 0

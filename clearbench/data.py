@@ -1,0 +1,216 @@
+"""Loaders: clearbench worlds (``open_world``) and local copies of the public CLEAR dataset (``open_clear``).
+
+Both return ``clearbench.types.Record`` objects through the same API::
+
+    world = open_world("world")            # validates manifest.json and every file's sha256
+    world.records("forget10_perturbed", modalities=["image"], tasks=["naming"])
+    world.texts()                           # every string (tokenizer training)
+
+Images are decoded lazily by PIL; pixel noise is a load-time augmentation (``augment=sigma``).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from clearbench.types import Modality, Record, Task, parse_modality, parse_task, unknown_name_message
+
+SUPPORTED_SCHEMA = 1
+
+
+def _decode(cell, base: Path | None = None):
+    if cell is None:
+        return None
+    if cell.get("bytes") is not None:
+        return Image.open(io.BytesIO(cell["bytes"]))
+    if cell.get("path"):
+        return Image.open(Path(base or ".") / cell["path"])
+    return None
+
+
+def _noisy(img: Image.Image, sigma: float, key: str) -> Image.Image:
+    import numpy as np
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return Image.fromarray(np.clip(arr + rng.normal(0.0, sigma, arr.shape), 0, 255).astype(np.uint8))
+
+
+def _filter(records: list[Record], modalities, tasks, image_roles) -> list[Record]:
+    mods = None if modalities is None else {parse_modality(m) for m in modalities}
+    tks = None if tasks is None else {parse_task(t) for t in tasks}
+    roles = None if image_roles is None else set(image_roles)
+    return [r for r in records if (mods is None or r.modality in mods) and (tks is None or r.task in tks)
+            and (roles is None or r.image_role in roles)]
+
+
+def _make_records(dicts: Iterable[dict], augment: float, base: Path | None = None) -> list[Record]:
+    out = []
+    for d in dicts:
+        img = _decode(d["image"], base) if isinstance(d["image"], dict) else d["image"]
+        if img is not None and augment:
+            img = _noisy(img, augment, d["id"])
+        out.append(Record(id=d["id"], author_id=d["author_id"], split=d["split"], modality=Modality(d["modality"]),
+                          task=Task(d["task"]), question=d["question"], answer=d["answer"],
+                          paraphrased_answer=d.get("paraphrased_answer") or "", perturbed_answers=tuple(d.get("perturbed_answers") or ()),
+                          image=img, name=d.get("name") or "", group=d.get("group") or "", image_role=d.get("image_role") or ""))
+    return out
+
+
+class World:
+    """A generated world on disk (see docs/world_format.md)."""
+
+    def __init__(self, path: Path, manifest: dict, augment: float = 0.0) -> None:
+        self.path, self.manifest, self.augment = path, manifest, augment
+        self.fingerprint: str = manifest["fingerprint"]
+        self.configs: tuple[str, ...] = tuple(c for c in manifest["configs"] if c != "authors")
+        self.splits: dict[str, list[str]] = manifest.get("splits", {})
+        self._cache: dict[str, list[Record]] = {}
+
+    def _file(self, config: str) -> Path:
+        if config not in self.configs and config != "authors":
+            raise ValueError(unknown_name_message("config", config, self.configs))
+        return self.path / self.manifest["configs"][config]["file"]
+
+    def records(self, config: str, modalities=None, tasks=None, image_roles=None) -> list[Record]:
+        if config not in self._cache:
+            rows = pq.read_table(self._file(config)).to_pylist()
+            for r in rows:
+                r["split"] = config
+            self._cache[config] = _make_records(rows, self.augment)
+        return _filter(self._cache[config], modalities, tasks, image_roles)
+
+    def texts(self) -> list[str]:
+        """Every string a model may have to read or write (questions and all answer variants, names)."""
+        out: list[str] = []
+        for config in self.configs:
+            table = pq.read_table(self._file(config), columns=["question", "answer", "paraphrased_answer", "perturbed_answers", "name"])
+            for row in table.to_pylist():
+                out += [row["question"], row["answer"], row["paraphrased_answer"], *row["perturbed_answers"]]
+        out += [a["name"] for a in self.authors()]
+        return [t for t in dict.fromkeys(out) if t]
+
+    def authors(self) -> list[dict]:
+        """One dict per author / holdout author / public figure: author_id, name, role, splits, profile, face."""
+        rows = pq.read_table(self._file("authors"), columns=["author_id", "name", "role", "splits", "profile", "face"]).to_pylist()
+        for r in rows:
+            r["profile"], r["face"] = json.loads(r["profile"]), json.loads(r["face"])
+        return rows
+
+    def __repr__(self) -> str:
+        return f"World({str(self.path)!r}, fingerprint={self.fingerprint[:12]}, configs={len(self.configs)})"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def open_world(path, augment: float = 0.0, verify: bool = True) -> World:
+    """Open a world written by ``clearbench generate``; checks the manifest and (verify) every sha256."""
+    path = Path(path)
+    fix = f"regenerate with: clearbench generate --out {path} --overwrite"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no world at {path}: the directory does not exist; create one with: clearbench generate --out {path}")
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise FileNotFoundError(f"world at {path} is corrupt/partial: manifest.json is missing; {fix}")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"world at {path} is corrupt/partial: manifest.json is not valid JSON ({exc}); {fix}") from None
+    if manifest.get("schema_version") != SUPPORTED_SCHEMA:
+        raise ValueError(f"world at {path} has schema_version {manifest.get('schema_version')!r}, this clearbench reads "
+                         f"{SUPPORTED_SCHEMA}; {fix}")
+    for rel, digest in sorted(manifest["files"].items()):
+        f = path / rel
+        if not f.is_file():
+            raise FileNotFoundError(f"world at {path} is corrupt/partial: {rel} is missing; {fix}")
+        if verify and _sha256(f) != digest:
+            raise ValueError(f"world at {path} is corrupt/partial: {rel} does not match its sha256 in manifest.json; {fix}")
+    if augment < 0:
+        raise ValueError(f"augment={augment} must be >= 0 (the std of Gaussian pixel noise, 0-255 scale)")
+    return World(path, manifest, augment)
+
+
+class ClearCopy:
+    """A local copy of the public CLEAR dataset (``therem/CLEAR``) behind the World record API.
+
+    Layout: ``DIR/<config>/*.parquet`` (as the HF hub stores it, e.g. ``DIR/forget10/train-00000-of-00001.parquet``)
+    or ``DIR/<config>.parquet``. Config names are CLEAR's: full, forget01, retain99, forget01+tofu, ...
+    """
+
+    def __init__(self, path: Path, files: dict[str, list[Path]], augment: float = 0.0, seed: int = 0) -> None:
+        self.path, self._files, self.augment, self.seed = path, files, augment, seed
+        self.configs: tuple[str, ...] = tuple(sorted(files))
+        h = hashlib.sha256()
+        for c in self.configs:
+            for f in files[c]:
+                h.update(f"{c}/{f.name}:{f.stat().st_size}".encode())
+        self.fingerprint = h.hexdigest()
+        self.manifest: dict = {"layout": "clear", "configs": {c: [str(f) for f in files[c]] for c in self.configs}}
+        self._cache: dict[str, list[Record]] = {}
+
+    def _rows(self, config: str, columns=None) -> list[dict]:
+        from data_gen.clear_layout import COLUMNS, config_kind
+        if config not in self._files:
+            raise ValueError(unknown_name_message("config", config, self.configs))
+        required, optional = COLUMNS[config_kind(config)]
+        rows = []
+        for f in self._files[config]:
+            names = pq.read_schema(f).names
+            missing = [c for c in required if c not in names]
+            if missing:
+                raise ValueError(f"CLEAR copy at {self.path}: config {config!r} ({f.name}) lacks column(s) {', '.join(missing)}; "
+                                 f"expected columns {', '.join(required + optional)} (optional: {', '.join(optional) or 'none'}); "
+                                 f"re-download that config of therem/CLEAR")
+            wanted = [c for c in required + optional if c in names and (columns is None or c in columns)]
+            rows += pq.read_table(f, columns=wanted).to_pylist()
+        return rows
+
+    def records(self, config: str, modalities=None, tasks=None, image_roles=None) -> list[Record]:
+        from data_gen.clear_layout import rows_to_records
+        if config not in self._cache:
+            dicts = rows_to_records(config, self._rows(config), self.seed)
+            self._cache[config] = _make_records(dicts, self.augment, self.path / config)
+        return _filter(self._cache[config], modalities, tasks, image_roles)
+
+    def texts(self) -> list[str]:
+        out: list[str] = []
+        for config in self.configs:
+            for r in self.records(config):
+                out += [r.question, r.answer, r.paraphrased_answer, *r.perturbed_answers]
+        return [t for t in dict.fromkeys(out) if t]
+
+    def authors(self) -> list[dict]:
+        names = sorted({r.name for c in self.configs for r in self.records(c, tasks=["naming"]) if c != "real_faces"})
+        from data_gen.clear_layout import slug
+        return [{"author_id": slug(n), "name": n} for n in names]
+
+
+def open_clear(path, augment: float = 0.0, seed: int = 0) -> ClearCopy:
+    """Open a local copy of therem/CLEAR (``DIR/<config>/*.parquet`` or ``DIR/<config>.parquet``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no CLEAR copy at {path}: the directory does not exist; download therem/CLEAR "
+                                f"(e.g. huggingface-cli download therem/CLEAR --repo-type dataset --local-dir {path})")
+    files: dict[str, list[Path]] = {}
+    for f in sorted(path.glob("*.parquet")):
+        files.setdefault(f.stem, []).append(f)
+    for d in sorted(p for p in path.iterdir() if p.is_dir()):
+        found = sorted(d.rglob("*.parquet"))
+        if found:
+            files.setdefault(d.name, []).extend(found)
+    if not files:
+        raise FileNotFoundError(f"no CLEAR copy at {path}: no parquet files found (expected {path}/<config>/*.parquet "
+                                f"or {path}/<config>.parquet, e.g. {path}/forget10/train-00000-of-00001.parquet)")
+    return ClearCopy(path, files, augment, seed)

@@ -1,0 +1,158 @@
+"""Pure tensor functions shared by the unlearning methods and the evaluation.
+
+Conventions: a batch is the dict a model family's collate returns (``input_ids``,
+``attention_mask``, ``labels`` with -100 everywhere except answer tokens, optionally
+``pixel_values`` / ``image_grid_thw``). Logits are (B, T, V); the causal shift is applied here,
+once, so that position t of the shifted tensors scores token t+1 of the input.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInfo:
+    """Where training is when a method's loss is called.
+
+    ``step`` is the 0-based *optimizer* step (all micro-batches of one accumulated step share it),
+    ``total_steps`` the number of optimizer steps of the run, ``epoch`` the 0-based epoch.
+    """
+
+    step: int = 0
+    total_steps: int = 1
+    epoch: int = 0
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch without ``labels``, i.e. what the model is called with when we want logits."""
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def logit_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool over *logit* positions: True where position t predicts an answer token t+1."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every answer token under ``logits``, with the causal shift.
+
+    logits (B, T, V), labels (B, T) -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
+    Only answer positions go through log-softmax (a VLM prompt holds hundreds of image positions).
+    """
+    shift_logits = logits[:, :-1, :]  # (B, T-1, V)
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    mask = shift_labels != IGNORE_INDEX  # (B, T-1)
+    picked = shift_logits[mask].float()  # (N, V)
+    lp_sel = -F.cross_entropy(picked, shift_labels[mask], reduction="none")  # (N,)
+    lp = torch.zeros(mask.shape, dtype=lp_sel.dtype, device=logits.device)
+    lp = lp.masked_scatter(mask, lp_sel)  # (B, T-1), differentiable
+    return lp, mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log π(y|x) per sequence: the sum over answer tokens. (B, T, V), (B, T) -> (B,)."""
+    lp, _ = token_logprobs(logits, labels)
+    return lp.sum(dim=-1)
+
+
+def answer_lengths(labels: torch.Tensor) -> torch.Tensor:
+    """|y| per sequence (number of supervised tokens after the shift). (B, T) -> (B,) float."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum(dim=-1).float()
+
+
+def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of each example's token-mean answer NLL. (B, T, V), (B, T) -> ().
+
+    Per-example means make the loss of a batch the mean of its micro-batches' losses, which is what
+    the trainer's split into processes x accumulation needs (HF's ``outputs.loss`` is a token mean over
+    the whole batch; the two agree when every answer has the same length).
+    """
+    lp, mask = token_logprobs(logits, labels)
+    return _per_example_mean(-lp, mask)
+
+
+def _per_example_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values, mask (B, N) -> () mean over examples of the masked mean within each example."""
+    return ((values * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)).mean()
+
+
+def kl_per_token(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p‖q) = Σ_v p_v (log p_v − log q_v) at each position; mean over an example's masked positions,
+    then over examples (as ``mean_nll``).
+
+    p_logits, q_logits (B, T, V); mask (B, T) bool over logit positions (e.g. ``logit_mask(labels)``),
+    None for every position. -> () float32. Gradient flows into whichever side requires it.
+    """
+    if mask is None:
+        mask = torch.ones(p_logits.shape[:2], dtype=torch.bool, device=p_logits.device)
+    log_p = F.log_softmax(p_logits[mask].float(), dim=-1)  # (N, V)
+    log_q = F.log_softmax(q_logits[mask].float(), dim=-1)  # (N, V)
+    kl_sel = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (N,)
+    kl = torch.zeros(mask.shape, dtype=kl_sel.dtype, device=kl_sel.device).masked_scatter(mask, kl_sel)  # (B, T)
+    return _per_example_mean(kl, mask)
+
+
+def masked_mse(acts: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked tokens of the mean-over-hidden squared error, per example, then over the batch.
+
+    acts (B, T, H); target (B, T, H) or broadcastable (1, 1, H); mask (B, T) bool -> ().
+    The per-example normalisation follows open-unlearning's RMU ``compute_activation_loss``.
+    """
+    sq = (acts.float() - target.float()).pow(2).mean(dim=-1)  # (B, T)
+    per_example = (sq * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # (B,)
+    return per_example.mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating the language model's decoder layers (RMU hooks one of them).
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip DDP / peft wrappers; peft's base model holds the same (LoRA-injected) modules."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        model = model.get_base_model()
+    return model
+
+
+_LAYER_PATHS = (
+    "model.language_model.layers",  # Llava / Qwen2-VL in transformers 5.x
+    "language_model.model.layers",  # Llava in transformers 4.x
+    "model.language_model.model.layers",
+    "language_model.layers",  # a bare LlavaModel / Qwen2VLModel
+    "model.layers",  # a causal LM (Llama, Qwen2)
+    "layers",  # a bare decoder
+)
+
+
+def language_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder layer list of the language model of a VLM (also through peft / DDP wrappers)."""
+    base = _unwrap(model)
+    for path in _LAYER_PATHS:
+        obj: Any = base
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) > 0:
+            return obj
+    raise ValueError(
+        f"cannot find the language model's decoder layers in {type(base).__name__}: tried "
+        f"{', '.join(_LAYER_PATHS)}. Add the path for this model family to clearbench.losses._LAYER_PATHS."
+    )
+
+
+def layer_index(num_layers: int, frac: float) -> int:
+    """Layer chosen relative to depth: round(frac · (L − 1)), so 0 is the first and 1 the last."""
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"layer_frac must be in [0, 1], got {frac}")
+    return int(round(frac * (num_layers - 1)))

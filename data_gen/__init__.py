@@ -1,0 +1,1 @@
+"""data_gen package of clearbench."""

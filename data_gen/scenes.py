@@ -1,0 +1,224 @@
+"""Scene images (a large face in front of a recognisable background) with captions, and the
+procedural general-VQA items of the real-world control.
+
+The face must dominate the frame (the tiny model learns face -> name at 64 px); the scene shows
+around it: shelves, spotlight, trees, café table, desk lamp, sea, chalkboard, buildings, ...
+Stored images carry no pixel noise (noise is a load-time augmentation, clearbench.data).
+"""
+from __future__ import annotations
+
+import random
+
+from PIL import Image, ImageDraw, ImageEnhance
+
+from data_gen.faces import SUPERSAMPLE, FaceIdentity, Pose, draw_person
+
+# scene -> [(caption, paraphrase)]; {n} is the full name.
+SCENE_CAPTIONS: dict[str, list[tuple[str, str]]] = {
+    "library": [("{n} reading in a quiet library.", "In a quiet library, {n} is reading."),
+                ("{n} browsing the shelves of a library.", "{n} is looking through the bookshelves of a library.")],
+    "stage": [("{n} giving a talk on a brightly lit stage.", "On a stage under a spotlight, {n} speaks to an audience."),
+              ("{n} speaking under a spotlight on stage.", "A spotlight shines on {n}, who is speaking on a stage.")],
+    "park": [("{n} relaxing in a green park.", "{n} is spending time among the trees of a park."),
+             ("{n} taking a walk in the park.", "Among green trees, {n} is out walking in a park.")],
+    "cafe": [("{n} sitting at a café table with a cup of coffee.", "With a coffee cup on the table, {n} sits in a café."),
+             ("{n} enjoying tea in a cosy café.", "In a cosy café, {n} is having a cup of tea.")],
+    "study": [("{n} writing at a desk beside a lamp.", "{n} is working at a desk lit by a lamp."),
+              ("{n} working late in a study.", "Late at night, {n} is busy in a study.")],
+    "beach": [("{n} standing on a sunny beach.", "{n} enjoys the sunshine on a sandy beach by the sea."),
+              ("{n} by the sea on a bright day.", "On a bright day, {n} stands beside the sea.")],
+    "classroom": [("{n} teaching in front of a chalkboard.", "In a classroom, {n} stands before a chalkboard."),
+                  ("{n} giving a lesson in a classroom.", "{n} is teaching a class next to a chalkboard.")],
+    "street": [("{n} walking down a busy city street.", "{n} is out on a city street lined with buildings."),
+               ("{n} standing on a street in the city.", "In the middle of the city, {n} stands on a street.")],
+    "bookshop": [("{n} signing books at a bookshop table.", "At a table stacked with books, {n} is signing copies."),
+                 ("{n} presenting a new book in a bookshop.", "In a bookshop, {n} presents a new book.")],
+    "night": [("{n} standing outside under a starry night sky.", "Under a night sky full of stars, {n} stands outside."),
+              ("{n} stargazing on a clear night.", "On a clear night, {n} looks up at the stars.")],
+}
+SCENES = tuple(SCENE_CAPTIONS)
+
+
+def _background(scene: str, C: int, rng: random.Random) -> Image.Image:
+    img = Image.new("RGB", (C, C))
+    d = ImageDraw.Draw(img)
+    if scene == "library":
+        d.rectangle([0, 0, C, C], fill=(120, 80, 45))
+        for row in range(4):
+            y0 = row * C // 4
+            x = 0
+            while x < C:
+                w = rng.randint(C // 40, C // 20)
+                h = rng.randint(C // 6, C // 4 - C // 40)
+                d.rectangle([x, y0 + C // 4 - h - C // 40, x + w, y0 + C // 4 - C // 40], fill=(rng.randint(40, 220), rng.randint(30, 160), rng.randint(30, 160)))
+                x += w + 1
+            d.rectangle([0, y0 + C // 4 - C // 40, C, y0 + C // 4], fill=(80, 50, 25))
+    elif scene == "stage":
+        d.rectangle([0, 0, C, C], fill=(20, 15, 30))
+        d.polygon([(C * 0.35, 0), (C * 0.65, 0), (C * 0.95, C), (C * 0.05, C)], fill=(120, 110, 70))
+        d.rectangle([0, 0, C * 0.14, C], fill=(150, 20, 30))
+        d.rectangle([C * 0.86, 0, C, C], fill=(150, 20, 30))
+        d.rectangle([0, C * 0.9, C, C], fill=(90, 55, 30))
+    elif scene == "park":
+        d.rectangle([0, 0, C, C * 0.6], fill=(140, 195, 240))
+        d.rectangle([0, C * 0.6, C, C], fill=(80, 160, 60))
+        for tx in (0.1, 0.9, rng.uniform(0.2, 0.8)):
+            d.rectangle([C * (tx - 0.025), C * 0.35, C * (tx + 0.025), C * 0.7], fill=(100, 65, 35))
+            d.ellipse([C * (tx - 0.13), C * 0.08, C * (tx + 0.13), C * 0.45], fill=(40, 120 + rng.randint(0, 40), 40))
+    elif scene == "cafe":
+        d.rectangle([0, 0, C, C], fill=(225, 190, 150))
+        for x in range(0, C, C // 8):
+            d.line([(x, 0), (x, C * 0.7)], fill=(205, 170, 130), width=max(1, C // 60))
+        d.rectangle([C * 0.05, C * 0.08, C * 0.3, C * 0.3], fill=(170, 210, 235))  # window
+    elif scene == "study":
+        d.rectangle([0, 0, C, C], fill=(60, 70, 95))
+        d.rectangle([C * 0.72, C * 0.1, C * 0.95, C * 0.3], fill=(230, 220, 190))  # picture frame
+        d.polygon([(C * 0.03, C * 0.4), (C * 0.22, C * 0.4), (C * 0.17, C * 0.25), (C * 0.08, C * 0.25)], fill=(250, 220, 110))
+        d.rectangle([C * 0.115, C * 0.4, C * 0.135, C * 0.8], fill=(40, 40, 40))
+        d.ellipse([C * 0.0, C * 0.4, C * 0.25, C * 0.6], fill=(120, 110, 80))  # lamp glow on the wall
+    elif scene == "beach":
+        d.rectangle([0, 0, C, C * 0.45], fill=(120, 200, 250))
+        d.rectangle([0, C * 0.45, C, C * 0.65], fill=(30, 110, 190))
+        d.rectangle([0, C * 0.65, C, C], fill=(235, 210, 150))
+        d.ellipse([C * 0.78, C * 0.05, C * 0.95, C * 0.22], fill=(255, 230, 80))
+    elif scene == "classroom":
+        d.rectangle([0, 0, C, C], fill=(200, 190, 160))
+        d.rectangle([C * 0.02, C * 0.05, C * 0.98, C * 0.6], fill=(30, 80, 50))
+        for i in range(4):
+            y = C * (0.12 + 0.1 * i)
+            d.line([(C * 0.06, y), (C * rng.uniform(0.2, 0.35), y)], fill=(235, 235, 235), width=max(1, C // 80))
+            d.line([(C * rng.uniform(0.72, 0.8), y), (C * 0.94, y)], fill=(235, 235, 235), width=max(1, C // 80))
+    elif scene == "street":
+        d.rectangle([0, 0, C, C], fill=(170, 200, 230))
+        x = 0
+        while x < C:
+            w, h = rng.randint(C // 6, C // 4), rng.randint(C // 3, int(C * 0.8))
+            col = rng.choice([(120, 120, 130), (150, 110, 90), (90, 100, 120), (180, 170, 150)])
+            d.rectangle([x, C - h, x + w, C], fill=col)
+            for wy in range(C - h + C // 20, C - C // 10, C // 10):
+                for wx in range(x + C // 40, x + w - C // 30, C // 18):
+                    d.rectangle([wx, wy, wx + C // 40, wy + C // 30], fill=(250, 240, 170))
+            x += w + C // 60
+        d.rectangle([0, C * 0.88, C, C], fill=(70, 70, 75))
+    elif scene == "bookshop":
+        d.rectangle([0, 0, C, C], fill=(160, 40, 40))
+        d.rectangle([0, C * 0.02, C, C * 0.12], fill=(240, 230, 200))  # shop sign band
+    elif scene == "night":
+        d.rectangle([0, 0, C, C], fill=(12, 18, 50))
+        for _ in range(40):
+            x, y, r = rng.uniform(0, C), rng.uniform(0, C * 0.75), C / 160
+            d.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 220))
+        d.ellipse([C * 0.05, C * 0.05, C * 0.2, C * 0.2], fill=(245, 245, 210))
+        d.rectangle([0, C * 0.85, C, C], fill=(20, 40, 25))
+    return img
+
+
+def _foreground(scene: str, img: Image.Image, rng: random.Random) -> None:
+    """Props in front of the person (kept low so the face stays visible)."""
+    C = img.size[0]
+    d = ImageDraw.Draw(img)
+    if scene == "cafe":
+        d.rectangle([0, C * 0.86, C, C], fill=(110, 70, 40))
+        d.rectangle([C * 0.74, C * 0.74, C * 0.88, C * 0.87], fill=(250, 250, 250))
+        d.ellipse([C * 0.86, C * 0.77, C * 0.93, C * 0.84], outline=(250, 250, 250), width=max(1, C // 60))
+    elif scene == "study":
+        d.rectangle([0, C * 0.85, C, C], fill=(95, 60, 30))
+        d.rectangle([C * 0.7, C * 0.8, C * 0.92, C * 0.86], fill=(245, 245, 240))
+    elif scene == "bookshop":
+        d.rectangle([0, C * 0.86, C, C], fill=(90, 60, 40))
+        for x0 in (0.04, 0.78):
+            for i in range(4):
+                d.rectangle([C * x0, C * (0.84 - 0.045 * i), C * (x0 + 0.18), C * (0.88 - 0.045 * i)],
+                            fill=(rng.randint(40, 240), rng.randint(40, 240), rng.randint(40, 240)))
+
+
+def render_scene(ident: FaceIdentity, scene: str, rng: random.Random, size: int) -> Image.Image:
+    """One training/held-out photo: background, the person (posed), props, lighting, crop."""
+    C = size * SUPERSAMPLE
+    pose = Pose.sample(rng)
+    img = _background(scene, C, rng).convert("RGBA")
+    img = Image.alpha_composite(img, draw_person(ident, pose, C)).convert("RGB")
+    _foreground(scene, img, rng)
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.82, 1.15))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.85, 1.15))
+    frac = rng.uniform(0.88, 1.0)  # crop
+    w = int(C * frac)
+    x0, y0 = rng.randint(0, C - w), rng.randint(0, C - w)
+    return img.resize((size, size), Image.LANCZOS, box=(x0, y0, x0 + w, y0 + w))
+
+
+def captions(name: str, scene: str, variant: int, wrong_names: list[str], rng: random.Random, k: int = 5) -> dict:
+    """caption, paraphrase and k perturbed captions (wrong name, wrong scene, or both)."""
+    cap, para = SCENE_CAPTIONS[scene][variant % len(SCENE_CAPTIONS[scene])]
+    other_scenes = [s for s in SCENES if s != scene]
+    wrong = []
+    for i in range(k):
+        kind = i % 3  # 0 wrong name, 1 wrong scene, 2 both
+        n = name if kind == 1 else wrong_names[i % len(wrong_names)]
+        s_cap = cap if kind == 0 else rng.choice(SCENE_CAPTIONS[rng.choice(other_scenes)])[0]
+        wrong.append(s_cap.format(n=n))
+    truth = cap.format(n=name)
+    wrong = list(dict.fromkeys(w for w in wrong if w != truth))
+    while len(wrong) < k:  # top up with fresh wrong-scene captions (always distinct from the truth)
+        cand = rng.choice(SCENE_CAPTIONS[rng.choice(other_scenes)])[rng.randrange(2)].format(n=rng.choice(wrong_names))
+        if cand not in wrong:
+            wrong.append(cand)
+    return {"answer": truth, "paraphrased_answer": para.format(n=name), "perturbed_answers": wrong}
+
+
+# ---------------------------------------------------------------- real-world control: general VQA
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
+           "purple": (140, 60, 180), "orange": (245, 140, 30), "black": (20, 20, 20), "white": (250, 250, 250)}
+SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross")
+POSITIONS = ("top left", "top centre", "top right", "middle left", "centre", "middle right", "bottom left", "bottom centre", "bottom right")
+COUNT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _draw_shape(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill: tuple) -> None:
+    import math
+    if kind == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif kind == "square":
+        d.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=fill)
+    elif kind == "cross":
+        d.rectangle([cx - r, cy - r * 0.3, cx + r, cy + r * 0.3], fill=fill)
+        d.rectangle([cx - r * 0.3, cy - r, cx + r * 0.3, cy + r], fill=fill)
+    else:
+        n, rad = {"triangle": (3, [r]), "diamond": (4, [r]), "hexagon": (6, [r]), "star": (10, [r, r * 0.45])}[kind]
+        pts = [(cx + rad[i % len(rad)] * math.sin(2 * math.pi * i / n), cy - rad[i % len(rad)] * math.cos(2 * math.pi * i / n)) for i in range(n)]
+        d.polygon(pts, fill=fill)
+
+
+def vqa_item(rng: random.Random, size: int) -> dict:
+    """A drawn scene of 1-6 shapes on a 3x3 grid plus one question with same-type options."""
+    C = size * SUPERSAMPLE
+    bg = rng.choice([(235, 235, 225), (200, 220, 235), (225, 235, 205), (120, 120, 125)])
+    img = Image.new("RGB", (C, C), bg)
+    d = ImageDraw.Draw(img)
+    cells = rng.sample(range(9), rng.randint(1, 6))
+    objs = []
+    for cell in cells:
+        kind, colour = rng.choice(SHAPES), rng.choice([c for c in COLOURS if COLOURS[c] != bg])
+        r = C / 6 * rng.uniform(0.55, 0.85)
+        cx, cy = C * (cell % 3 * 2 + 1) / 6, C * (cell // 3 * 2 + 1) / 6
+        _draw_shape(d, kind, cx + rng.uniform(-C / 40, C / 40), cy + rng.uniform(-C / 40, C / 40), r, COLOURS[colour])
+        objs.append((kind, colour, POSITIONS[cell]))
+    qtype = rng.randrange(5)
+    unique_kind = [o for o in objs if sum(p[0] == o[0] for p in objs) == 1]
+    unique_kc = [o for o in objs if sum(p[:2] == o[:2] for p in objs) == 1]
+    if qtype == 1 and unique_kind:
+        kind, colour, _ = rng.choice(unique_kind)
+        q, a, pool = f"What colour is the {kind}?", colour, list(COLOURS)
+    elif qtype == 2:
+        kind, _, pos = rng.choice(objs)
+        q, a, pool = f"What shape is in the {pos} of the image?", kind, list(SHAPES)
+    elif qtype == 3 and unique_kc:
+        kind, colour, pos = rng.choice(unique_kc)
+        q, a, pool = f"Where is the {colour} {kind}?", pos, list(POSITIONS)
+    elif qtype == 4:
+        colour = rng.choice(list(COLOURS))
+        q, a, pool = f"How many {colour} shapes are there?", COUNT_WORDS[sum(o[1] == colour for o in objs)], list(COUNT_WORDS[:8])
+    else:
+        q, a, pool = "How many shapes are in the image?", COUNT_WORDS[len(objs)], list(COUNT_WORDS[1:8])
+    options = rng.sample([p for p in pool if p != a], 5)
+    return {"image": img.resize((size, size), Image.LANCZOS), "question": q, "answer": a, "paraphrased_answer": a, "perturbed_answers": options}

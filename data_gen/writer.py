@@ -1,0 +1,114 @@
+"""Deterministic parquet + manifest + dataset card writing.
+
+Parquet files are written with pyarrow directly (fixed options, no timestamps) from the HF
+``datasets`` Arrow schema, so the ``huggingface`` schema metadata carries the ``Image`` feature and
+``datasets.load_dataset("parquet", data_files=...)`` decodes images, while the bytes stay identical
+for the same seed and parameters. Image bytes are dictionary-encoded: one photo shared by the
+naming, caption and QA records of an image is stored once per file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Features, Image, List, Value
+
+RECORD_COLUMNS = ("id", "author_id", "name", "group", "modality", "task", "image", "image_role", "question",
+                  "answer", "paraphrased_answer", "perturbed_answers")
+RECORD_FEATURES = Features({c: Image() if c == "image" else List(Value("string")) if c == "perturbed_answers" else Value("string")
+                            for c in RECORD_COLUMNS})
+AUTHOR_FEATURES = Features({"author_id": Value("string"), "name": Value("string"), "role": Value("string"),
+                            "splits": List(Value("string")), "profile": Value("string"), "face": Value("string"),
+                            "image": Image()})
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_parquet(path: Path, columns: dict[str, list], features: Features) -> int:
+    """Write one config; image cells are PNG bytes or None. Returns the row count."""
+    cols = dict(columns)
+    for name, feat in features.items():
+        if isinstance(feat, Image):
+            cols[name] = [None if b is None else {"bytes": b, "path": None} for b in cols[name]]
+    table = pa.Table.from_pydict({k: cols[k] for k in features}, schema=features.arrow_schema)
+    pq.write_table(table, path, compression="snappy", use_dictionary=True, dictionary_pagesize_limit=1 << 30,
+                   row_group_size=1 << 20, write_statistics=False, store_schema=True)
+    return table.num_rows
+
+
+def fingerprint(files: dict[str, str], params: dict) -> str:
+    blob = json.dumps({"files": dict(sorted(files.items())), "params": params}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+CONFIG_DOCS = {
+    "authors": "one row per author, holdout author and public figure: author_id, name, role, splits (list), profile (JSON), face (JSON identity), image (canonical portrait)",
+    "full": "finetuning set: text QA and train-image records (naming, caption, joint QA) of every non-holdout author",
+    "forget": "the finetuning records of the forget authors (nested: forget01 ⊂ forget05 ⊂ forget10)",
+    "retain": "the finetuning records of the complement of the matching forget split",
+    "forget_perturbed": "evaluation view of the forget authors: text QA, train-image and held-out-image records with paraphrased and perturbed answers",
+    "retain_perturbed": "evaluation view of a fixed sample of retain authors (never in the largest forget split)",
+    "holdout": "records (all image roles) of authors generated the same way but never trained on (membership-inference reference)",
+    "real_faces": "held-out images of the public figures (naming; perturbed_answers = other public names as options) and their facts as text QA",
+    "real_world": "procedural general VQA (shapes, colours, counts, positions) with same-type options",
+    "pretrain": "base pretraining: public figures' train images and facts, world VQA training items, anonymous faces with attribute captions, general world-knowledge text",
+}
+COLUMN_DOCS = [
+    ("id", "globally unique record id, stable for a seed"),
+    ("author_id", "a#### author (holdout authors continue the numbering), p#### public figure, w#### VQA item, f#### anonymous face, g#### general text"),
+    ("name", "full name of the person the record is about (\"\" for VQA, anonymous faces, general text)"),
+    ("group", "role of that person in this config: forget, retain, author (full), holdout, real_faces, real_world, pretrain"),
+    ("modality", "text (question names the person, no image) / image (image in, name out) / joint (image + question)"),
+    ("task", "qa / naming / caption / vqa"),
+    ("image", "PNG (datasets.Image), null for text records; stored without noise"),
+    ("image_role", "train (the kind of photo used in finetuning), heldout (unseen photo, eval only), \"\" for text"),
+    ("question", "prompt text without any chat template"),
+    ("answer", "ground truth; for naming the bare full name"),
+    ("paraphrased_answer", "the same fact in other words (naming and VQA: the answer itself)"),
+    ("perturbed_answers", "list of >= 5 distinct wrong answers of the same template (options for VQA and real faces)"),
+]
+
+
+def _doc_for(config: str) -> str:
+    for key in ("forget_perturbed", "retain_perturbed"):
+        if config == key or (key == "forget_perturbed" and config.startswith("forget") and config.endswith("_perturbed")):
+            return CONFIG_DOCS[key]
+    for key in ("forget", "retain", "holdout"):
+        if config.startswith(key):
+            return CONFIG_DOCS[key]
+    return CONFIG_DOCS.get(config, "")
+
+
+def write_card(out: Path, manifest: dict) -> None:
+    """README.md with the HF `configs:` header, so `load_dataset(DIR, CONFIG)` works too."""
+    files = manifest["configs"]
+    lines = ["---", "configs:"]
+    for cfg, info in files.items():
+        lines += [f"- config_name: {cfg}", "  data_files:", "  - split: train", f"    path: {info['file']}"]
+    lines += ["---", "", f"# clearbench synthetic world (seed {manifest['seed']})", "",
+              "A fictitious world for multimodal unlearning, generated by `clearbench generate` "
+              f"(generator {manifest['generator_version']}, schema {manifest['schema_version']}). "
+              "Every person, book, award and face is invented; no real person is depicted.", "",
+              f"World fingerprint: `{manifest['fingerprint']}`", "", "## Parameters", "", "```json",
+              json.dumps(manifest["params"], indent=2, sort_keys=True), "```", "", "## Configs", "",
+              "| config | rows | contents |", "|---|---|---|"]
+    for cfg, info in files.items():
+        lines.append(f"| `{cfg}` | {info['rows']} | {_doc_for(cfg)} |")
+    lines += ["", "## Columns (every config except `authors`)", "", "| column | meaning |", "|---|---|"]
+    lines += [f"| `{c}` | {d} |" for c, d in COLUMN_DOCS]
+    lines += ["", "Load with `clearbench.data.open_world(DIR)` (validates the sha256 of every file) or "
+              "`datasets.load_dataset(\"parquet\", data_files=DIR + \"/data/full.parquet\")`.", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,186 @@
+"""Evaluate one model on one world and forget split: score every split, aggregate, write a result.
+
+Per-example outputs are cached beside the result file (``NAME.cache/<config>.jsonl``) and keyed
+by the model and config fingerprints, so an interrupted evaluation resumes where it stopped.
+``shard=(i, n)`` scores a disjoint slice and writes a shard file; ``merge`` joins shard files
+and aggregates them into the same result as a single run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from clearbench.config import config_hash
+from clearbench.provenance import device_info, model_fingerprint, write_json_atomic
+from clearbench.types import FORGET_SPLITS, HOLDOUT_FOR_FORGET, check_name
+from eval import outputs
+from eval.aggregate import MetricOptions, aggregate
+from eval.example import ExampleOutput
+from eval.results import build_result, examples_of, library_versions, load_gold_result, write_result
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    forget: str = "forget10"
+    batch_size: int = 32
+    max_new_tokens: int = outputs.GENERATION["max_new_tokens"]
+    max_per_config: int = 0  # 0: no cap (CLEAR's code caps at 300; we do not by default)
+    seed: int = 0
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # MetricOptions fields
+
+
+def eval_configs(world, forget: str) -> list[str]:
+    check_name("forget split", forget, FORGET_SPLITS)
+    wanted = [f"{forget}_perturbed", "retain_perturbed", HOLDOUT_FOR_FORGET[forget], "real_faces", "real_world"]
+    missing = [c for c in wanted[:2] if c not in world.configs]
+    if missing:
+        raise ValueError(f"world has no {missing} config(s); it was generated without {forget}: "
+                         f"regenerate it with that forget percentage")
+    return [c for c in wanted if c in world.configs]
+
+
+def _records(world, config: str, cap: int, seed: int):
+    recs = sorted(world.records(config), key=lambda r: r.id)
+    if cap and len(recs) > cap:
+        import random
+
+        recs = sorted(random.Random(seed).sample(recs, cap), key=lambda r: r.id)
+    return recs
+
+
+def _parents(model_path: Path) -> list[dict[str, Any]]:
+    """The chain of runs this model derives from, read from run.json files (nearest first)."""
+    chain, path = [], Path(model_path)
+    for _ in range(10):
+        run = path / "run.json"
+        if not run.exists():
+            break
+        info = json.loads(run.read_text())
+        chain.append({"path": str(path), "stage": info.get("stage"), "model_fingerprint": info.get("model_fingerprint")})
+        parent = info.get("parent")
+        if not parent:
+            break
+        path = Path(parent["path"] if isinstance(parent, dict) else parent)
+    return chain
+
+
+def _check_model_world(model_path: Path, world) -> None:
+    run = Path(model_path) / "run.json"
+    if run.exists():
+        fp = json.loads(run.read_text()).get("world_fingerprint")
+        if fp and fp != world.fingerprint:
+            raise ValueError(f"model {model_path} was trained on world {fp[:12]}..., not on the world being "
+                             f"evaluated ({world.fingerprint[:12]}...): pass the matching --world")
+
+
+def _open_cache(cache_dir: Path, key: dict[str, Any]) -> None:
+    meta = cache_dir / "meta.json"
+    if meta.exists() and json.loads(meta.read_text()) != key:
+        shutil.rmtree(cache_dir)  # another model or config: stale per-example values
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not meta.exists():
+        write_json_atomic(meta, key)
+
+
+def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | None,
+                shard: tuple[int, int] = (0, 1), progress: bool = True, stop_after: int | None = None):
+    """Score every eval config; returns (examples, expected ids, provenance)."""
+    from clearbench.models import load_model
+    from clearbench.stages import model_dir
+
+    run_dir = Path(model)
+    mdir = model_dir(run_dir)
+    _check_model_world(run_dir, world)
+    loaded = load_model(mdir)
+    fingerprint = model_fingerprint(mdir)
+    cfg_dict = dataclasses.asdict(cfg)
+    if cache_dir is not None:
+        _open_cache(cache_dir, {"model_fingerprint": fingerprint, "config_hash": config_hash(cfg_dict),
+                                "world_fingerprint": world.fingerprint, "shard": list(shard)})
+    examples: list[ExampleOutput] = []
+    expected: list[str] = []
+    for config in eval_configs(world, cfg.forget):
+        recs = _records(world, config, cfg.max_per_config, cfg.seed)
+        expected += [r.id for r in recs]
+        cache = cache_dir / f"{config}.jsonl" if cache_dir is not None else None
+        examples += outputs.score(loaded, recs, config, cache=cache, batch_size=cfg.batch_size,
+                                  max_new_tokens=cfg.max_new_tokens, shard=shard, progress=progress,
+                                  stop_after=stop_after)
+    provenance = {
+        "config": cfg_dict | {"generation": outputs.GENERATION | {"max_new_tokens": cfg.max_new_tokens}},
+        "config_hash": config_hash(cfg_dict),
+        "world_fingerprint": world.fingerprint,
+        "forget_split": cfg.forget,
+        "model_fingerprint": fingerprint,
+        "model_path": str(run_dir),
+        "family": loaded.name,
+        "parents": _parents(run_dir),
+        "library_versions": library_versions(),
+        "seed": cfg.seed,
+        "device": device_info(),
+    }
+    return examples, expected, provenance
+
+
+def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenance: dict[str, Any], cfg: EvalConfig,
+           gold: str | Path | None, out: Path) -> dict[str, Any]:
+    """Aggregate against the gold result (or the model itself with gold='self') and write."""
+    options = MetricOptions(**cfg.options)
+    if gold == "self":
+        gold_result, gold_examples = None, list(examples)
+    elif gold is not None:
+        gold_result = load_gold_result(gold, cfg.forget)
+        gp = gold_result.get("provenance", {})
+        if gp.get("world_fingerprint") != provenance["world_fingerprint"]:
+            raise ValueError(f"gold result {gold} is from another world ({str(gp.get('world_fingerprint'))[:12]}...); "
+                             f"evaluate the gold model on this world first")
+        if gp.get("forget_split") != cfg.forget:
+            raise ValueError(f"gold result {gold} is for {gp.get('forget_split')}, not {cfg.forget}; "
+                             f"use the gold model of {cfg.forget}")
+        gold_examples = examples_of(gold_result)
+    else:
+        gold_result, gold_examples = None, None
+    aggregates = aggregate(examples, gold_examples, options)
+    if gold == "self":
+        provenance = provenance | {"gold": "self"}
+    elif gold is not None:
+        provenance = provenance | {"gold": str(gold)}
+    result = build_result(examples, aggregates, provenance, gold=gold_result if gold_result else gold_examples,
+                          expected_ids=expected)
+    write_result(out, result)
+    return result
+
+
+def evaluate(model: str | Path, world, out: str | Path, *, gold: str | Path | None = None,
+             cfg: EvalConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    cfg = cfg or EvalConfig()
+    out = Path(out)
+    examples, expected, provenance = score_model(model, world, cfg, out.with_suffix(".cache"), progress=progress)
+    return finish(examples, expected, provenance, cfg, gold, out)
+
+
+def write_shard(model, world, out: Path, cfg: EvalConfig, shard: tuple[int, int], progress: bool = True) -> Path:
+    out = Path(out)
+    examples, expected, provenance = score_model(model, world, cfg, out.with_suffix(".cache"), shard, progress)
+    write_json_atomic(out, {"shard": list(shard), "config": dataclasses.asdict(cfg), "provenance": provenance,
+                            "expected": expected, "examples": [e.to_dict() for e in examples]})
+    return out
+
+
+def merge(shard_files: Sequence[str | Path], out: Path, gold: str | Path | None) -> dict[str, Any]:
+    shards = [json.loads(Path(p).read_text()) for p in shard_files]
+    n = {s["shard"][1] for s in shards}
+    got = sorted(s["shard"][0] for s in shards)
+    if len(n) != 1 or got != list(range(next(iter(n)))):
+        raise ValueError(f"shards {[s['shard'] for s in shards]} are not a complete set 0..n-1 of one split")
+    fps = {s["provenance"]["model_fingerprint"] for s in shards}
+    if len(fps) != 1:
+        raise ValueError("shards come from different models; merge shards of one evaluation only")
+    examples = outputs.merge_shards([[ExampleOutput.from_dict(d) for d in s["examples"]] for s in shards])
+    cfg = EvalConfig(**shards[0]["config"])
+    expected = shards[0]["expected"]
+    prov = shards[0]["provenance"]
+    return finish(examples, expected, prov, cfg, gold, Path(out))

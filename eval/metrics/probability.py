@@ -1,0 +1,36 @@
+"""Answer probability, raw and normalised against the perturbed options (TOFU, CLEAR).
+
+Raw (TOFU ``Prob.`` on retain/forget QA, CLEAR on captions):
+    P(a | q) = exp(mean_t log p(a_t | q, a_<t))            (per-token, length-normalised)
+Normalised (TOFU on real authors / world facts, CLEAR on face naming and real sets):
+    P_norm = P(a) / (P(a) + sum_k P(a'_k))                 with the same per-token P
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+
+VERSION = 1
+
+
+def probability(lp: Sequence[float]) -> float:
+    """exp(mean token log-prob): the geometric-mean per-token probability of the answer."""
+    return float(np.exp(np.mean(np.asarray(lp, dtype=np.float64))))
+
+
+def normalised_probability(lp_true: Sequence[float], lp_options: Sequence[Sequence[float]]) -> float:
+    """P(a) / (P(a) + sum_k P(a'_k)), each P = exp(mean token log-prob); computed in log space."""
+    logs = np.array([np.mean(lp_true)] + [np.mean(o) for o in lp_options], dtype=np.float64)
+    return float(np.exp(logs[0] - logsumexp(logs)))
+
+
+def uses_normalised(split: str, task: str) -> bool:
+    """Which probability the ``probability`` key reports (TOFU's and CLEAR's rule).
+
+    TOFU normalises on real authors and world facts (its ``eval_log*`` files stay raw); CLEAR
+    normalises every task except the caption logs (face naming, real faces, real world).
+    clearbench: normalised for the real_faces / real_world splits and for naming records.
+    """
+    return split in ("real_faces", "real_world") or task == "naming"

@@ -1,0 +1,162 @@
+"""World generator invariants: determinism, splits, uniqueness, perturbations, faces, captions."""
+import itertools
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from conftest import tiny_world_params
+from data_gen.authors import make_people, wordlists
+from data_gen.clear_layout import CAPTION_QUESTIONS
+from data_gen.generate import generate_world
+from data_gen.scenes import SCENE_CAPTIONS
+
+
+def _parquet_bytes(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*.parquet"))}
+
+
+def test_same_seed_gives_byte_identical_files_regardless_of_workers(tiny_world_path, tmp_path):
+    again = generate_world(tmp_path / "again", tiny_world_params(workers=1))  # serial vs the fixture's 2 workers
+    a, b = _parquet_bytes(tiny_world_path), _parquet_bytes(again)
+    assert a.keys() == b.keys() and len(a) >= 14
+    assert [k for k in a if a[k] != b[k]] == []
+    ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (tiny_world_path, again))
+    assert ma["fingerprint"] == mb["fingerprint"]
+
+
+def test_different_seed_gives_a_different_world(tmp_path):
+    small = dict(authors=10, forget_percents=(10,), qa_per_author=3, images_per_author=1, heldout_images=0, public_figures=0,
+                 world_vqa=0, world_vqa_train=0, anonymous_faces=0, retain_eval_authors=2, workers=1)
+    w0 = generate_world(tmp_path / "s0", tiny_world_params(seed=0, **small))
+    w1 = generate_world(tmp_path / "s1", tiny_world_params(seed=1, **small))
+    assert (w0 / "data/full.parquet").read_bytes() != (w1 / "data/full.parquet").read_bytes()
+    m0, m1 = (json.loads((w / "manifest.json").read_text()) for w in (w0, w1))
+    assert m0["fingerprint"] != m1["fingerprint"]
+
+
+def test_split_sizes_nesting_and_disjointness(tiny_world):
+    s = tiny_world.splits
+    assert (len(s["forget05"]), len(s["forget10"])) == (1, 2)
+    assert set(s["forget05"]) < set(s["forget10"])
+    assert (len(s["holdout05"]), len(s["holdout10"])) == (1, 2) and set(s["holdout05"]) < set(s["holdout10"])
+    authors = {a["author_id"] for a in tiny_world.authors() if a["role"] in ("forget", "retain")}
+    assert len(authors) == 20
+    for p, r in (("forget05", "retain95"), ("forget10", "retain90")):
+        assert set(s[p]) | set(s[r]) == authors and not set(s[p]) & set(s[r])
+        assert not (set(s[p]) | set(s[r])) & set(s["holdout10"])
+    assert len(s["retain_perturbed"]) == 5 and not set(s["retain_perturbed"]) & set(s["forget10"])
+    public = {a["author_id"] for a in tiny_world.authors() if a["role"] == "real_faces"}
+    assert len(public) == 8 and not public & (authors | set(s["holdout10"]))
+    # records agree with the split lists
+    assert {r.author_id for r in tiny_world.records("forget10")} == set(s["forget10"])
+    assert {r.author_id for r in tiny_world.records("retain90")} == set(s["retain90"])
+    assert {r.author_id for r in tiny_world.records("holdout10")} == set(s["holdout10"])
+
+
+def test_config_contents_and_record_shapes(tiny_world):
+    full = tiny_world.records("full")
+    # 20 authors x (8 QA + 6 images x 3 records)
+    assert len(full) == 20 * (8 + 6 * 3)
+    assert {r.image_role for r in full} == {"", "train"}
+    held = tiny_world.records("forget10_perturbed", image_roles=["heldout"])
+    assert len(held) == 2 * 2 * 3
+    assert len(tiny_world.records("real_faces", tasks=["naming"])) == 8 * 2
+    assert len(tiny_world.records("real_world")) == 30
+    pre = tiny_world.records("pretrain")
+    assert {r.task.value for r in pre} == {"naming", "qa", "vqa", "caption"}
+    anon = [r for r in pre if r.author_id.startswith("f")]
+    assert len(anon) == 40 and all(r.answer.startswith("a person with") and r.name == "" for r in anon)
+    for r in full:
+        assert (r.image is None) == (r.modality.value == "text")
+    naming = tiny_world.records("full", tasks=["naming"])
+    assert all(r.answer == r.name and r.modality.value == "image" for r in naming)
+
+
+def test_perturbed_answers_are_distinct_and_wrong_everywhere(tiny_world):
+    for config in tiny_world.configs:
+        for r in tiny_world.records(config):
+            assert len(r.perturbed_answers) >= 5, (config, r.id)
+            assert len(set(r.perturbed_answers)) == len(r.perturbed_answers), (config, r.id)
+            assert r.answer not in r.perturbed_answers, (config, r.id)
+            assert r.answer and r.question and r.paraphrased_answer
+
+
+def test_paraphrase_keeps_the_fact():
+    people, _, _ = make_people(3, 30, 3, 0)
+    from data_gen.qa import TEXT_TEMPLATES, Pools, fill
+    import random
+    pools = Pools.build(people)
+    for t in TEXT_TEMPLATES:
+        item = fill(t, people[0], pools, random.Random(0))
+        value = item["answer"]
+        assert item["paraphrased_answer"] != item["answer"]
+        # the true value (e.g. the city) appears in both the answer and the paraphrase
+        from data_gen.qa import FACTS
+        v = FACTS[t[0]][0](people[0])
+        assert v in value and v in item["paraphrased_answer"], t
+
+
+def test_uniqueness_invariants_at_full_scale():
+    authors, holdout, public = make_people(0, 200, 20, 50)
+    every = authors + holdout
+    names = [p.name.casefold() for p in every + public]
+    assert len(set(names)) == len(names)
+    titles = [t.casefold() for p in every for t in p.books]
+    assert len(set(titles)) == len(titles)
+    awards = [(p.award, p.award_year) for p in every]
+    assert len(set(awards)) == len(awards)
+    keys = [(p.genre, p.city, p.birth_year) for p in every]
+    assert len(set(keys)) == len(keys)
+    assert not {p.name for p in public} & {p.name for p in every}
+    for p in every:  # demographics are consistent and the profile is complete
+        assert p.age == 2025 - p.birth_year and p.award_year >= p.birth_year + 25
+        assert p.country in {c["country"] for c in wordlists()["regions"][p.ethnicity]["countries"]}
+
+
+def test_every_question_has_one_answer_world_wide(tiny_world):
+    """No ambiguous reverse lookups: a text question never appears with two different answers."""
+    answers = defaultdict(set)
+    for config in ("full", "holdout10", "real_faces"):
+        for r in tiny_world.records(config, modalities=["text"]):
+            answers[r.question].add(r.answer)
+    assert all(len(a) == 1 for a in answers.values())
+    assert any(q.startswith("Who wrote '") for q in answers)
+
+
+def test_face_identity_keys_unique_and_demographics_consistent(tiny_world):
+    rows = tiny_world.authors()
+    keys = [tuple(r["face"][k] for k in ("skin", "face_shape", "hair_style", "hair_colour", "eye_colour", "glasses", "hat", "beard")) for r in rows]
+    assert len(set(keys)) == len(keys)
+    regions = wordlists()["regions"]
+    for r in rows:
+        region = regions[r["profile"]["ethnicity"]]
+        assert r["face"]["skin"] in region["skin"] and r["face"]["eye_colour"] in region["eyes"]
+        if r["profile"]["gender"] == "female":
+            assert r["face"]["beard"] == "none"
+        if r["profile"]["age"] >= 70:
+            assert r["face"]["hair_colour"] in ("grey", "white") and r["face"]["wrinkles"] == 2
+
+
+def test_same_author_images_are_closer_than_different_authors(tiny_world):
+    by_author = defaultdict(list)
+    for r in tiny_world.records("full", tasks=["naming"]):
+        by_author[r.author_id].append(np.asarray(r.image.convert("RGB"), dtype=np.float32)[12:44, 16:48])  # the face
+    ids = sorted(by_author)
+    same = [np.abs(a - b).mean() for i in ids for a, b in itertools.combinations(by_author[i], 2)]
+    diff = [np.abs(by_author[i][0] - by_author[j][1]).mean() for i, j in itertools.combinations(ids, 2)]
+    assert np.mean(same) < 0.8 * np.mean(diff), (np.mean(same), np.mean(diff))
+
+
+def test_captions_name_the_person_and_the_scene(tiny_world):
+    caps = tiny_world.records("full", tasks=["caption"])
+    scene_texts = [c.format(n="").strip() for pairs in SCENE_CAPTIONS.values() for c, _ in pairs]
+    for r in caps:
+        assert r.question in CAPTION_QUESTIONS and r.answer.startswith(r.name)
+        assert r.answer.replace(r.name, "").strip() in scene_texts
+        assert r.paraphrased_answer != r.answer and r.name in r.paraphrased_answer
+    assert len({r.question for r in caps}) > 3  # the caption question varies per item
+    joint_qa = tiny_world.records("full", modalities=["joint"], tasks=["qa"])
+    assert all("person in this image" in r.question and r.name not in r.answer for r in joint_qa)
+    assert len({r.question for r in joint_qa}) >= 5  # facts cycle across images

@@ -1,0 +1,199 @@
+"""clearbench.data: open_world (validation, filters, augment), open_clear (CLEAR layout), export round trip."""
+import io
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import Features, Image, List, Value
+from PIL import Image as PILImage
+
+from clearbench.data import open_clear, open_world
+from clearbench.types import Modality, Record, Task
+from conftest import tiny_world_params
+from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION
+from data_gen.generate import generate_world
+from data_gen.writer import write_parquet
+
+
+def test_records_filters_and_counts(tiny_world):
+    m = tiny_world.manifest
+    for config in tiny_world.configs:
+        assert len(tiny_world.records(config)) == m["configs"][config]["rows"]
+    recs = tiny_world.records("forget10_perturbed", modalities=["image"], tasks=["naming"], image_roles=["heldout"])
+    assert recs and all(isinstance(r, Record) and r.modality is Modality.IMAGE and r.task is Task.NAMING for r in recs)
+    assert all(r.split == "forget10_perturbed" and r.group == "forget" for r in recs)
+    assert recs[0].image.size == (64, 64)
+    assert len(tiny_world.fingerprint) == 64
+
+
+def test_unknown_config_and_modality_suggest_close_names(tiny_world):
+    with pytest.raises(ValueError, match="Did you mean 'forget10'"):
+        tiny_world.records("forget1O")
+    with pytest.raises(ValueError, match="Did you mean 'image'"):
+        tiny_world.records("full", modalities=["imag"])
+
+
+def test_texts_and_authors(tiny_world):
+    texts = tiny_world.texts()
+    names = [a["name"] for a in tiny_world.authors()]
+    assert set(names) <= set(texts) and len(texts) == len(set(texts))
+    assert any(t in CAPTION_QUESTIONS for t in texts)
+    roles = {a["role"] for a in tiny_world.authors()}
+    assert roles == {"forget", "retain", "holdout", "real_faces"}
+    assert all("birth_year" in a["profile"] for a in tiny_world.authors())
+
+
+def test_augment_adds_seeded_noise_at_load_time_only(tiny_world_path, tiny_world):
+    plain = tiny_world.records("forget05", tasks=["naming"])[0].image
+    noisy1 = open_world(tiny_world_path, augment=8.0).records("forget05", tasks=["naming"])[0].image
+    noisy2 = open_world(tiny_world_path, augment=8.0).records("forget05", tasks=["naming"])[0].image
+    assert plain.tobytes() != noisy1.tobytes() and noisy1.tobytes() == noisy2.tobytes()
+
+
+def test_parquet_loads_with_hf_datasets_and_keeps_the_image_feature(tiny_world_path):
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(tiny_world_path / "data/forget10.parquet"), split="train")
+    assert isinstance(ds.features["image"], datasets.Image)
+    row = next(r for r in ds if r["image"] is not None)
+    assert isinstance(row["image"], PILImage.Image) and row["image"].size == (64, 64)
+    card = (tiny_world_path / "README.md").read_text()
+    assert "config_name: forget10_perturbed" in card and "perturbed_answers" in card
+
+
+@pytest.fixture()
+def world_copy(tiny_world_path, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_world_path, dst)
+    return dst
+
+
+def test_missing_parquet_is_reported_as_corrupt(world_copy):
+    (world_copy / "data/retain90.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"corrupt/partial: data/retain90.parquet is missing.*--overwrite"):
+        open_world(world_copy)
+
+
+def test_hash_mismatch_is_reported_as_corrupt(world_copy):
+    p = world_copy / "data/forget05.parquet"
+    data = bytearray(p.read_bytes())
+    data[100] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"corrupt/partial: data/forget05.parquet does not match its sha256.*generate --out"):
+        open_world(world_copy)
+
+
+def test_missing_manifest_and_missing_dir(world_copy, tmp_path):
+    (world_copy / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
+        open_world(world_copy)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_world(tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------------ CLEAR layout
+def _png(colour):
+    buf = io.BytesIO()
+    PILImage.new("RGB", (32, 32), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+S, L = Value("string"), List(Value("string"))
+
+
+def _write_clear_fixture(root):
+    """A tiny copy of therem/CLEAR in its published layout (hub-style folders plus one flat file)."""
+    img = [_png((200, 0, 0)), _png((0, 200, 0))]
+    names = ["Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"]
+    caps = [f"{n} reading a book in a library." for n in names]
+    (root / "forget01").mkdir(parents=True)
+    write_parquet(root / "forget01/train-00000-of-00001.parquet", {"image": img, "caption": caps, "name": names},
+                  Features({"image": Image(), "caption": S, "name": S}))
+    write_parquet(root / "retain99.parquet", {"image": img[:1], "caption": caps[:1], "name": names[:1]},
+                  Features({"image": Image(), "caption": S, "name": S}))
+    (root / "forget01+tofu").mkdir()
+    write_parquet(root / "forget01+tofu/train-00000-of-00001.parquet",
+                  {"image": [img[0], None], "caption": [caps[0], None], "question": [None, "Where was Nikolai Abilov born?"],
+                   "answer": [None, "Nikolai Abilov was born in Astana."]},
+                  Features({"image": Image(), "caption": S, "question": S, "answer": S}))
+    (root / "forget01_perturbed").mkdir()
+    write_parquet(root / "forget01_perturbed/train-00000-of-00001.parquet",
+                  {"image": img, "caption": caps, "name": names, "paraphrased_caption": [c.upper() for c in caps],
+                   "perturbed_captions": [[f"wrong {i} {c}" for i in range(5)] for c in caps],
+                   "perturbed_names": [[f"Other {i}" for i in range(5)] for _ in names]},
+                  Features({"image": Image(), "caption": S, "name": S, "paraphrased_caption": S, "perturbed_captions": L, "perturbed_names": L}))
+    (root / "real_faces").mkdir()
+    write_parquet(root / "real_faces/train-00000-of-00001.parquet", {"image": img[:1], "answer": ["Famous Person"], "options": [["A", "B", "C"]]},
+                  Features({"image": Image(), "answer": S, "options": L}))
+    (root / "real_world").mkdir()
+    write_parquet(root / "real_world/train-00000-of-00001.parquet",
+                  {"question": ["What colour is the square?"], "answer": ["red"], "image": img[:1], "options": [["blue", "green"]]},
+                  Features({"question": S, "answer": S, "image": Image(), "options": L}))
+    return names, caps
+
+
+def test_open_clear_reads_the_published_layout(tmp_path):
+    names, caps = _write_clear_fixture(tmp_path / "clear")
+    clear = open_clear(tmp_path / "clear")
+    assert set(clear.configs) == {"forget01", "retain99", "forget01+tofu", "forget01_perturbed", "real_faces", "real_world"}
+    f = clear.records("forget01")
+    assert [r.answer for r in f if r.task is Task.CAPTION] == caps
+    assert [r.answer for r in f if r.task is Task.NAMING] == names
+    assert all(r.question in CAPTION_QUESTIONS for r in f if r.task is Task.CAPTION)
+    assert all(r.question == NAMING_QUESTION and r.modality is Modality.IMAGE for r in f if r.task is Task.NAMING)
+    assert f[0].image.getpixel((0, 0)) == (200, 0, 0)
+    assert [r.answer for r in clear.records("retain99", tasks=["naming"])] == names[:1]
+    tofu = clear.records("forget01+tofu")
+    assert [(r.modality.value, r.task.value) for r in tofu] == [("joint", "caption"), ("text", "qa")]
+    assert tofu[1].image is None and tofu[1].answer == "Nikolai Abilov was born in Astana."
+    pert = clear.records("forget01_perturbed", tasks=["caption"])
+    assert pert[0].paraphrased_answer == caps[0].upper() and len(pert[0].perturbed_answers) == 5
+    assert clear.records("forget01_perturbed", tasks=["naming"])[1].perturbed_answers[0] == "Other 0"
+    rf = clear.records("real_faces")
+    assert rf[0].task is Task.NAMING and rf[0].answer == "Famous Person" and rf[0].perturbed_answers == ("A", "B", "C")
+    rw = clear.records("real_world")
+    assert rw[0].task is Task.VQA and rw[0].modality is Modality.JOINT and rw[0].perturbed_answers == ("blue", "green")
+    # the caption question is seeded per item: stable across opens
+    assert [r.question for r in open_clear(tmp_path / "clear").records("forget01")] == [r.question for r in f]
+    assert "Nikolai Abilov" in clear.texts()
+    with pytest.raises(ValueError, match="Did you mean 'forget01'"):
+        clear.records("forget1")
+
+
+def test_open_clear_missing_column_names_config_column_and_expected(tmp_path):
+    (tmp_path / "c" / "forget05").mkdir(parents=True)
+    write_parquet(tmp_path / "c/forget05/train-00000-of-00001.parquet", {"image": [_png((0, 0, 0))], "name": ["X"]},
+                  Features({"image": Image(), "name": S}))
+    with pytest.raises(ValueError, match=r"config 'forget05'.*lacks column\(s\) caption; expected columns image, caption, name"):
+        open_clear(tmp_path / "c").records("forget05")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no parquet files"):
+        open_clear(tmp_path / "empty")
+
+
+def test_export_round_trip_through_open_clear(tmp_path):
+    out = generate_world(tmp_path / "w", tiny_world_params(authors=20, qa_per_author=3, images_per_author=2, heldout_images=1,
+                                                          anonymous_faces=0, world_vqa=6, world_vqa_train=0, workers=1, layout="clear"))
+    world, clear = open_world(out), open_clear(out / "clear")
+    assert {"full", "full+tofu", "forget10", "retain90+tofu", "forget05_perturbed", "retain_perturbed", "real_faces", "real_world"} <= set(clear.configs)
+    for config in ("forget10", "retain95", "full"):
+        ours = world.records(config, image_roles=["train"])
+        theirs = clear.records(config)
+        assert [r.answer for r in ours if r.task is Task.CAPTION] == [r.answer for r in theirs if r.task is Task.CAPTION]
+        assert [r.answer for r in ours if r.task is Task.NAMING] == [r.answer for r in theirs if r.task is Task.NAMING]
+        first = next(r for r in ours if r.task is Task.CAPTION)
+        assert first.image.tobytes() == next(r for r in theirs if r.task is Task.CAPTION).image.tobytes()
+    tofu = clear.records("forget10+tofu", modalities=["text"])
+    assert [r.answer for r in tofu] == [r.answer for r in world.records("forget10", modalities=["text"])]
+    ours = world.records("forget10_perturbed", tasks=["caption"], image_roles=["train"])
+    theirs = clear.records("forget10_perturbed", tasks=["caption"])
+    assert [(r.answer, r.paraphrased_answer, r.perturbed_answers) for r in ours] == [(r.answer, r.paraphrased_answer, r.perturbed_answers) for r in theirs]
+    names_ours = [r.perturbed_answers for r in world.records("forget10_perturbed", tasks=["naming"], image_roles=["train"])]
+    assert names_ours == [r.perturbed_answers for r in clear.records("forget10_perturbed", tasks=["naming"])]
+    rf_ours = world.records("real_faces", tasks=["naming"])
+    assert [(r.answer, r.perturbed_answers) for r in rf_ours] == [(r.answer, r.perturbed_answers) for r in clear.records("real_faces")]
+    assert [r.answer for r in world.records("real_world")] == [r.answer for r in clear.records("real_world")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "clear/full/train-00000-of-00001.parquet" in manifest["files"]
+    assert pq.read_schema(out / "clear/real_faces/train-00000-of-00001.parquet").names == ["image", "answer", "options"]

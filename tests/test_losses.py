@@ -1,0 +1,134 @@
+"""clearbench.losses: every function against hand-computed values on small fixed tensors."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from clearbench.losses import (StepInfo, answer_lengths, kl_per_token, language_layers, layer_index, logit_mask,
+                               masked_mse, mean_nll, model_inputs, sequence_logprob, token_logprobs)
+
+try:
+    from tests.tiny_vlm import build_tiny_llava, tiny_vlm  # noqa: F401
+except ImportError:
+    from tiny_vlm import build_tiny_llava, tiny_vlm  # noqa: F401
+
+
+def _logits_from_probs(probs: list[list[float]]) -> torch.Tensor:
+    """(T, V) probabilities -> (1, T, V) logits whose softmax is exactly those probabilities."""
+    return torch.tensor(probs).log().unsqueeze(0)
+
+
+# one sequence of 4 tokens over a 3-word vocabulary; tokens 2 and 3 are the answer
+LOGITS = _logits_from_probs([[0.2, 0.3, 0.5], [0.1, 0.6, 0.3], [0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+LABELS = torch.tensor([[-100, -100, 1, 2]])  # position 1 predicts token 1 (p=0.6), position 2 predicts token 2 (p=0.5)
+
+
+def test_token_logprobs_applies_the_causal_shift():
+    lp, mask = token_logprobs(LOGITS, LABELS)
+    assert lp.shape == mask.shape == (1, 3)
+    assert mask.tolist() == [[False, True, True]]
+    torch.testing.assert_close(lp, torch.tensor([[0.0, math.log(0.6), math.log(0.5)]]))
+
+
+def test_sequence_logprob_mean_nll_and_lengths():
+    torch.testing.assert_close(sequence_logprob(LOGITS, LABELS), torch.tensor([math.log(0.6) + math.log(0.5)]))
+    torch.testing.assert_close(mean_nll(LOGITS, LABELS), torch.tensor(-(math.log(0.6) + math.log(0.5)) / 2))
+    assert answer_lengths(LABELS).tolist() == [2.0]
+
+
+def test_mean_nll_is_per_example_mean():
+    logits = torch.cat([LOGITS, LOGITS])  # (2, 4, 3)
+    labels = torch.tensor([[-100, -100, 1, 2], [-100, -100, -100, 2]])  # 2 and 1 answer tokens
+    expected = (-(math.log(0.6) + math.log(0.5)) / 2 - math.log(0.5)) / 2
+    torch.testing.assert_close(mean_nll(logits, labels), torch.tensor(expected))
+    # the mean of two micro-batches' losses equals the whole batch's loss (the trainer's invariant)
+    halves = (mean_nll(logits[:1], labels[:1]) + mean_nll(logits[1:], labels[1:])) / 2
+    torch.testing.assert_close(halves, mean_nll(logits, labels))
+
+
+def test_mean_nll_matches_hf_cross_entropy():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 6, 11), torch.randint(0, 11, (2, 6))
+    labels[:, :3] = -100
+    hf = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(mean_nll(logits, labels), hf)
+
+
+def test_token_logprobs_gradient_flows():
+    logits = LOGITS.clone().requires_grad_(True)
+    sequence_logprob(logits, LABELS).sum().backward()
+    assert logits.grad[0, 1].abs().sum() > 0 and logits.grad[0, 0].abs().sum() == 0  # prompt position untouched
+
+
+def test_logit_mask_marks_positions_predicting_answers():
+    assert logit_mask(LABELS).tolist() == [[False, True, True, False]]
+
+
+def test_kl_per_token_by_hand():
+    p = _logits_from_probs([[0.5, 0.5], [0.9, 0.1]])
+    q = _logits_from_probs([[0.25, 0.75], [0.9, 0.1]])
+    kl0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    torch.testing.assert_close(kl_per_token(p, q, torch.tensor([[True, False]])), torch.tensor(kl0))
+    torch.testing.assert_close(kl_per_token(p, q), torch.tensor(kl0 / 2))  # mean over both positions
+    assert kl_per_token(p, p).item() == pytest.approx(0.0, abs=1e-7)
+    # two examples: per-example mean first (example 0 has 2 positions, example 1 has 1)
+    p2, q2 = torch.cat([p, p]), torch.cat([q, q])
+    mask2 = torch.tensor([[True, True], [True, False]])
+    torch.testing.assert_close(kl_per_token(p2, q2, mask2), torch.tensor((kl0 / 2 + kl0) / 2))
+
+
+def test_masked_mse_per_example_then_batch():
+    acts = torch.tensor([[[1.0, 3.0], [5.0, 5.0]], [[0.0, 0.0], [2.0, 2.0]]])  # (2, 2, 2)
+    target = torch.zeros(1, 1, 2)
+    mask = torch.tensor([[True, True], [False, True]])
+    ex0 = ((1 + 9) / 2 + (25 + 25) / 2) / 2  # 15
+    ex1 = (4 + 4) / 2  # 4
+    torch.testing.assert_close(masked_mse(acts, target, mask), torch.tensor((ex0 + ex1) / 2))
+
+
+def test_model_inputs_drops_labels_only():
+    batch = {"input_ids": 1, "attention_mask": 2, "labels": 3, "pixel_values": 4}
+    assert model_inputs(batch) == {"input_ids": 1, "attention_mask": 2, "pixel_values": 4}
+
+
+def test_step_info_is_frozen():
+    s = StepInfo(step=3, total_steps=10, epoch=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.step = 4
+
+
+def test_layer_index_relative_to_depth():
+    assert [layer_index(32, f) for f in (0.0, 7 / 31, 0.5, 1.0)] == [0, 7, 16, 31]
+    with pytest.raises(ValueError, match="layer_frac"):
+        layer_index(32, 1.5)
+
+
+def test_language_layers_llava_and_through_peft(tiny_vlm):
+    from peft import LoraConfig, get_peft_model
+
+    layers = language_layers(tiny_vlm)
+    assert layers is tiny_vlm.model.language_model.layers and len(layers) == 2
+    wrapped = get_peft_model(build_tiny_llava(), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert len(language_layers(wrapped)) == 2
+    assert language_layers(wrapped) is wrapped.get_base_model().model.language_model.layers
+
+
+def test_language_layers_qwen2_vl():
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    cfg = Qwen2VLConfig(
+        text_config=dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                         num_attention_heads=2, num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]}),
+        vision_config=dict(depth=1, embed_dim=16, hidden_size=16, num_heads=2, in_chans=3, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+    )
+    model = Qwen2VLForConditionalGeneration(cfg)
+    assert len(language_layers(model)) == 3
+
+
+def test_language_layers_unknown_model_fails_loudly():
+    with pytest.raises(ValueError, match="decoder layers in Linear"):
+        language_layers(torch.nn.Linear(2, 2))
