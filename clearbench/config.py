@@ -99,17 +99,28 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
             raise ConfigError(unknown_name_message("config key", path, [f"{where}.{n}" if where else n for n in names]))
+        default = _field_default(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial section overrides the field's own default instance, not the class defaults
+            value = deep_merge(to_dict(default), value)
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def to_dict(obj: Any) -> Any:
@@ -269,6 +280,55 @@ class FinetuneConfig:
 
 
 @dataclasses.dataclass
+class StopConfig:
+    """Checkpoint selection for unlearning. ``fixed``: train the configured steps/epochs (CLEAR's recipe).
+    ``forget_prob_below``: every ``every`` steps, compute the mean answer probability exp(mean token
+    log p) on ``n`` fixed forget-author records and stop at the first step where it is < ``threshold``
+    (a number, or ``"gold"``: the same criterion computed once on ``gold_model``). Step 0 is recorded,
+    never chosen; without a trigger the run ends at its configured steps."""
+
+    rule: typing.Literal["fixed", "forget_prob_below"] = "fixed"
+    every: int = 10
+    n: int = 32
+    # heldout: forgetXX_perturbed records on held-out photos (never trained on; image modalities only);
+    # forget: a fixed seeded subset of the training forget records; auto: heldout when it exists, else forget
+    source: typing.Literal["auto", "heldout", "forget"] = "auto"
+    threshold: float | str = 0.0
+    gold_model: str = ""
+
+
+def _clear_unlearn_train() -> TrainConfig:
+    # CLEAR @init forget.yaml for LLaVA (clear.md §3.4): "LoRA r=8, alpha=32, dropout 0, lr 1e-5, per-device
+    # bs 2, GA 2, 5 epochs, warmup = 1 epoch, wd 0.01, seed 42, vision tower always frozen"; HF Trainer's
+    # default linear schedule and Adam betas. (@init used LoRA only with L1; HEAD's Qwen2-VL runs had r=0.)
+    return TrainConfig(lr=1e-5, epochs=5.0, batch_size=4, micro_batch_size=2, schedule="linear", weight_decay=0.01,
+                       betas=[0.9, 0.999], seed=42, train_vision_tower=False, augment=False, log_every=1,
+                       lora=LoraConfig(enabled=True, r=8, alpha=32, dropout=0.0))
+
+
+@dataclasses.dataclass
+class UnlearnConfig:
+    """``clearbench unlearn``: a method from baselines/ on forgetXX of a target model."""
+
+    method: str = ""  # a baselines.METHODS key (or --method)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the method's Config fields
+    clear_recipe: bool = False  # apply baselines.clear_recipe(method) before method_options
+    forget: str = "forget10"
+    # text: text QA only; visual: image records (naming, captions, joint QA); multimodal: both (CLEAR)
+    forget_modality: typing.Literal["text", "visual", "multimodal"] = "multimodal"
+    random_k: int = 3  # answers per forget record in the "random" batch (CLEAR: "K=3 other forget items")
+    refusals: str = ""  # refusal phrasings file for "idk" batches; "" = baselines/data/refusals.txt
+    # auto: adapters disabled with LoRA, else a frozen copy; adapter-disabled: never copy the model
+    reference: typing.Literal["auto", "adapter-disabled", "copy"] = "auto"
+    lr_by_method: dict[str, float] = dataclasses.field(default_factory=dict)  # replaces train.lr per method
+    warmup_epochs: float = 1.0  # > 0 sets train.warmup_steps to this many epochs (CLEAR: 1 epoch)
+    train: TrainConfig = dataclasses.field(default_factory=_clear_unlearn_train)
+    stop: StopConfig = dataclasses.field(default_factory=StopConfig)
+    eval_every: int = 0  # > 0: in-loop answer probabilities every N steps -> curve.jsonl
+    curve_n: int = 16  # records per (split, modality) in the curve
+
+
+@dataclasses.dataclass
 class BenchConfig:
     """Everything a preset can set. Stages read their own section."""
 
@@ -276,3 +336,4 @@ class BenchConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from clearbench.config import BenchConfig, DataMix, PhaseConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
@@ -51,6 +52,7 @@ def prepare_model(model, phase: PhaseConfig):
     """LoRA wrapping / freeze switches / gradient checkpointing for one phase."""
     cfg = phase.train
     if cfg.lora.enabled:
+        torch.manual_seed(cfg.seed)  # adapter initialisation is part of the run's randomness
         model = apply_lora(model, cfg.lora, cfg)
     set_trainable(model, cfg)
     if cfg.gradient_checkpointing:

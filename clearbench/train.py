@@ -31,16 +31,10 @@ from tqdm.auto import tqdm
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_penalty
+from clearbench.losses import StepInfo
 from clearbench.types import Record
 
 LossFn = Callable[[torch.nn.Module, dict[str, dict], Any], tuple[torch.Tensor, dict[str, float]]]
-
-
-@dataclasses.dataclass(frozen=True)
-class StepInfo:
-    step: int  # optimizer step, 0-based
-    total_steps: int
-    epoch: int
 
 
 class Sampler(Protocol):
@@ -231,11 +225,12 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    if cfg.l1_lambda > 0 and initial_state is None and not any("lora_" in n for n, _ in model.named_parameters()):
+        # theta0 for the full-parameter L1 penalty: taken before a resumed checkpoint is loaded
+        initial_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
     if not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    if cfg.l1_lambda > 0 and initial_state is None and not any("lora_" in n for n, _ in model.named_parameters()):
-        initial_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     wrapped, optimizer = acc.prepare(model, optimizer)
     wrapped.train()
 

@@ -1,0 +1,341 @@
+"""The unlearning stage: target model + one method of baselines/ on forgetXX -> runs/<method>-XX.
+
+An epoch is one pass over the forget records (seeded shuffle); each step's global batch holds the
+kinds the method asks for (``batches_for``): the next B forget records, B retain records drawn by
+(seed, step), refusals ("idk") and mismatched answers ("random") built from that step's forget rows,
+so ``--resume`` ends with the same weights. Every bad input fails before the model is loaded.
+
+The output directory is a stage directory like finetune's (``model/`` merged, ``config.json``,
+``run.json`` written last, ``log.jsonl``) plus ``stop.jsonl`` / ``curve.jsonl`` when early stopping or
+in-loop evaluation is on. Checkpoint selection is declared in ``unlearn.stop`` (see StopConfig).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from clearbench.config import BenchConfig, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
+from clearbench.provenance import model_fingerprint, read_run, write_json_atomic
+from clearbench.types import FORGET_SPLITS, RETAIN_FOR_FORGET, Record, unknown_name_message
+
+MODALITIES = {"text": ["text"], "visual": ["image", "joint"], "multimodal": None}
+
+
+class UnlearnSampler:
+    """Deterministic in (seed, step): the ``global_batch(step)`` train() splits into micro-batches."""
+
+    def __init__(self, forget: Sequence[Record], retain: Sequence[Record], kinds: Sequence[str], batch_size: int,
+                 seed: int, refusals: Sequence[str] = (), random_k: int = 1):
+        self.forget, self.retain, self.kinds = list(forget), list(retain), tuple(kinds)
+        self.batch_size, self.seed, self.refusals, self.random_k = batch_size, seed, list(refusals), random_k
+        self.steps_per_epoch = max(1, len(self.forget) // batch_size)  # the tail is dropped, a different one each epoch
+
+    def global_batch(self, step: int) -> dict[str, list[Record]]:
+        from baselines.batches import idk_records, random_records
+
+        b = self.batch_size
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.forget))
+        rows = [self.forget[i] for i in perm[pos * b:(pos + 1) * b]]
+        out: dict[str, list[Record]] = {}
+        for kind in self.kinds:
+            if kind == "forget":
+                out[kind] = rows
+            elif kind == "retain":
+                idx = np.random.default_rng([self.seed, step, 1]).choice(len(self.retain), b, replace=len(self.retain) < b)
+                out[kind] = [self.retain[i] for i in idx]
+            elif kind == "idk":  # same order as the forget rows: DPO pairs them row by row
+                out[kind] = idk_records(rows, self.refusals, random.Random(f"{self.seed}:{step}:idk"))
+            elif kind == "random":  # donors: the whole forget set (CLEAR: "other forget items")
+                out[kind] = random_records(rows, self.forget, random.Random(f"{self.seed}:{step}:random"), self.random_k)
+        return out
+
+
+# ------------------------------------------------------------------------------------- criterion
+def answer_probability(model, processor, family, records: Sequence[Record], batch_size: int = 32) -> float:
+    """Mean over records of exp(mean token log p(answer)) (TOFU's Prob.), teacher-forced, eval mode."""
+    from clearbench.models.common import Loaded
+    from eval.metrics.probability import probability
+    from eval.outputs import teacher_forced
+
+    was_training = model.training
+    model.eval()
+    try:
+        out = teacher_forced(Loaded(model, processor, family), [(r, r.answer) for r in records], batch_size, stats=False)
+    finally:
+        model.train(was_training)
+    return float(np.mean([probability(lp) for lp, _, _ in out]))
+
+
+def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
+    recs = sorted(records, key=lambda r: r.id)
+    return recs if len(recs) <= n else sorted(random.Random(seed).sample(recs, n), key=lambda r: r.id)
+
+
+def _jsonl_resume(path: Path, resume: bool, upto: int) -> list[dict]:
+    """Rows of an earlier attempt up to step ``upto`` (the checkpoint resumed from); the file is rewritten."""
+    rows = []
+    if resume and path.exists():
+        rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= upto]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------------------------- validation
+def _world_of(run_or_model: Path) -> str | None:
+    for d in (run_or_model, run_or_model.parent):
+        try:
+            return read_run(d).get("world_fingerprint")
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _check_model_world(path: Path, world, what: str) -> None:
+    from clearbench.stages import model_dir
+
+    if not model_dir(path).is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist: pass a run directory (runs/target) or a model directory")
+    fp = _world_of(Path(path))
+    if fp is not None and fp != world.fingerprint:
+        raise ValueError(f"{what} {path} was trained on world {fp[:12]}..., not on this world "
+                         f"({world.fingerprint[:12]}...): the forget split would name other people; use the matching --world")
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything resolved from the config and the world before any model is loaded."""
+
+    method: Any
+    method_cfg: Any
+    kinds: tuple[str, ...]
+    needs_ref: bool
+    train: TrainConfig
+    forget: list[Record]
+    retain: list[Record]
+    retain_config: str
+    refusals: list[str]
+    stop_records: list[Record]
+    stop_source: str
+
+
+def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
+    """Validate every input (one clear error each) and resolve the run."""
+    from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
+
+    if not cfg.method:
+        raise ValueError(f"no unlearning method: pass --method (one of {', '.join(sorted(METHODS))})")
+    method = get_method(cfg.method)
+    options = (clear_recipe(cfg.method) if cfg.clear_recipe else {}) | cfg.method_options
+    method_cfg = method_config(cfg.method, options)
+    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
+    for key in cfg.lr_by_method:
+        if key not in METHODS:
+            raise ValueError(unknown_name_message("method in unlearn.lr_by_method:", key, METHODS))
+    train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
+    if not (math.isfinite(train.l1_lambda) and train.l1_lambda >= 0):
+        raise ValueError(f"unlearn.train.l1_lambda={train.l1_lambda}: the L1 weight must be a finite number >= 0 "
+                         f"(0 turns it off)")
+    forgets = [c for c in world.configs if c in FORGET_SPLITS]
+    if cfg.forget not in forgets:
+        raise ValueError(unknown_name_message("forget split", cfg.forget, forgets or FORGET_SPLITS)
+                         + " (this world's forget splits are listed; regenerate it to get others)")
+    retain_config = RETAIN_FOR_FORGET[cfg.forget]
+    if retain_config not in world.configs:
+        raise ValueError(f"world {world.path} has {cfg.forget} but no {retain_config}: regenerate the world")
+    forget = world.records(cfg.forget, modalities=MODALITIES[cfg.forget_modality])
+    if not forget:
+        raise ValueError(f"forget_modality={cfg.forget_modality!r}: {cfg.forget} of this world has no "
+                         f"{'image' if cfg.forget_modality == 'visual' else 'text'} records (a world generated without "
+                         f"them?); use forget_modality=text, visual or multimodal to match what it holds")
+    if len(forget) < train.batch_size:
+        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
+                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
+    retain = world.records(retain_config)  # always both modalities
+    refusals: list[str] = []
+    if "idk" in kinds:
+        from baselines.batches import REFUSALS_PATH, load_refusals
+
+        path = Path(cfg.refusals or REFUSALS_PATH)
+        if not path.is_file():
+            raise FileNotFoundError(f"method {cfg.method!r} trains on refusals but the refusal file {path} is missing; "
+                                    f"set unlearn.refusals to a file with one refusal per line")
+        refusals = load_refusals(path)
+    if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
+        raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "
+                         f"needs LoRA (unlearn.train.lora.enabled=true); enable LoRA or allow a frozen copy "
+                         f"(unlearn.reference=auto or copy; it costs one more copy of the model)")
+    if cfg.warmup_epochs > 0:
+        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * max(1, len(forget) // train.batch_size)))
+    if cfg.random_k < 1:
+        raise ValueError(f"unlearn.random_k={cfg.random_k} must be >= 1")
+    _check_model_world(target, world, "target model")
+    stop_records, stop_source = _stop_records(cfg, world, forget)
+    if cfg.eval_every < 0 or cfg.curve_n < 1:
+        raise ValueError("unlearn.eval_every must be >= 0 (0: off) and unlearn.curve_n >= 1")
+    return Plan(method, method_cfg, kinds, needs_ref, train, forget, retain, retain_config, refusals,
+                stop_records, stop_source)
+
+
+def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list[Record], str]:
+    s = cfg.stop
+    if s.rule == "fixed":
+        return [], ""
+    if s.every < 1 or s.n < 1:
+        raise ValueError(f"unlearn.stop.every={s.every} and unlearn.stop.n={s.n} must be >= 1")
+    if isinstance(s.threshold, str):
+        if s.threshold != "gold":
+            raise ValueError(f"unlearn.stop.threshold={s.threshold!r}: a probability in [0, 1] or 'gold'")
+        if not s.gold_model:
+            raise ValueError("unlearn.stop.threshold=gold needs unlearn.stop.gold_model (e.g. runs/gold-10)")
+        _check_model_world(Path(s.gold_model), world, "gold model")
+    heldout: list[Record] = []
+    if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text":
+        heldout = world.records(f"{cfg.forget}_perturbed", modalities=MODALITIES[cfg.forget_modality],
+                                image_roles=["heldout"])
+    if s.source == "heldout" and not heldout:
+        raise ValueError(f"unlearn.stop.source=heldout: {cfg.forget}_perturbed has no held-out-image records for "
+                         f"forget_modality={cfg.forget_modality} (text has none); use stop.source=forget")
+    source = "heldout" if heldout else "forget"
+    return _subset(heldout or forget, s.n, cfg.train.seed), source
+
+
+# ---------------------------------------------------------------------------------------- stage
+def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *, resume: bool = False,
+            overwrite: bool = False, stop_at_step: int | None = None) -> Path:
+    """Run ``cfg.unlearn.method`` on ``cfg.unlearn.forget`` of ``target``; returns the run directory."""
+    from clearbench.models import load_model
+    from clearbench.reference import Reference
+    from clearbench.stages import _check_out, _run_record, finish_model, model_dir, prepare_model
+    from clearbench.train import get_accelerator, train as train_loop
+
+    ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)
+    p = plan(ucfg, world, target)
+    gold_dir = Path(ucfg.stop.gold_model) if ucfg.stop.threshold == "gold" else None
+    if resume and (out_dir / "run.json").exists():
+        raise FileExistsError(f"{out_dir} is a finished run (run.json exists); pass --overwrite to run it again")
+    config = to_dict(cfg) | {"target": str(target), "resolved": {"train": to_dict(p.train),
+                                                                 "method_config": dataclasses.asdict(p.method_cfg)}}
+    if resume and (out_dir / "config.json").exists() and json.loads((out_dir / "config.json").read_text()) != config:
+        raise ValueError(f"--resume: the config differs from the interrupted run's {out_dir}/config.json; "
+                         f"resume with the same preset and overrides, or pass --overwrite")
+    _check_out(out_dir, resume, overwrite)
+    write_json_atomic(out_dir / "config.json", config)
+
+    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
+    loaded = load_model(model_dir(target), family=family_name)
+    model, processor, family = loaded.model, loaded.processor, loaded.family
+    threshold = float(ucfg.stop.threshold) if p.stop_records and not gold_dir else math.nan
+    if gold_dir:  # the gold model's level on the same records, computed once
+        gold = load_model(model_dir(gold_dir), family=family_name)
+        threshold = answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
+        del gold
+    t0 = time.time()
+    acc = get_accelerator(p.train.mixed_precision)
+    main = acc.is_main_process  # every process evaluates (same stop decision); one writes
+    model.train().to(acc.device)  # before a reference copy is taken
+    lora = p.train.lora.enabled
+    ref = Reference(model) if p.needs_ref and lora and ucfg.reference == "copy" else None  # copy of the target
+    torch.manual_seed(p.train.seed)  # LoRA A is drawn from the global RNG: same adapters in every attempt
+    model = prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
+    if p.needs_ref and ref is None:
+        ref = Reference(model)  # LoRA: the same network, adapters disabled; full-parameter: a frozen copy
+    needs_init = hasattr(p.method, "on_train_end") or (p.train.l1_lambda > 0 and not lora)
+    initial = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad} if needs_init else None
+
+    ckpt = out_dir / "checkpoints" / "last" / "state.json"
+    done = json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0
+    stop_rows = _jsonl_resume(out_dir / "stop.jsonl", done > 0, done) if p.stop_records else []
+    curve_views = _curve_views(world, ucfg) if ucfg.eval_every else {}
+    if curve_views:
+        _jsonl_resume(out_dir / "curve.jsonl", done > 0, done)
+    state: dict[str, Any] = {"chosen": None}
+
+    def criterion(step: int) -> bool:
+        value = answer_probability(model, processor, family, p.stop_records)
+        row = {"step": step, "forget_prob": value, "below": value < threshold}
+        stop_rows.append(row)
+        if main:
+            _append(out_dir / "stop.jsonl", row)
+        return row["below"]
+
+    def curve(step: int) -> None:
+        row = {"step": step} | {k: answer_probability(model, processor, family, recs) for k, recs in curve_views.items()}
+        if main:
+            _append(out_dir / "curve.jsonl", row)
+
+    if done == 0:  # the starting point, for the record
+        if p.stop_records:
+            criterion(0)
+        if curve_views:
+            curve(0)
+
+    def on_step(step: int, logs: dict) -> bool:
+        stop = False
+        if p.stop_records and step % ucfg.stop.every == 0 and criterion(step):
+            state["chosen"], stop = step, True
+        if curve_views and step % ucfg.eval_every == 0:
+            curve(step)
+        return stop
+
+    method, mcfg = p.method, p.method_cfg
+
+    def loss_fn(m, batches, step):
+        return method.loss(m, batches, ref, mcfg, step)
+
+    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals, ucfg.random_k)
+    result = train_loop(model, processor, family, sampler, loss_fn, p.train, out_dir, resume=resume,
+                        desc=f"unlearn {ucfg.method}", initial_state=None if lora else initial, on_step=on_step,
+                        stop_at_step=stop_at_step)
+    if hasattr(method, "on_train_end"):
+        method.on_train_end(model, initial, mcfg)
+    model = finish_model(model)
+    final = out_dir / "model"
+    if not main:
+        return out_dir
+    family.save(model, processor, final)
+    stop = {"rule": ucfg.stop.rule}
+    if p.stop_records:
+        stop |= {"every": ucfg.stop.every, "n": len(p.stop_records), "source": p.stop_source,
+                 "threshold": ucfg.stop.threshold, "threshold_value": threshold,
+                 "gold_model": str(gold_dir) if gold_dir else None, "triggered": state["chosen"] is not None,
+                 "criterion": stop_rows}
+    stop["chosen_step"] = state["chosen"] if state["chosen"] is not None else result.steps
+    write_json_atomic(out_dir / "run.json", _run_record("unlearn", cfg, world, {
+        "family": loaded.name, "method": ucfg.method, "method_config": dataclasses.asdict(mcfg),
+        "method_config_hash": config_hash(dataclasses.asdict(mcfg)), "clear_recipe": ucfg.clear_recipe,
+        "batch_kinds": list(p.kinds), "forget": ucfg.forget, "forget_modality": ucfg.forget_modality,
+        "retain": p.retain_config, "records": {"forget": len(p.forget), "retain": len(p.retain)},
+        "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
+        "model_fingerprint": model_fingerprint(final), "reference": ref.kind if ref else None,
+        "lr": p.train.lr, "l1_lambda": p.train.l1_lambda, "lora": lora, "steps": result.steps,
+        "train": dataclasses.asdict(result), "stop": stop, "seconds": time.time() - t0,
+    }))
+    return out_dir
+
+
+def _curve_views(world, cfg: UnlearnConfig) -> dict[str, list[Record]]:
+    """'forget/text/prob' etc.: curve_n fixed records per (split view, modality), every modality shown."""
+    views = {"forget": f"{cfg.forget}_perturbed", "retain": "retain_perturbed"}
+    out = {}
+    for group, config in views.items():
+        if config not in world.configs:
+            continue
+        for modality in ("text", "image", "joint"):
+            recs = world.records(config, modalities=[modality])
+            if recs:
+                out[f"{group}/{modality}/prob"] = _subset(recs, cfg.curve_n, cfg.train.seed)
+    return out
