@@ -329,6 +329,24 @@ class UnlearnConfig:
 
 
 @dataclasses.dataclass
+class StudyConfig:
+    """``clearbench run``: the grid of the study (forget splits x methods x variants x modalities)."""
+
+    forget_splits: list[str] = dataclasses.field(default_factory=lambda: ["forget10"])
+    methods: list[str] = dataclasses.field(default_factory=lambda: [
+        "retain_ft", "grad_ascent", "grad_diff", "kl", "idk", "dpo", "npo", "llmu", "rmu", "scrub", "sku", "simnpo"])
+    forget_modalities: list[str] = dataclasses.field(default_factory=lambda: ["multimodal"])
+    # name suffix -> overrides of the unlearn section; "" is the plain run. The default pair is
+    # "each method with and without L1-regularised LoRA" (CLEAR v1).
+    variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
+        "": {}, "l1": {"train": {"lora": {"enabled": True}, "l1_lambda": 1.0e-4}}})
+    eval_batch_size: int = 32
+    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300)
+    evaluate_base: bool = True  # also score the base and target models
+    report: bool = True
+
+
+@dataclasses.dataclass
 class BenchConfig:
     """Everything a preset can set. Stages read their own section."""
 
@@ -337,3 +355,4 @@ class BenchConfig:
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
+    study: StudyConfig = dataclasses.field(default_factory=StudyConfig)

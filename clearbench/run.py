@@ -119,3 +119,143 @@ def execute(stages: list[Stage], log_path: Path, echo: Callable[[str], None] = p
 def save_config(cfg: BenchConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", to_dict(cfg))
+
+
+# ----------------------------------------------------------------------------------- the study
+def _pct(forget: str) -> str:
+    return forget.removeprefix("forget")
+
+
+def unlearn_run_name(method: str, variant: str, modality: str, forget: str) -> str:
+    return "-".join(x for x in (method, variant, modality, _pct(forget)) if x)
+
+
+def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
+    """The ordered stages of the study described by ``cfg`` under directory ``out``."""
+    from baselines import get_method
+    from clearbench.config import deep_merge, from_dict, UnlearnConfig
+    from clearbench.types import RETAIN_FOR_FORGET, check_name, FORGET_SPLITS
+    from eval.evaluate import EvalConfig
+
+    study = cfg.study
+    for forget in study.forget_splits:
+        check_name("forget split", forget, FORGET_SPLITS)
+    for method in study.methods:
+        get_method(method)  # unknown names fail now, with a suggestion, not an hour in
+    for modality in study.forget_modalities:
+        check_name("forget modality", modality, ("text", "visual", "multimodal"))
+
+    world_dir, results = out / "world", out / "results"
+    stages: list[Stage] = []
+    world_key = stage_key("generate", cfg.world)
+
+    def world():
+        from clearbench.data import open_world
+
+        return open_world(world_dir)
+
+    def gen(resume: bool) -> None:
+        from data_gen.generate import WorldParams, generate_world
+        from clearbench.config import from_dict as fd
+
+        params = fd(WorldParams, {**cfg.world.params, "seed": cfg.world.seed})
+        generate_world(world_dir, params, overwrite=True)
+
+    stages.append(Stage("world", "generate", world_dir, world_key, gen))
+
+    base_dir = out / "base"
+    if cfg.model.family == "tiny-llava":
+        base_key = stage_key("pretrain", {"model": cfg.model, "pretrain": cfg.pretrain}, world_key)
+
+        def pre(resume: bool) -> None:
+            from clearbench.stages import pretrain
+
+            pretrain(cfg, world(), base_dir, resume=resume, overwrite=not resume)
+
+        stages.append(Stage("base", "pretrain", base_dir, base_key, pre))
+        base_ref: Path = base_dir
+    else:  # a real checkpoint (local dir or hub id) is the base
+        base_key = stage_key("checkpoint", cfg.model)
+        base_ref = Path(cfg.model.path)
+
+    def finetune_stage(name: str, split: str) -> Stage:
+        path = out / name
+
+        def act(resume: bool) -> None:
+            from clearbench.stages import finetune
+
+            finetune(cfg, world(), base_ref, split, path, resume=resume, overwrite=not resume)
+
+        return Stage(name, "finetune", path, stage_key("finetune", {"finetune": cfg.finetune, "split": split},
+                                                      base_key), act)
+
+    target = finetune_stage("target", "full")
+    stages.append(target)
+
+    def eval_stage(name: str, model_stage: Stage | Path, forget: str, gold: Stage | None, upstream: str) -> Stage:
+        path = results / f"{name}.json"
+        ecfg = EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
+                          options={"require_gold": True})
+        model_path = model_stage.path if isinstance(model_stage, Stage) else model_stage
+
+        def act(resume: bool) -> None:
+            from eval.evaluate import evaluate
+
+            evaluate(model_path, world(), path, gold="self" if gold is None else gold.path, cfg=ecfg, progress=True)
+
+        return Stage(f"evaluate/{name}", "evaluate", path,
+                     stage_key("evaluate", ecfg, upstream, gold.key if gold else "self"), act)
+
+    evals: list[Stage] = []
+    for forget in study.forget_splits:
+        pct = _pct(forget)
+        gold = finetune_stage(f"gold-{pct}", RETAIN_FOR_FORGET[forget])
+        stages.append(gold)
+        gold_eval = eval_stage(f"gold-{pct}", gold, forget, None, gold.key)
+        stages.append(gold_eval)
+        evals.append(gold_eval)
+        if study.evaluate_base:
+            for s in ([stages[1]] if cfg.model.family == "tiny-llava" else []) + [target]:
+                e = eval_stage(f"{s.name}-{pct}", s, forget, gold_eval, s.key)
+                stages.append(e)
+                evals.append(e)
+        for modality in study.forget_modalities:
+            for variant, overrides in study.variants.items():
+                for method in study.methods:
+                    name = unlearn_run_name(method, variant, modality, forget)
+                    section = deep_merge(to_dict(cfg.unlearn), overrides)
+                    section.update(method=method, forget=forget, forget_modality=modality)
+                    ucfg = dataclasses.replace(cfg, unlearn=from_dict(UnlearnConfig, section, "unlearn"))
+                    path = out / "unlearn" / name
+
+                    def act(resume: bool, ucfg=ucfg, path=path) -> None:
+                        from clearbench.unlearn import unlearn
+
+                        unlearn(ucfg, world(), target.path, path, resume=resume, overwrite=not resume)
+
+                    u = Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", ucfg.unlearn, target.key), act)
+                    e = eval_stage(name, u, forget, gold_eval, u.key)
+                    stages += [u, e]
+                    evals.append(e)
+    if study.report:
+        report_dir = out / "report"
+
+        def rep(resume: bool) -> None:
+            from eval.leaderboard import build_report, make_reference
+
+            for forget in study.forget_splits:
+                pct = _pct(forget)
+                paths = [e.path for e in evals if e.path.stem.endswith(f"-{pct}")]
+                dest = report_dir if len(study.forget_splits) == 1 else report_dir / forget
+                curves = [out / "unlearn" / p.stem for p in paths if (out / "unlearn" / p.stem).is_dir()]
+                build_report(paths, dest, make_reference(results / f"gold-{pct}.json"), curves)
+
+        stages.append(Stage("report", "report", report_dir, stage_key("report", study, *[e.key for e in evals]), rep))
+    return stages
+
+
+def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = print) -> dict[str, str]:
+    out = Path(out)
+    stages = build_study(cfg, out)  # validates the grid before anything runs
+    save_config(cfg, out)
+    return execute(stages, out / "run.jsonl", echo)

@@ -265,7 +265,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
                     if cfg.l1_lambda > 0:
                         penalty = l1_penalty(acc.unwrap_model(wrapped), initial_state)
                         loss = loss + cfg.l1_lambda * penalty
-                        logs = dict(logs, l1=float(penalty))
+                        logs = dict(logs, l1=float(penalty.detach()))
                     acc.backward(loss * weight)
                 step_loss += float(loss.detach()) * weight / acc.num_processes
                 for k, v in logs.items():

@@ -1,0 +1,37 @@
+"""``clearbench run``: the whole study from one preset (generate -> pretrain -> finetune target and
+golds -> unlearn every method x variant x forget modality -> evaluate all -> report).
+
+Stages whose outputs exist with the same configuration are skipped; an interrupted study resumes
+where it stopped when the same command is run again; a changed setting re-runs exactly the stages
+downstream of it.
+"""
+from __future__ import annotations
+
+import argparse
+
+from clearbench.config import BenchConfig, load_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run the whole study from a preset (resumable, skips up-to-date stages)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", help="preset under configs/ or a YAML path (default: tiny)")
+    p.add_argument("--out", required=True, help="study directory, e.g. runs/tiny")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted overrides of any preset field")
+    p.add_argument("--dry-run", action="store_true", help="list the stages and whether each would run or skip")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clearbench.run import build_study, run_study, state_of
+
+    cfg = load_config(BenchConfig, args.preset, args.overrides)
+    if args.dry_run:
+        for i, stage in enumerate(build_study(cfg, Path(args.out))):
+            print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")
+        return 0
+    run_study(cfg, args.out)
+    print(f"study written to {args.out} (report: {args.out}/report/index.html)")
+    return 0
