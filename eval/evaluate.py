@@ -17,7 +17,7 @@ from clearbench.config import config_hash
 from clearbench.provenance import device_info, model_fingerprint, write_json_atomic
 from clearbench.types import FORGET_SPLITS, HOLDOUT_FOR_FORGET, check_name
 from eval import outputs
-from eval.aggregate import MetricOptions, aggregate
+from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput
 from eval.results import build_result, examples_of, library_versions, load_gold_result, write_result
 
@@ -67,13 +67,52 @@ def _parents(model_path: Path) -> list[dict[str, Any]]:
     return chain
 
 
-def _check_model_world(model_path: Path, world) -> None:
+def _run_summary(model_path: Path) -> dict[str, Any]:
+    """``{"run": {method, forget_modality, l1_lambda, lora}}`` for an unlearned model (the leaderboard's
+    row label and table), read from its run.json; empty for other models."""
     run = Path(model_path) / "run.json"
-    if run.exists():
-        fp = json.loads(run.read_text()).get("world_fingerprint")
-        if fp and fp != world.fingerprint:
-            raise ValueError(f"model {model_path} was trained on world {fp[:12]}..., not on the world being "
-                             f"evaluated ({world.fingerprint[:12]}...): pass the matching --world")
+    if not run.exists():
+        return {}
+    info = json.loads(run.read_text())
+    if info.get("stage") != "unlearn":
+        return {}
+    return {"run": {k: info.get(k) for k in ("method", "forget_modality", "l1_lambda", "lora")}}
+
+
+def _check_model_world(model_path: Path, world) -> None:
+    """The model's run.json (in the run dir, or beside a ``model/`` dir) must name this world."""
+    path = Path(model_path)
+    runs = [path / "run.json"] + ([path.parent / "run.json"] if path.name == "model" else [])
+    for run in runs:
+        if run.exists():
+            fp = json.loads(run.read_text()).get("world_fingerprint")
+            if fp and fp != world.fingerprint:
+                raise ValueError(f"model {model_path} was trained on world {fp[:12]}..., not on the world being "
+                                 f"evaluated ({world.fingerprint[:12]}...): pass the matching --world")
+            return
+
+
+def scoring_key(cfg: EvalConfig) -> dict[str, Any]:
+    """The config fields per-example outputs depend on: the cache survives a change of metric
+    options or batch size (those do not change what the model is asked), not of these."""
+    return {"forget": cfg.forget, "max_new_tokens": cfg.max_new_tokens, "max_per_config": cfg.max_per_config,
+            "seed": cfg.seed, "generation": outputs.GENERATION}
+
+
+def load_gold(gold: str | Path | None, cfg: EvalConfig, world_fingerprint: str) -> dict[str, Any] | None:
+    """The gold result, checked against this world and forget split (before any scoring)."""
+    if gold is None or gold == "self":
+        return None
+    gold_result = load_gold_result(gold, cfg.forget)
+    gp = gold_result.get("provenance", {})
+    if gp.get("world_fingerprint") != world_fingerprint:
+        raise ValueError(f"gold result {gold} is from another world ({str(gp.get('world_fingerprint'))[:12]}...), "
+                         f"not {world_fingerprint[:12]}...; evaluate the gold model on this world first: "
+                         f"`{gold_command(cfg.forget)} --gold self`")
+    if gp.get("forget_split") != cfg.forget:
+        raise ValueError(f"gold result {gold} is for {gp.get('forget_split')}, not {cfg.forget}; "
+                         f"use the gold model of {cfg.forget}: `{gold_command(cfg.forget)} --gold self`")
+    return gold_result
 
 
 def _open_cache(cache_dir: Path, key: dict[str, Any]) -> None:
@@ -92,17 +131,18 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
     from clearbench.stages import model_dir
 
     run_dir = Path(model)
+    configs = eval_configs(world, cfg.forget)  # a missing split fails before the model loads
     mdir = model_dir(run_dir)
     _check_model_world(run_dir, world)
     loaded = load_model(mdir)
     fingerprint = model_fingerprint(mdir)
     cfg_dict = dataclasses.asdict(cfg)
     if cache_dir is not None:
-        _open_cache(cache_dir, {"model_fingerprint": fingerprint, "config_hash": config_hash(cfg_dict),
+        _open_cache(cache_dir, {"model_fingerprint": fingerprint, "scoring": scoring_key(cfg),
                                 "world_fingerprint": world.fingerprint, "shard": list(shard)})
     examples: list[ExampleOutput] = []
     expected: list[str] = []
-    for config in eval_configs(world, cfg.forget):
+    for config in configs:
         recs = _records(world, config, cfg.max_per_config, cfg.seed)
         expected += [r.id for r in recs]
         cache = cache_dir / f"{config}.jsonl" if cache_dir is not None else None
@@ -118,6 +158,7 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         "model_path": str(run_dir),
         "family": loaded.name,
         "parents": _parents(run_dir),
+        **_run_summary(run_dir),
         "library_versions": library_versions(),
         "seed": cfg.seed,
         "device": device_info(),
@@ -126,23 +167,16 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
 
 
 def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenance: dict[str, Any], cfg: EvalConfig,
-           gold: str | Path | None, out: Path) -> dict[str, Any]:
+           gold: str | Path | None, out: Path, gold_result: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate against the gold result (or the model itself with gold='self') and write."""
     options = MetricOptions(**cfg.options)
     if gold == "self":
-        gold_result, gold_examples = None, list(examples)
+        gold_examples = list(examples)
     elif gold is not None:
-        gold_result = load_gold_result(gold, cfg.forget)
-        gp = gold_result.get("provenance", {})
-        if gp.get("world_fingerprint") != provenance["world_fingerprint"]:
-            raise ValueError(f"gold result {gold} is from another world ({str(gp.get('world_fingerprint'))[:12]}...); "
-                             f"evaluate the gold model on this world first")
-        if gp.get("forget_split") != cfg.forget:
-            raise ValueError(f"gold result {gold} is for {gp.get('forget_split')}, not {cfg.forget}; "
-                             f"use the gold model of {cfg.forget}")
+        gold_result = gold_result or load_gold(gold, cfg, provenance["world_fingerprint"])
         gold_examples = examples_of(gold_result)
     else:
-        gold_result, gold_examples = None, None
+        gold_examples = None
     aggregates = aggregate(examples, gold_examples, options)
     if gold == "self":
         provenance = provenance | {"gold": "self"}
@@ -156,10 +190,22 @@ def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenanc
 
 def evaluate(model: str | Path, world, out: str | Path, *, gold: str | Path | None = None,
              cfg: EvalConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score ``model`` on every eval config of ``world`` and write the result to ``out``.
+
+    ``gold``: the gold model's result file, ``"self"`` when ``model`` is the gold model, or None
+    (only with ``options={"require_gold": False}``). Bad inputs (missing split, another world,
+    a gold result of another world or forget split) fail before the model runs."""
     cfg = cfg or EvalConfig()
     out = Path(out)
+    eval_configs(world, cfg.forget)
+    if gold is None and MetricOptions(**cfg.options).require_gold:
+        raise MissingGoldError(
+            f"forget quality and PrivLeak need the gold (retain-only) model's result for {cfg.forget}: pass "
+            f"gold=<its result file> (produce it with `{gold_command(cfg.forget)} --gold self`), gold='self' for "
+            f"the gold model itself, or options={{'require_gold': False}} to skip them deliberately")
+    gold_result = load_gold(gold, cfg, world.fingerprint)
     examples, expected, provenance = score_model(model, world, cfg, out.with_suffix(".cache"), progress=progress)
-    return finish(examples, expected, provenance, cfg, gold, out)
+    return finish(examples, expected, provenance, cfg, gold, out, gold_result)
 
 
 def write_shard(model, world, out: Path, cfg: EvalConfig, shard: tuple[int, int], progress: bool = True) -> Path:
@@ -171,16 +217,28 @@ def write_shard(model, world, out: Path, cfg: EvalConfig, shard: tuple[int, int]
 
 
 def merge(shard_files: Sequence[str | Path], out: Path, gold: str | Path | None) -> dict[str, Any]:
-    shards = [json.loads(Path(p).read_text()) for p in shard_files]
+    """Join the shard files of one evaluation (all of 0..n-1, one model, world and config)."""
+    shards = []
+    for p in shard_files:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"no shard file at {p}; write it with `clearbench evaluate ... --shard i/n --out {p}`")
+        shards.append(json.loads(Path(p).read_text()))
     n = {s["shard"][1] for s in shards}
     got = sorted(s["shard"][0] for s in shards)
     if len(n) != 1 or got != list(range(next(iter(n)))):
-        raise ValueError(f"shards {[s['shard'] for s in shards]} are not a complete set 0..n-1 of one split")
-    fps = {s["provenance"]["model_fingerprint"] for s in shards}
-    if len(fps) != 1:
-        raise ValueError("shards come from different models; merge shards of one evaluation only")
+        raise ValueError(f"shards {[s['shard'] for s in shards]} are not a complete set 0..n-1 of one split; "
+                         f"score the missing ones with --shard i/n")
+    for what in ("model_fingerprint", "world_fingerprint", "config_hash"):
+        if len({s["provenance"][what] for s in shards}) != 1:
+            raise ValueError(f"shards have different {what}s (from different models, worlds or configs); "
+                             f"merge the shards of one evaluation only")
+    if len({json.dumps(sorted(s["expected"])) for s in shards}) != 1:
+        raise ValueError("shards expect different example ids; merge the shards of one evaluation only")
     examples = outputs.merge_shards([[ExampleOutput.from_dict(d) for d in s["examples"]] for s in shards])
     cfg = EvalConfig(**shards[0]["config"])
     expected = shards[0]["expected"]
+    order = {i: k for k, i in enumerate(expected)}  # a single run's order: by config, then id
+    examples.sort(key=lambda ex: (order.get(ex.id, len(order)), ex.id))
     prov = shards[0]["provenance"]
-    return finish(examples, expected, prov, cfg, gold, Path(out))
+    gold_result = load_gold(gold, cfg, prov["world_fingerprint"])
+    return finish(examples, expected, prov, cfg, gold, Path(out), gold_result)

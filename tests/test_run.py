@@ -52,7 +52,7 @@ def test_second_run_skips_everything(study):
 
 def test_changed_setting_reruns_exactly_the_downstream_stages(study):
     out, _, first = study
-    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.train.lr=2e-4"])
+    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.train.max_steps=3"])
     outcome = run_study(cfg, out, echo=lambda s: None)
     redone = {k for k, v in outcome.items() if v != "skipped"}
     assert redone == {"unlearn/grad_ascent-multimodal-10", "evaluate/grad_ascent-multimodal-10",

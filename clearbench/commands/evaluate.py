@@ -28,10 +28,14 @@ def add_parser(sub) -> None:
     p.add_argument("--world", help="world directory")
     p.add_argument("--forget", default="forget10", help="forget01 | forget05 | forget10 (default forget10)")
     p.add_argument("--gold", help="the gold model's result file for forget quality / PrivLeak, or 'self' "
-                                  "when evaluating the gold model itself")
+                                  "when evaluating the gold model itself (required unless --no-gold)")
+    p.add_argument("--no-gold", action="store_true",
+                   help="deliberately skip forget quality and PrivLeak (they are then absent from the result)")
     p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-per-config", type=int, default=0, help="cap records per split (0: all)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="greedy generation length (default: eval.outputs.GENERATION, 32)")
     p.add_argument("--tr-mode", default="tofu", choices=["tofu", "clear"],
                    help="truth ratio: TOFU per-item mean (default) or CLEAR's global mean")
     p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
@@ -40,19 +44,35 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eval.aggregate import MissingGoldError, gold_command
     from eval.evaluate import EvalConfig, evaluate, merge, write_shard
 
+    if args.gold and args.no_gold:
+        raise ValueError("--gold and --no-gold exclude each other")
     if args.merge:
+        if args.shard:
+            raise ValueError("--merge joins shard files; do not pass --shard with it")
+        if args.gold is None and not args.no_gold:
+            raise MissingGoldError(f"--merge needs --gold (the gold model's result file, or 'self'), or --no-gold; "
+                                   f"produce the gold result with `{gold_command(args.forget)} --gold self`")
         merge(args.merge, Path(args.out), args.gold)
         print(f"merged {len(args.merge)} shards into {args.out}")
         return 0
     if not args.model or not args.world:
         raise ValueError("evaluate needs --model and --world (or --merge SHARD ...)")
+    if args.gold is None and not args.no_gold and not args.shard:
+        raise MissingGoldError(
+            f"--gold is required: forget quality and PrivLeak are measured against the gold (retain-only) model. "
+            f"Pass --gold self when evaluating the gold model, --gold RESULT.json (produce it with "
+            f"`{gold_command(args.forget)} --world {args.world} --gold self --out RESULT.json`) otherwise, "
+            f"or --no-gold to skip them")
     from clearbench.data import open_world
 
     world = open_world(args.world)
     cfg = EvalConfig(forget=args.forget, batch_size=args.batch_size, max_per_config=args.max_per_config,
-                     options={"tr_mode": args.tr_mode, "require_gold": args.gold is not None})
+                     options={"tr_mode": args.tr_mode, "require_gold": not args.no_gold})
+    if args.max_new_tokens is not None:
+        cfg.max_new_tokens = args.max_new_tokens
     if args.shard:
         write_shard(args.model, world, Path(args.out), cfg, args.shard)
         print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}")
