@@ -20,6 +20,7 @@ from typing import Iterable
 import pyarrow.parquet as pq
 from PIL import Image
 
+from clearbench.provenance import sha256_file
 from clearbench.types import Modality, Record, Task, parse_modality, parse_task, unknown_name_message
 
 SUPPORTED_SCHEMA = 1
@@ -107,14 +108,6 @@ class World:
         return f"World({str(self.path)!r}, fingerprint={self.fingerprint[:12]}, configs={len(self.configs)})"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def open_world(path, augment: float = 0.0, verify: bool = True) -> World:
     """Open a world written by ``clearbench generate``; checks the manifest and (verify) every sha256."""
     path = Path(path)
@@ -135,7 +128,7 @@ def open_world(path, augment: float = 0.0, verify: bool = True) -> World:
         f = path / rel
         if not f.is_file():
             raise FileNotFoundError(f"world at {path} is corrupt/partial: {rel} is missing; {fix}")
-        if verify and _sha256(f) != digest:
+        if verify and sha256_file(f) != digest:
             raise ValueError(f"world at {path} is corrupt/partial: {rel} does not match its sha256 in manifest.json; {fix}")
     if augment < 0:
         raise ValueError(f"augment={augment} must be >= 0 (the std of Gaussian pixel noise, 0-255 scale)")

@@ -24,7 +24,8 @@ from data_gen.faces import sample_identity
 from data_gen.render import render
 from data_gen.scenes import SCENES, captions
 from data_gen.splits import check_percents, forget_name, holdout_name, make_splits, retain_name
-from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, sha256_file, write_card, write_manifest, write_parquet
+from clearbench.provenance import sha256_file
+from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, write_card, write_manifest, write_parquet
 
 SCHEMA_VERSION = 1
 GENERATOR_VERSION = "1.0.0"  # bump whenever the same seed would produce different files

@@ -25,14 +25,6 @@ AUTHOR_FEATURES = Features({"author_id": Value("string"), "name": Value("string"
                             "image": Image()})
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_parquet(path: Path, columns: dict[str, list], features: Features) -> int:
     """Write one config; image cells are PNG bytes or None. Returns the row count."""
     cols = dict(columns)
