@@ -21,6 +21,8 @@ from clearbench.config import BenchConfig, to_dict
 from clearbench.provenance import write_json_atomic
 
 STAGE_FILE = "stage.json"
+# Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran.
+PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1}
 
 
 @dataclasses.dataclass
@@ -72,13 +74,14 @@ class RunLog:
             f.write(json.dumps(event) + "\n")
 
     def eta(self, remaining: list[Stage]) -> float:
-        """Seconds left, from the mean duration of finished stages of the same kind."""
-        known = [sum(v) / len(v) for v in self.durations.values() if v]
-        fallback = sum(known) / len(known) if known else 0.0
-        return sum(
-            (sum(self.durations[s.kind]) / len(self.durations[s.kind])) if self.durations.get(s.kind) else fallback
-            for s in remaining
-        )
+        """Seconds left: the mean duration of finished stages of the same kind, else the kind's
+        prior relative cost scaled by how long the finished stages took against their priors."""
+        done = [(k, d) for k, ds in self.durations.items() for d in ds]
+        if not done:
+            return 0.0
+        scale = sum(d for _, d in done) / sum(PRIOR_COST[k] for k, _ in done)
+        return sum(sum(self.durations[s.kind]) / len(self.durations[s.kind]) if self.durations.get(s.kind)
+                   else PRIOR_COST[s.kind] * scale for s in remaining)
 
 
 def _fmt(seconds: float) -> str:
