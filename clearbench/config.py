@@ -340,6 +340,7 @@ class StudyConfig:
     # "each method with and without L1-regularised LoRA" (CLEAR v1).
     variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
         "": {}, "l1": {"train": {"lora": {"enabled": True}, "l1_lambda": 1.0e-4}}})
+    metric_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval.aggregate.MetricOptions
     eval_batch_size: int = 32
     eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300)
     evaluate_base: bool = True  # also score the base and target models

@@ -57,8 +57,8 @@ def _clear(stage: Stage) -> None:
         shutil.rmtree(stage.path)
     elif stage.path.exists():
         stage.path.unlink()
-    if stage.kind == "evaluate":  # its per-example cache
-        shutil.rmtree(stage.path.with_suffix(".cache"), ignore_errors=True)
+    # an evaluation's per-example cache stays: it is keyed by the model and scoring settings and
+    # discards itself when they change, so a metric-option change re-aggregates without model passes
     if stage.marker.exists():
         stage.marker.unlink()
 
@@ -198,7 +198,7 @@ def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
     def eval_stage(name: str, model_stage: Stage | Path, forget: str, gold: Stage | None, upstream: str) -> Stage:
         path = results / f"{name}.json"
         ecfg = EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
-                          options={"require_gold": True})
+                          options={**study.metric_options, "require_gold": True})
         model_path = model_stage.path if isinstance(model_stage, Stage) else model_stage
 
         def act(resume: bool) -> None:

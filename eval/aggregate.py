@@ -26,6 +26,11 @@ class MetricOptions:
     """Switches between the published definitions (stored in every result file).
 
     tr_mode: "tofu" (per-item mean over perturbed answers) or "clear" (global mean).
+    tr_reference: the true answer the perturbed ones are compared with: "answer" (default for
+      clearbench worlds, whose perturbed answers are perturbations of the *answer*, same template)
+      or "paraphrase" (TOFU / CLEAR data, whose perturbed answers perturb the paraphrase). With
+      clearbench data "paraphrase" is degenerate: a trained model prefers the answer's template,
+      so every perturbed answer beats the paraphrase (retain truth ratio 0 on QA, measured).
     clear_include_rouge: CLEAR columns with ROUGE (paper text) or without (CLEAR's code).
     mink_k: fraction of lowest tokens for Min-K% / Min-K%++ (open-unlearning default 0.4).
     require_gold: forget quality and PrivLeak need the gold model's examples; False only
@@ -33,6 +38,7 @@ class MetricOptions:
     """
 
     tr_mode: str = "tofu"
+    tr_reference: str = "answer"
     clear_include_rouge: bool = False
     mink_k: float = 0.4
     require_gold: bool = True
@@ -40,6 +46,8 @@ class MetricOptions:
     def __post_init__(self) -> None:
         if self.tr_mode not in truth_ratio.TR_MODES:
             raise ValueError(f"Unknown tr_mode {self.tr_mode!r}. Known: {', '.join(truth_ratio.TR_MODES)}.")
+        if self.tr_reference not in ("answer", "paraphrase"):
+            raise ValueError(f"Unknown tr_reference {self.tr_reference!r}. Known: answer, paraphrase.")
         if not 0.0 < self.mink_k <= 1.0:
             raise ValueError(f"mink_k must be in (0, 1], got {self.mink_k}")
 
@@ -51,7 +59,7 @@ class MetricOptions:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"Unknown metric options {sorted(unknown)}")
-        return cls(**d)
+        return cls(**({"tr_reference": "paraphrase"} | dict(d)))  # files written before the option: TOFU's
 
 
 class MissingGoldError(FileNotFoundError):
@@ -85,15 +93,17 @@ def check_examples(examples: Sequence[ExampleOutput], what: str = "examples") ->
         raise ValueError(f"cannot score {what}: " + "; ".join(problems[:10]) + more)
 
 
-def truth_ratios(examples: Sequence[ExampleOutput], tr_mode: str) -> dict[str, float]:
-    """{id: TR} with CLEAR's global mean taken within each (split, modality, task) group."""
+def truth_ratios(examples: Sequence[ExampleOutput], tr_mode: str, reference: str = "answer") -> dict[str, float]:
+    """{id: TR} with CLEAR's global mean taken within each (split, modality, task) group; the true
+    answer is ``reference`` ("answer" or "paraphrase", see MetricOptions)."""
     groups: dict[tuple[str, str, str], list[ExampleOutput]] = defaultdict(list)
     for ex in examples:
         groups[(ex.split, ex.modality, ex.task)].append(ex)
     out: dict[str, float] = {}
     for group in groups.values():
         trs = truth_ratio.truth_ratios(
-            [ex.lp_paraphrased for ex in group], [ex.lp_perturbed for ex in group], tr_mode
+            [ex.lp_answer if reference == "answer" else ex.lp_paraphrased for ex in group],
+            [ex.lp_perturbed for ex in group], tr_mode
         )
         out.update({ex.id: float(t) for ex, t in zip(group, trs)})
     return out
@@ -101,7 +111,7 @@ def truth_ratios(examples: Sequence[ExampleOutput], tr_mode: str) -> dict[str, f
 
 def per_example_values(examples: Sequence[ExampleOutput], options: MetricOptions) -> dict[str, dict[str, float]]:
     """{id: {metric: value}} for every per-example quantity the aggregates average."""
-    trs = truth_ratios(examples, options.tr_mode)
+    trs = truth_ratios(examples, options.tr_mode, options.tr_reference)
     k = options.mink_k
     out: dict[str, dict[str, float]] = {}
     for ex in examples:
@@ -235,7 +245,7 @@ def _gold_metrics(examples, gold, options, vals, aucs, mia_modalities, metrics, 
     gold_configs = {ex.split for ex in _subset(gold, "forget")}
     if forget_configs != gold_configs:
         raise ValueError(f"gold result scores {sorted(gold_configs)}, this result {sorted(forget_configs)}")
-    gold_tr = truth_ratios(gold, options.tr_mode)
+    gold_tr = truth_ratios(gold, options.tr_mode, options.tr_reference)
     pvalues: dict[str, float] = {}
     for modality in sorted({ex.modality for ex in _subset(examples, "forget")}) + [POOLED]:
         ids, _ = _aligned(examples, gold, "forget", modality)

@@ -144,3 +144,23 @@ def test_duplicates_and_bad_examples_refused(world, gold):
     broken = [dataclasses.replace(world[0], lp_perturbed=world[0].lp_perturbed[:1])] + world[1:]
     with pytest.raises(ValueError, match="lp_perturbed"):
         aggregate(broken, gold)
+
+
+def test_truth_ratio_reference_answer_vs_paraphrase():
+    """clearbench's perturbed answers share the answer's template: against the answer, a model that
+    knows the fact has TR = exp(1.5 - 0.5) = e (keep stat 1 - 1/e); against the paraphrase (TOFU's
+    reference, an untrained template) the same model looks as if it preferred the wrong answers."""
+    from eval.aggregate import truth_ratios
+
+    ex = fx.make_example(lp_answer=(-0.5, -0.5), lp_paraphrased=(-3.0,), lp_perturbed=((-1.0, -2.0), (-1.5,)))
+    tr_answer = truth_ratios([ex], "tofu", "answer")[ex.id]
+    tr_para = truth_ratios([ex], "tofu", "paraphrase")[ex.id]
+    assert tr_answer == pytest.approx(math.exp(1.5 - 0.5))
+    assert tr_para == pytest.approx(math.exp(1.5 - 3.0))
+    assert per_example_values([ex], MetricOptions(tr_reference="answer"))[ex.id]["tr"] == pytest.approx(math.e)
+    assert truth_ratio.keep_stat([tr_answer]) == pytest.approx(1 - 1 / math.e)
+    assert truth_ratio.keep_stat([tr_para]) == 0.0
+    with pytest.raises(ValueError, match="tr_reference"):
+        MetricOptions(tr_reference="para")
+    # result files written before the option existed keep TOFU's reference when recomputed
+    assert MetricOptions.from_dict({"tr_mode": "tofu"}).tr_reference == "paraphrase"

@@ -9,6 +9,7 @@ import pathlib
 import pytest
 
 from eval.aggregate import MetricOptions, MissingGoldError, aggregate
+from eval.metrics import truth_ratio
 from eval.results import (REQUIRED_PROVENANCE, SCHEMA_VERSION, build_result, load_gold_result, load_result,
                           recompute, validate, write_result)
 
@@ -41,7 +42,7 @@ def test_round_trip_is_valid(tmp_path, result, gold_result):
     assert validate(loaded, gold_result) == []
     assert list(path.parent.iterdir()) == [path]  # no temp file left behind
     assert loaded["schema_version"] == SCHEMA_VERSION
-    assert loaded["provenance"]["metric_versions"]["truth_ratio"] == 1
+    assert loaded["provenance"]["metric_versions"]["truth_ratio"] == truth_ratio.VERSION
     assert loaded["gold"]["model_fingerprint"] == "gold-fp"
 
 

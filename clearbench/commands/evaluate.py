@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                    help="greedy generation length (default: eval.outputs.GENERATION, 32)")
     p.add_argument("--tr-mode", default="tofu", choices=["tofu", "clear"],
                    help="truth ratio: TOFU per-item mean (default) or CLEAR's global mean")
+    p.add_argument("--tr-reference", default="answer", choices=["answer", "paraphrase"],
+                   help="truth ratio's true answer: the answer (clearbench worlds: perturbed answers perturb it) "
+                        "or the paraphrase (TOFU / CLEAR data)")
     p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
     p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files into one result")
     p.set_defaults(func=run)
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     world = open_world(args.world)
     cfg = EvalConfig(forget=args.forget, batch_size=args.batch_size, max_per_config=args.max_per_config,
-                     options={"tr_mode": args.tr_mode, "require_gold": not args.no_gold})
+                     options={"tr_mode": args.tr_mode, "tr_reference": args.tr_reference,
+                              "require_gold": not args.no_gold})
     if args.max_new_tokens is not None:
         cfg.max_new_tokens = args.max_new_tokens
     if args.shard:
