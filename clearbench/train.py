@@ -24,14 +24,13 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_penalty
-from clearbench.losses import StepInfo
+from clearbench.losses import StepInfo, mean_nll, model_inputs
 from clearbench.types import Record
 
 LossFn = Callable[[torch.nn.Module, dict[str, dict], Any], tuple[torch.Tensor, dict[str, float]]]
@@ -121,13 +120,8 @@ def split_chunks(batch: dict[str, list[Record]], n: int) -> list[dict[str, list[
 def example_nll_loss(model, batches: dict[str, dict], step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     """Finetuning loss: per-example mean NLL over answer tokens, averaged over examples."""
     batch = batches["train"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits[:, :-1]  # (B, T-1, V)
-    labels = batch["labels"][:, 1:]  # (B, T-1)
-    mask = labels != -100
-    nll = F.cross_entropy(logits.transpose(1, 2).float(), labels.clamp(min=0), reduction="none")  # (B, T-1)
-    per_example = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return per_example.mean(), {"nll": per_example.mean().item()}
+    nll = mean_nll(model(**model_inputs(batch)).logits, batch["labels"])
+    return nll, {"nll": nll.item()}
 
 
 def _to_device(batch: dict, device) -> dict:
