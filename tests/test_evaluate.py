@@ -199,7 +199,7 @@ def test_score_batched_equals_batch1_and_runs_one_pass(target_loaded, tiny_world
         rows_b = [b.lp_answer, b.lp_paraphrased, *b.lp_perturbed, b.minkpp_mu, b.minkpp_sigma]
         rows_s = [s.lp_answer, s.lp_paraphrased, *s.lp_perturbed, s.minkpp_mu, s.minkpp_sigma]
         for rb, rs in zip(rows_b, rows_s):
-            assert len(rb) == len(rs) and all(abs(x - y) < 1e-5 for x, y in zip(rb, rs)), b.id
+            assert len(rb) == len(rs) and all(abs(x - y) < 1e-4 * max(1.0, abs(y)) for x, y in zip(rb, rs)), b.id
         assert b.problems() == []
         if b.task == "naming":  # the paraphrase of a name is the name: scored once, stored twice
             assert b.lp_paraphrased == b.lp_answer
