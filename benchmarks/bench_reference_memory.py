@@ -62,7 +62,6 @@ def child(size: str, kind: str) -> dict:
     batch = {"input_ids": torch.randint(0, vocab - 2, (2, 32)), "attention_mask": torch.ones(2, 32, dtype=torch.long)}
     train = TrainConfig(train_vision_tower=False, lora=LoraConfig(enabled=True, r=8, alpha=32))
     import peft  # noqa: F401  (import cost outside the measurement)
-    from peft import LoraConfig as _, get_peft_model  # noqa: F401
 
     before, _ = _rss()
     t0 = time.time()

@@ -159,9 +159,7 @@ def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
 
     def gen(resume: bool) -> None:
         from data_gen.generate import WorldParams, generate_world
-        from clearbench.config import from_dict as fd
-
-        params = fd(WorldParams, {**cfg.world.params, "seed": cfg.world.seed})
+        params = from_dict(WorldParams, {**cfg.world.params, "seed": cfg.world.seed})
         generate_world(world_dir, params, overwrite=True)
 
     stages.append(Stage("world", "generate", world_dir, world_key, gen))

@@ -4,7 +4,6 @@ import json
 from collections import defaultdict
 
 import numpy as np
-import pytest
 
 from conftest import tiny_world_params
 from data_gen.authors import make_people, wordlists

@@ -249,24 +249,31 @@ def _assert_same_examples(a: list[dict], b: list[dict]) -> None:
         assert all(_close(p, q) for r, s in zip(x["lp_perturbed"], y["lp_perturbed"]) for p, q in zip(r, s))
 
 
+@pytest.fixture()
+def scored(monkeypatch) -> list[str]:
+    """Ids of the records outputs.score actually scores (not served from the cache), in order."""
+    ids: list[str] = []
+    real = outputs.score_chunk
+
+    def counting(loaded, recs, *a, **k):
+        ids.extend(r.id for r in recs)
+        return real(loaded, recs, *a, **k)
+
+    monkeypatch.setattr(outputs, "score_chunk", counting)
+    return ids
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(target_loaded, tiny_world, tmp_path, monkeypatch):
+def test_resume_after_interruption_equals_uninterrupted_run(target_loaded, tiny_world, tmp_path, scored):
     config = "forget10_perturbed"
     records = sorted(tiny_world.records(config), key=lambda r: r.id)
     kw = dict(batch_size=8, max_new_tokens=6, chunk_size=16, progress=False)
     reference = outputs.score(target_loaded, records, config, **kw)
+    scored.clear()
 
-    scored = []
-    real = outputs.score_chunk
-
-    def counting(loaded, recs, *a, **k):
-        scored.extend(r.id for r in recs)
-        return real(loaded, recs, *a, **k)
-
-    monkeypatch.setattr(outputs, "score_chunk", counting)
     cache = tmp_path / "cache" / f"{config}.jsonl"
     with pytest.raises(KeyboardInterrupt):
         outputs.score(target_loaded, records, config, cache=cache, stop_after=1, **kw)
@@ -293,18 +300,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(target_loaded, tiny_
     assert scored == []  # complete cache: nothing is rescored
 
 
-def test_evaluate_resumes_from_its_cache(eval_models, tiny_world, gold_eval, tmp_path, monkeypatch):
+def test_evaluate_resumes_from_its_cache(eval_models, tiny_world, gold_eval, tmp_path, scored):
     """evaluate() keeps per-example values beside the result: a rerun scores nothing; a metric
     option change reuses them; another model's cache is discarded."""
     out = tmp_path / "gold.json"
-    scored = []
-    real = outputs.score_chunk
-
-    def counting(loaded, recs, *a, **k):
-        scored.extend(r.id for r in recs)
-        return real(loaded, recs, *a, **k)
-
-    monkeypatch.setattr(outputs, "score_chunk", counting)
     import eval.evaluate as ev
 
     with pytest.raises(KeyboardInterrupt):

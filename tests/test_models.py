@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from clearbench.models import FAMILIES, Loaded, detect_family, generate, get_family, load_model, tiny_llava
-from model_fixtures import CORPUS, build_tiny_default, sample_records
+from model_fixtures import build_tiny_default, sample_records
 
 FAMILY_NAMES = list(FAMILIES)
 
