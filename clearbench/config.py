@@ -276,7 +276,14 @@ class PretrainConfig:
 
 @dataclasses.dataclass
 class FinetuneConfig:
+    """One ``phase``, or a list of ``phases`` run in order (when given, ``phase`` is not used).
+    In every phase the data config "full" stands for the split being finetuned on."""
+
     phase: PhaseConfig = dataclasses.field(default_factory=PhaseConfig)
+    phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
+
+    def resolved_phases(self) -> list[PhaseConfig]:
+        return list(self.phases) if self.phases else [self.phase]
 
 
 @dataclasses.dataclass

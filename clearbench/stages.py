@@ -18,7 +18,7 @@ import torch
 from clearbench.config import BenchConfig, DataMix, PhaseConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
 from clearbench.provenance import device_info, library_versions, model_fingerprint, read_run, write_json_atomic
-from clearbench.train import ShuffleSampler, example_nll_loss, train
+from clearbench.train import ShuffleSampler, TrainResult, example_nll_loss, train
 from clearbench.types import Record
 
 FINETUNE_SPLITS = ("full", "retain99", "retain95", "retain90")
@@ -165,16 +165,34 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
     loaded = load_model(parent_dir, family=family_name)
     t0 = time.time()
-    records = select_records(world, cfg.finetune.phase.data, split=split)
-    loaded.model.train()
-    model, result = run_phase(loaded.model, loaded.processor, loaded.family, records, cfg.finetune.phase,
-                              out_dir / "train", resume)
+    phases = cfg.finetune.resolved_phases()
+    model, results = loaded.model, []
+    for i, phase in enumerate(phases):
+        # one phase keeps the historical layout (train/); several go to train/<i>-<name>/
+        phase_dir = out_dir / "train" if len(phases) == 1 else out_dir / "train" / f"{i}-{phase.name}"
+        if resume and (phase_dir / "done.json").exists():  # finished before the interruption
+            model, _ = loaded.family.load(phase_dir / "model")
+            results.append(read_json(phase_dir / "done.json"))
+            continue
+        records = select_records(world, phase.data, split=split)
+        model.train()
+        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume)
+        info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
+        if len(phases) > 1:
+            loaded.family.save(model, loaded.processor, phase_dir / "model")
+            write_json_atomic(phase_dir / "done.json", info)
+        results.append(info)
+    n_records = sum(r["records"] for r in results)
+    result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
+                                            seconds=sum(r["seconds"] for r in results),
+                                            resumed_from=results[0]["resumed_from"]))
     final = out_dir / "model"
     loaded.family.save(model, loaded.processor, final)
     write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
-        "family": loaded.name, "split": split, "records": len(records),
+        "family": loaded.name, "split": split, "records": n_records,
         "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
-        "model_fingerprint": model_fingerprint(final), "train": dataclasses.asdict(result),
+        "model_fingerprint": model_fingerprint(final), "train": result,
+        **({"phases": results} if len(phases) > 1 else {}),
         "seconds": time.time() - t0,
     }))
     return out_dir
