@@ -214,3 +214,12 @@ def test_combined_table_cells_are_mean_and_sd_of_the_seed_tables(replicates):
     assert "## multimodal forgetting" in md and " ± " in md and "## findings" in md
     assert "grad_ascent + L1" in (out / "report" / "index.html").read_text()
 
+
+def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
+    from clearbench.cli import main
+
+    assert main(["run", "--preset", "tiny-smoke", "--out", str(tmp_path / "d"), *OVERRIDES, "--dry-run",
+                 "--seeds", "3", "5"]) == 0
+    names = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
+    assert names[0] == "seed-3/world" and "seed-5/evaluate/grad_ascent-l1-multimodal-10" in names
+    assert names[-1] == "report" and not (tmp_path / "d").exists()
