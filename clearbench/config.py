@@ -352,6 +352,10 @@ class StudyConfig:
     eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300)
     evaluate_base: bool = True  # also score the base and target models
     report: bool = True
+    # Replicates: [] runs the study once with the preset's own seeds (OUT/ as above). [s0, s1, ...] runs
+    # one full study per seed under OUT/seed-<s>/ with world.seed and every train.seed (pretrain phases,
+    # finetune, unlearn) set to s (clearbench.run.seed_config), and writes OUT/report/: mean ± sd over seeds.
+    seeds: list[int] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -6,6 +6,12 @@ section with the keys of the stages it reads, so a changed setting re-runs exact
 downstream of it. A finished stage writes ``stage.json`` (its key) last; a directory without it was
 interrupted and is resumed (training checkpoints, the evaluation cache), one with another key is
 redone from scratch. ``run.jsonl`` in the study directory logs every stage start, skip and end.
+
+Replicates (``study.seeds: [s0, s1, ...]``): one complete study per seed in ``OUT/seed-<s>/`` (its
+config, from ``seed_config``, sets world.seed and every train.seed to s), all run as one stage list
+whose names are prefixed ``seed-<s>/`` (one ETA over every seed, one ``OUT/run.jsonl``), then
+``OUT/report/``: each table's cells as mean ± sd over the seeds (``eval.replicates``). A seed's
+stage keys do not depend on the other seeds, so adding a seed runs only that seed and the report.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from clearbench.config import BenchConfig, to_dict
+from clearbench.config import BenchConfig, ConfigError, from_dict, to_dict
 from clearbench.provenance import write_json_atomic
 
 STAGE_FILE = "stage.json"
@@ -133,10 +139,79 @@ def unlearn_run_name(method: str, variant: str, modality: str, forget: str) -> s
     return "-".join(x for x in (method, variant, modality, _pct(forget)) if x)
 
 
+def seed_dir(out: Path, seed: int) -> Path:
+    return Path(out) / f"seed-{seed}"
+
+
+def seed_config(cfg: BenchConfig, seed: int) -> BenchConfig:
+    """The single-study config of replicate ``seed``: world.seed, every pretrain phase's, the finetune
+    phase's and the unlearn section's train.seed all set to ``seed``; study.seeds emptied. (A variant
+    that pins unlearn train.seed keeps its pin; method options such as rmu's ``seed`` are not touched.)"""
+    d = to_dict(cfg)
+    d["world"]["seed"] = seed
+    for phase in d["pretrain"]["phases"]:
+        phase["train"]["seed"] = seed
+    d["finetune"]["phase"]["train"]["seed"] = seed
+    d["unlearn"]["train"]["seed"] = seed
+    d["study"]["seeds"] = []
+    return from_dict(BenchConfig, d)
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        raise ConfigError(f"study.seeds lists {dup} more than once; give each replicate seed once")
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"study.seeds {seeds}: seeds must be >= 0 (they seed numpy generators)")
+
+
 def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
-    """The ordered stages of the study described by ``cfg`` under directory ``out``."""
+    """The ordered stages of the study described by ``cfg`` under directory ``out`` (with
+    ``study.seeds``: every replicate's stages, then the combined report)."""
+    if cfg.study.seeds:
+        return _build_replicates(cfg, Path(out))
+    return _build_one(cfg, Path(out))
+
+
+def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
+    _check_seeds(cfg.study.seeds)
+    stages: list[Stage] = []
+    evals: dict[int, list[Stage]] = {}
+    for seed in cfg.study.seeds:
+        sub = _build_one(seed_config(cfg, seed), seed_dir(out, seed))
+        for stage in sub:
+            stage.name = f"seed-{seed}/{stage.name}"
+        stages += sub
+        evals[seed] = [s for s in sub if s.kind == "evaluate"]
+    if cfg.study.report:
+        report_dir = out / "report"
+
+        def rep(resume: bool) -> None:
+            from eval.replicates import build_replicate_report
+
+            for forget in cfg.study.forget_splits:
+                pct = _pct(forget)
+                runs = {seed: ([e.path for e in es if e.path.stem.endswith(f"-{pct}")],
+                               seed_dir(out, seed) / "results" / f"gold-{pct}.json") for seed, es in evals.items()}
+                build_replicate_report(runs, report_dir if len(cfg.study.forget_splits) == 1 else report_dir / forget)
+
+        keys = [e.key for es in evals.values() for e in es]
+        stages.append(Stage("report", "report", report_dir, stage_key("report", cfg.study, *keys), rep))
+    return stages
+
+
+def _study_section(study: Any) -> dict[str, Any]:
+    """The report's key section: without ``seeds`` when empty, so the key of a study that does not
+    use replicates is the one it had before the field existed (no re-run of an up-to-date report)."""
+    d = to_dict(study)
+    if not d.get("seeds"):
+        d.pop("seeds", None)
+    return d
+
+
+def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     from baselines import get_method
-    from clearbench.config import deep_merge, from_dict, UnlearnConfig
+    from clearbench.config import deep_merge, UnlearnConfig
     from clearbench.types import RETAIN_FOR_FORGET, check_name, FORGET_SPLITS
     from eval.evaluate import EvalConfig
 
@@ -251,7 +326,8 @@ def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
                 curves = [out / "unlearn" / p.stem for p in paths if (out / "unlearn" / p.stem).is_dir()]
                 build_report(paths, dest, make_reference(results / f"gold-{pct}.json"), curves)
 
-        stages.append(Stage("report", "report", report_dir, stage_key("report", study, *[e.key for e in evals]), rep))
+        stages.append(Stage("report", "report", report_dir,
+                            stage_key("report", _study_section(study), *[e.key for e in evals]), rep))
     return stages
 
 
@@ -259,4 +335,6 @@ def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = p
     out = Path(out)
     stages = build_study(cfg, out)  # validates the grid before anything runs
     save_config(cfg, out)
+    for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
+        save_config(seed_config(cfg, seed), seed_dir(out, seed))
     return execute(stages, out / "run.jsonl", echo)

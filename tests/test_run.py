@@ -1,7 +1,9 @@
 """``clearbench run`` on the tiny-smoke preset: the whole study, stage skipping, downstream re-runs,
-and a killed study finishing on re-run without redoing finished work."""
+a killed study finishing on re-run without redoing finished work, and replicate seeds (one study
+per seed, resumable per seed, a combined mean ± sd report)."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clearbench.config import BenchConfig, load_config
-from clearbench.run import build_study, run_study
+from clearbench.run import build_study, run_study, seed_config
 
 OVERRIDES = ["study.methods=[grad_ascent]"]
 
@@ -92,3 +94,132 @@ def test_killed_study_finishes_on_rerun_without_redoing_work(tmp_path):
     skipped = {e["stage"] for e in rerun if e["event"] == "skip"}
     assert set(done_before) <= skipped  # nothing finished was redone
     assert (out / "report" / "index.html").exists()
+
+
+# ------------------------------------------------------------------------------ replicate seeds
+SEEDS = ["study.seeds=[0,1]"]
+
+
+@pytest.fixture(scope="module")
+def replicates(tmp_path_factory):
+    """A two-seed study killed once seed 1's target model is done, then finished by the same command."""
+    out = tmp_path_factory.mktemp("seeds") / "smoke"
+    cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
+           *OVERRIDES, *SEEDS]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, finished = time.time() + 300, []
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "run.jsonl").exists():
+            finished = [e["stage"] for e in _events(out) if e["event"] == "end"]
+            if "seed-1/target" in finished:
+                break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + SEEDS)
+    lines: list[str] = []
+    outcome = run_study(cfg, out, echo=lines.append)
+    return out, cfg, finished, outcome, lines
+
+
+def test_seeds_parse_from_a_dotted_override_and_validate():
+    assert load_config(BenchConfig, "tiny-smoke", ["study.seeds=[0,1,2]"]).study.seeds == [0, 1, 2]
+    assert load_config(BenchConfig, "tiny-smoke").study.seeds == []
+    with pytest.raises(ValueError, match="expected a list"):
+        load_config(BenchConfig, "tiny-smoke", ["study.seeds=3"])
+    with pytest.raises(ValueError, match="more than once"):
+        build_study(load_config(BenchConfig, "tiny-smoke", ["study.seeds=[1,1]"]), Path("x"))
+
+
+def test_seed_config_sets_the_world_and_every_training_seed():
+    cfg = load_config(BenchConfig, "tiny-smoke", ["study.seeds=[0,7]"])
+    s = seed_config(cfg, 7)
+    assert s.world.seed == 7 and s.study.seeds == []
+    assert [p.train.seed for p in s.pretrain.phases] == [7] * len(cfg.pretrain.phases)
+    assert s.finetune.phase.train.seed == 7 and s.unlearn.train.seed == 7
+    assert s.world.params == cfg.world.params and s.study.methods == cfg.study.methods
+    assert cfg.world.seed == 0  # the original is not modified
+
+
+def test_adding_a_seed_keeps_the_other_seeds_stage_keys(tmp_path):
+    two = {s.name: s.key for s in build_study(load_config(BenchConfig, "tiny-smoke", SEEDS), tmp_path)}
+    three = {s.name: s.key for s in build_study(load_config(BenchConfig, "tiny-smoke", ["study.seeds=[0,1,2]"]),
+                                                tmp_path)}
+    assert {k: v for k, v in three.items() if not k.startswith("seed-2/")}.keys() == two.keys()
+    assert all(three[k] == v for k, v in two.items() if k != "report") and three["report"] != two["report"]
+    # a replicate of seed s is the single study of seed_config(s), stage for stage
+    one = build_study(seed_config(load_config(BenchConfig, "tiny-smoke", SEEDS), 1), tmp_path / "seed-1")
+    assert [(f"seed-1/{s.name}", s.key, s.path) for s in one] == \
+        [(s.name, s.key, s.path) for s in build_study(load_config(BenchConfig, "tiny-smoke", SEEDS), tmp_path)
+         if s.name.startswith("seed-1/")]
+
+
+def test_killed_multiseed_study_resumes_in_seed_1_without_redoing_seed_0(replicates):
+    out, _, finished, outcome, lines = replicates
+    assert "seed-1/target" in finished and "seed-1/report" not in finished  # killed inside seed 1
+    assert any(v != "skipped" for k, v in outcome.items() if k.startswith("seed-1/"))
+    assert all(v == "skipped" for k, v in outcome.items() if k.startswith("seed-0/"))
+    assert all(outcome[k] == "skipped" for k in finished)
+    assert {v for k, v in outcome.items() if k not in finished} <= {"ran", "resumed"}
+    assert outcome["report"] == "ran" and outcome["seed-1/report"] == "ran"
+    # progress names the seed
+    assert any(l.startswith(f"[{len(outcome)}/{len(outcome)}] report") for l in lines)
+    assert any("] seed-1/evaluate/grad_ascent-multimodal-10: running" in l for l in lines)
+
+
+def test_replicates_are_complete_studies_on_different_worlds(replicates):
+    out, *_ = replicates
+    fps = []
+    for seed in (0, 1):
+        d = out / f"seed-{seed}"
+        fps.append(json.loads((d / "world" / "manifest.json").read_text())["fingerprint"])
+        conf = json.loads((d / "config.json").read_text())
+        assert conf["world"]["seed"] == seed and conf["unlearn"]["train"]["seed"] == seed
+        assert conf["finetune"]["phase"]["train"]["seed"] == seed and conf["study"]["seeds"] == []
+        for name in ("gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10"):
+            assert (d / "results" / f"{name}.json").exists()
+        assert (d / "report" / "index.html").exists() and (d / "unlearn" / "grad_ascent-multimodal-10").is_dir()
+    assert fps[0] != fps[1]
+    assert json.loads((out / "config.json").read_text())["study"]["seeds"] == [0, 1]
+    assert not (out / "world").exists() and not (out / "results").exists()
+
+
+def test_multiseed_rerun_skips_everything(replicates):
+    out, cfg, *_ = replicates
+    assert set(run_study(cfg, out, echo=lambda s: None).values()) == {"skipped"}
+
+
+def _csv_rows(path: Path, key: str) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {Path(r[key]).stem: r for r in csv.DictReader(f)}
+
+
+def test_combined_table_cells_are_mean_and_sd_of_the_seed_tables(replicates):
+    out, *_ = replicates
+    combined = _csv_rows(out / "report" / "table_multimodal.csv", "run")
+    seeds = [_csv_rows(out / f"seed-{s}" / "report" / "table_multimodal.csv", "file") for s in (0, 1)]
+    assert set(combined) == set(seeds[0]) == set(seeds[1])  # gold, base, target, grad_ascent with and without L1
+    run = "grad_ascent-l1-multimodal-10"
+    assert combined[run]["model"] == "grad_ascent + L1" and combined[run]["n"] == "2"
+    checked = 0
+    for key in (k for k in seeds[0][run] if "/" in k and seeds[0][run][k] != ""):
+        a, b = float(seeds[0][run][key]), float(seeds[1][run][key])
+        assert float(combined[run][key]) == pytest.approx((a + b) / 2, rel=1e-12, abs=1e-300)
+        assert float(combined[run][f"{key}:sd"]) == pytest.approx(abs(a - b) / 2 ** 0.5, rel=1e-9, abs=1e-300)
+        assert combined[run][f"{key}:n"] == "2"
+        checked += 1
+    assert checked >= 10
+    md = (out / "report" / "tables.md").read_text()
+    assert "## multimodal forgetting" in md and " ± " in md and "## findings" in md
+    assert "grad_ascent + L1" in (out / "report" / "index.html").read_text()
+
+
+def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
+    from clearbench.cli import main
+
+    assert main(["run", "--preset", "tiny-smoke", "--out", str(tmp_path / "d"), *OVERRIDES, "--dry-run",
+                 "--seeds", "3", "5"]) == 0
+    names = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
+    assert names[0] == "seed-3/world" and "seed-5/evaluate/grad_ascent-l1-multimodal-10" in names
+    assert names[-1] == "report" and not (tmp_path / "d").exists()

@@ -4,6 +4,10 @@ golds -> unlearn every method x variant x forget modality -> evaluate all -> rep
 Stages whose outputs exist with the same configuration are skipped; an interrupted study resumes
 where it stopped when the same command is run again; a changed setting re-runs exactly the stages
 downstream of it.
+
+Replicates: ``--seeds 0 1 2`` (the same as ``study.seeds=[0,1,2]``) runs one complete study per seed
+in OUT/seed-<s>/ (world.seed and every train.seed set to s) and writes OUT/report/ with every table
+cell as mean ± sd over the seeds. Put key=value overrides before --seeds (it takes every number after it).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="study directory, e.g. runs/tiny")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted overrides of any preset field")
     p.add_argument("--dry-run", action="store_true", help="list the stages and whether each would run or skip")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="replicate seeds, one full study each under OUT/seed-<s>/ (same as study.seeds=[...])")
     p.set_defaults(func=run)
 
 
@@ -27,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     from clearbench.run import build_study, run_study, state_of
 
-    cfg = load_config(BenchConfig, args.preset, args.overrides)
+    overrides = list(args.overrides) + ([f"study.seeds=[{','.join(map(str, args.seeds))}]"] if args.seeds else [])
+    cfg = load_config(BenchConfig, args.preset, overrides)
     if args.dry_run:
         for i, stage in enumerate(build_study(cfg, Path(args.out))):
             print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")

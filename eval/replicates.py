@@ -1,0 +1,209 @@
+"""Replicate seeds: the leaderboard's tables with every cell as mean ± sd over seeds.
+
+Each seed's result files go through the leaderboard exactly as one study's do (``check_files``
+against that seed's own gold result, ``make_rows`` recomputing every number from per-example
+values, ``tables`` per forget modality). Rows are matched across seeds by their run name, the
+result file's stem (``npo-l1-multimodal-10``, ``target-10``, ``gold-10``), which is the same in
+every seed directory. A cell is the mean, the sample standard deviation (n − 1; none for n = 1)
+and n, over the seeds where that row has that value. Rows are ranked by ``RANKING_RULE`` applied
+to the means; ``seed ranks`` gives the row's rank in each seed's own table.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from eval.leaderboard import COLUMNS, FQ_KEY, MU_KEY, RANKING_RULE, SETTINGS, check_files, fmt, make_reference, \
+    make_rows, tables
+
+RunFiles = tuple[Sequence[str | Path], str | Path]  # (result files, that seed's gold result)
+
+
+@dataclasses.dataclass
+class Stat:
+    mean: float
+    sd: float | None  # sample sd; None when n == 1
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+
+
+@dataclasses.dataclass
+class SeedRow:
+    run: str  # result file stem, the row's identity across seeds
+    label: str
+    method: str | None
+    l1_lambda: float
+    is_gold: bool
+    ranks: dict[int, int | None]  # seed -> rank in that seed's table (None: gold)
+    cells: dict[str, Stat]  # result key -> over seeds
+
+    @property
+    def n(self) -> int:
+        return len(self.ranks)
+
+
+def seed_tables(files: Sequence[str | Path], gold: str | Path) -> tuple[Any, dict[str, list], list]:
+    """One seed's (reference, {setting: [(rank, Row)]}, rejected files), as ``build_report`` makes them."""
+    ref, checked = check_files(files, make_reference(gold))
+    return ref, tables(make_rows(checked, ref)), [c for c in checked if c.reasons]
+
+
+def combine(per_seed: dict[int, dict[str, list]]) -> dict[str, list[tuple[int | None, SeedRow]]]:
+    """{seed: {setting: [(rank, Row)]}} -> {setting: [(rank by means or None for gold, SeedRow)]}."""
+    out: dict[str, list[tuple[int | None, SeedRow]]] = {}
+    settings = [s for s in (*SETTINGS, "all") if any(s in tabs for tabs in per_seed.values())]
+    for setting in settings:
+        found: dict[str, list[tuple[int, int | None, Any]]] = {}  # run -> [(seed, rank, Row)]
+        for seed, tabs in per_seed.items():
+            for rank, row in tabs.get(setting, []):
+                found.setdefault(Path(row.path).stem, []).append((seed, rank, row))
+        rows = []
+        for run, entries in found.items():
+            first = entries[0][2]
+            keys = {k for _, _, r in entries for k in r.metrics}
+            cells = {k: Stat.of([r.metrics[k] for _, _, r in entries if k in r.metrics]) for k in sorted(keys)}
+            rows.append(SeedRow(run, first.label, first.method, first.l1_lambda, first.is_gold,
+                                {seed: rank for seed, rank, _ in entries}, cells))
+        ranked = sorted((r for r in rows if not r.is_gold), key=_rank_key)
+        out[setting] = [(None, r) for r in rows if r.is_gold] + [(i + 1, r) for i, r in enumerate(ranked)]
+    return out
+
+
+def _rank_key(row: SeedRow) -> tuple[float, float, str]:
+    fq, mu = row.cells.get(FQ_KEY), row.cells.get(MU_KEY)
+    return (-(fq.mean if fq else -math.inf), -(mu.mean if mu else -math.inf), row.label)
+
+
+def _seed_ranks(row: SeedRow) -> str:
+    return " ".join(f"{seed}:{'gold' if r is None else r}" for seed, r in sorted(row.ranks.items()))
+
+
+def cell_text(key: str, row: SeedRow) -> str:
+    c = row.cells.get(key)
+    if c is None:
+        return "—"
+    text = fmt(key, c.mean) + (f" ± {fmt(key, c.sd)}" if c.sd is not None else "")
+    return text + (f" (n={c.n})" if c.n < row.n else "")
+
+
+def table_markdown(entries: list[tuple[int | None, SeedRow]]) -> str:
+    head = ["rank", "model", "n", "seed ranks", *(h for h, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rank, row in entries:
+        cells = ["gold (ref)" if rank is None else str(rank), row.label.replace("|", "\\|"), str(row.n),
+                 _seed_ranks(row), *(cell_text(k, row) for _, k in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_csv(entries: list[tuple[int | None, SeedRow]]) -> str:
+    """Full precision; the mean's column is the result key, then ``<key>:sd`` and ``<key>:n``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["rank", "run", "model", "method", "l1_lambda", "n", "seed_ranks",
+                *(c for _, k in COLUMNS for c in (k, f"{k}:sd", f"{k}:n"))])
+    for rank, row in entries:
+        stats = [row.cells.get(k) for _, k in COLUMNS]
+        w.writerow(["gold" if rank is None else rank, row.run, row.label, row.method or "", row.l1_lambda, row.n,
+                    _seed_ranks(row), *(v for c in stats for v in (("", "", 0) if c is None else
+                                                                   (repr(c.mean), "" if c.sd is None else repr(c.sd), c.n)))])
+    return buf.getvalue()
+
+
+def findings(tabs: dict[str, list[tuple[int | None, SeedRow]]]) -> list[str]:
+    """One line per table: the unlearning method (reference rows aside) with the highest mean
+    forget quality, in how many seeds it was the best method, and whether its lead over the
+    runner-up exceeds the larger of their sds (a heuristic, not a significance test)."""
+    lines = []
+    for setting, entries in tabs.items():
+        ranked = [r for rank, r in entries if rank is not None and r.method and FQ_KEY in r.cells]
+        if not ranked:
+            continue
+        top, fq = ranked[0], ranked[0].cells[FQ_KEY]
+        best = sum(1 for seed, rank in top.ranks.items()
+                   if rank is not None and all(rank <= (o.ranks.get(seed) or math.inf) for o in ranked))
+        line = (f"{setting}: best method by mean FQ (KS p) is {top.label} ({cell_text(FQ_KEY, top)}, n={top.n}); "
+                f"best method in {best} of {top.n} seeds")
+        if len(ranked) > 1:
+            other = ranked[1].cells[FQ_KEY]
+            gap = fq.mean - other.mean
+            spread = max(fq.sd or 0.0, other.sd or 0.0)
+            line += (f"; ahead of {ranked[1].label} by {fmt(FQ_KEY, gap)}, "
+                     + ("more than one sd" if gap > spread else "within one sd"))
+        lines.append(line)
+    return lines
+
+
+def _header(seeds: dict[int, Any]) -> list[str]:
+    return [f"seed {s}: world `{ref.world_fingerprint}`, forget split `{ref.forget_split}`, gold `{ref.gold_path}`"
+            for s, ref in seeds.items()]
+
+
+def markdown_report(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> str:
+    parts = ["# clearbench replicates: mean ± sd over seeds", "",
+             f"- seeds: {', '.join(map(str, refs))} (each a complete study in seed-<s>/)",
+             *(f"- {line}" for line in _header(refs)),
+             f"- ranking, on the means over seeds: {RANKING_RULE}; seed ranks = seed:rank in that seed's own table",
+             "- every number is recomputed from each seed's result files (eval.results.recompute), then "
+             "averaged; ± is the sample sd (n − 1); (n=k) marks a cell present in fewer seeds than its row",
+             "", "## findings", "", *(f"- {line}" for line in findings(tabs) or ["none (no ranked rows)"]), ""]
+    for setting, entries in tabs.items():
+        parts += [f"## {setting} forgetting" if setting != "all" else "## all models", "", table_markdown(entries), ""]
+    parts += ["## rejected files", ""]
+    parts += [f"- seed {s}: `{c.path}`: " + "; ".join(c.reasons) for s, cs in rejected.items() for c in cs] or ["none"]
+    return "\n".join(parts) + "\n"
+
+
+def render_html(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> str:
+    from eval.report_html import _CSS, _JS, _td
+
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>clearbench replicates</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>clearbench replicates: mean ± sd over seeds</h1><ul>",
+             *(f"<li>{e(line)}</li>" for line in _header(refs)),
+             f"<li>ranking, on the means over seeds: {e(RANKING_RULE)}</li>",
+             "<li>every number is recomputed from each seed's result files, then averaged; ± is the sample sd; "
+             "click a header to sort (by the mean)</li></ul>", "<h2>findings</h2><ul>",
+             *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
+    head = ["rank", "model", "n", "seed ranks", *(h for h, _ in COLUMNS)]
+    for setting, entries in tabs.items():
+        parts += [f"<h2>{e(f'{setting} forgetting' if setting in SETTINGS else 'all models')}</h2>",
+                  f'<table class="sortable" id="table-{e(setting)}"><thead><tr>',
+                  *(f'<th title="click to sort">{e(h)}</th>' for h in head), "</tr></thead><tbody>"]
+        for rank, row in entries:
+            cells = [_td("gold (ref)" if rank is None else str(rank), 0 if rank is None else rank),
+                     _td(row.label, row.label, "l"), _td(str(row.n), row.n), _td(_seed_ranks(row), _seed_ranks(row)),
+                     *(_td(cell_text(k, row), repr(row.cells[k].mean) if k in row.cells else "-Infinity")
+                       for _, k in COLUMNS)]
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</tbody></table>")
+    parts.append('<h2>rejected files</h2><ul class="rej" id="rejected">')
+    parts += [f"<li>seed {s}: <code>{e(c.path)}</code>: {e('; '.join(c.reasons))}</li>"
+              for s, cs in rejected.items() for c in cs] or ["<li>none</li>"]
+    parts += ["</ul>", f"<script>{_JS}</script>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def build_replicate_report(runs: dict[int, RunFiles], out: str | Path) -> dict[str, Any]:
+    """{seed: (result files, gold result)} -> ``out``/tables.md, table_<setting>.csv, index.html."""
+    refs, per_seed, rejected = {}, {}, {}
+    for seed, (files, gold) in runs.items():
+        refs[seed], per_seed[seed], rejected[seed] = seed_tables(files, gold)
+    tabs = combine(per_seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables.md").write_text(markdown_report(refs, tabs, rejected), encoding="utf-8")
+    for setting, entries in tabs.items():
+        (out / f"table_{setting}.csv").write_text(table_csv(entries), encoding="utf-8")
+    (out / "index.html").write_text(render_html(refs, tabs, rejected), encoding="utf-8")
+    return {"references": refs, "tables": tabs, "rejected": rejected, "findings": findings(tabs)}
