@@ -144,14 +144,15 @@ def seed_dir(out: Path, seed: int) -> Path:
 
 
 def seed_config(cfg: BenchConfig, seed: int) -> BenchConfig:
-    """The single-study config of replicate ``seed``: world.seed, every pretrain phase's, the finetune
+    """The single-study config of replicate ``seed``: world.seed, every pretrain and finetune
     phase's and the unlearn section's train.seed all set to ``seed``; study.seeds emptied. (A variant
     that pins unlearn train.seed keeps its pin; method options such as rmu's ``seed`` are not touched.)"""
     d = to_dict(cfg)
     d["world"]["seed"] = seed
     for phase in d["pretrain"]["phases"]:
         phase["train"]["seed"] = seed
-    d["finetune"]["phase"]["train"]["seed"] = seed
+    for phase in [d["finetune"]["phase"], *d["finetune"]["phases"]]:
+        phase["train"]["seed"] = seed
     d["unlearn"]["train"]["seed"] = seed
     d["study"]["seeds"] = []
     return from_dict(BenchConfig, d)

@@ -140,6 +140,8 @@ def test_seed_config_sets_the_world_and_every_training_seed():
     assert s.finetune.phase.train.seed == 7 and s.unlearn.train.seed == 7
     assert s.world.params == cfg.world.params and s.study.methods == cfg.study.methods
     assert cfg.world.seed == 0  # the original is not modified
+    phased = load_config(BenchConfig, "tiny-smoke", ["finetune.phases=[{name: a}, {name: b}]"])
+    assert [p.train.seed for p in seed_config(phased, 7).finetune.phases] == [7, 7]
 
 
 def test_adding_a_seed_keeps_the_other_seeds_stage_keys(tmp_path):
