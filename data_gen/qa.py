@@ -1,8 +1,10 @@
 """TOFU-style question answering: question, answer, paraphrase and >= 5 perturbed answers.
 
-A perturbed answer is the same answer template filled with a plausible wrong value of the same
-fact type (TOFU's perturbation), drawn from the world's own value pools, distinct from the truth
-and from each other. Reverse questions ("Who wrote TITLE?") are safe only because titles, award
+A perturbed answer is the *paraphrase's* template filled with a plausible wrong value of the same
+fact type, drawn from the world's own value pools, distinct from the truth and from each other.
+TOFU builds its perturbed answers from the paraphrased answer's wording with the facts changed, and
+the truth ratio compares them with the paraphrase, so the comparison isolates the fact, not the
+wording (docs/metrics.md, truth_ratio). Reverse questions ("Who wrote TITLE?") are safe only because titles, award
 +year pairs and "GENRE author born in CITY in YEAR" keys are unique world-wide (authors.Registry).
 """
 from __future__ import annotations
@@ -176,7 +178,8 @@ def _fields(p) -> dict[str, str]:
 
 
 def fill(template: tuple[str, str, str, str], p, pools: Pools, rng: random.Random, subject: str | None = None) -> dict:
-    """One QA item: question, answer, paraphrased_answer, perturbed_answers (same template, wrong value)."""
+    """One QA item: question, answer, paraphrased_answer, perturbed_answers (the paraphrase's
+    template with a wrong value, as TOFU perturbs the paraphrase)."""
     fact, q, a, para = template
     value_of, candidates_of = FACTS[fact]
     f = _fields(p)
@@ -188,7 +191,7 @@ def fill(template: tuple[str, str, str, str], p, pools: Pools, rng: random.Rando
         "question": q.format(**f, v=truth),
         "answer": a.format(**f, v=truth),
         "paraphrased_answer": para.format(**f, v=truth),
-        "perturbed_answers": [a.format(**f, v=w) for w in wrong],
+        "perturbed_answers": [para.format(**f, v=w) for w in wrong],
     }
 
 
