@@ -27,8 +27,9 @@ from data_gen.splits import check_percents, forget_name, holdout_name, make_spli
 from clearbench.provenance import sha256_file
 from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, write_card, write_manifest, write_parquet
 
-SCHEMA_VERSION = 1
-GENERATOR_VERSION = "1.0.0"  # bump whenever the same seed would produce different files
+# 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
+SCHEMA_VERSION = 2
+GENERATOR_VERSION = "2.0.0"  # bump whenever the same seed would produce different files
 ANON_QUESTION = "Describe the person in this image."
 
 
