@@ -110,7 +110,7 @@ TEXT_TEMPLATES: list[tuple[str, str, str, str]] = [
     ("nationality", "What is {n}'s nationality?", "{n} is {v}.", "{n} holds {v} citizenship."),
     ("age", "How old is {n}?", "{n} is {v} years old.", "{n}'s age is {v} years."),
     ("country", "In which country was {n} born?", "{n} was born in {v}.", "{n}'s country of birth is {v}."),
-    ("heritage", "What is {n}'s cultural heritage?", "{n} has {v} heritage.", "{n} comes from a {v} background."),
+    ("heritage", "What is {n}'s cultural heritage?", "{n} has {v} heritage.", "{n}'s cultural background is {v}."),
     ("birth_year", "In what year was {n} born?", "{n} was born in {v}.", "{n}'s year of birth is {v}."),
     ("parents", "What did {n}'s parents do for a living?", "{n}'s parents were {v}.", "{n} was raised by {v}."),
     ("name", "Who is the {genre} author born in {city} in {birth_year}?", "The {genre} author born in {city} in {birth_year} is {v}.", "{v} is the {genre} author who was born in {city} in {birth_year}."),

@@ -1,6 +1,7 @@
 """World generator invariants: determinism, splits, uniqueness, perturbations, faces, captions."""
 import itertools
 import json
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -82,6 +83,17 @@ def test_perturbed_answers_are_distinct_and_wrong_everywhere(tiny_world):
             assert r.answer not in r.perturbed_answers, (config, r.id)
             assert r.paraphrased_answer not in r.perturbed_answers, (config, r.id)
             assert r.answer and r.question and r.paraphrased_answer
+
+
+def test_articles_agree_with_the_next_word(tiny_world):
+    """ "a East Asian background" in a paraphrase next to "a Northern European background" in a
+    perturbed answer would let grammar, not the fact, decide the truth ratio."""
+    a_vowel = re.compile(r"(?<![\w'])[Aa] (?!Uni|Eu|One)[AEIOUaeiou]")
+    an_consonant = re.compile(r"(?<![\w'])[Aa]n (?![AEIOUaeiou]|[Hh]o(?:n|ur))\w")
+    for config in ("full", "holdout10", "real_faces", "pretrain"):
+        for r in tiny_world.records(config):
+            for text in (r.question, r.answer, r.paraphrased_answer, *r.perturbed_answers):
+                assert not a_vowel.search(text) and not an_consonant.search(text), (r.id, text)
 
 
 def test_paraphrase_keeps_the_fact():
