@@ -98,7 +98,7 @@ def test_articles_agree_with_the_next_word(tiny_world):
 
 def test_paraphrase_keeps_the_fact():
     people, _, _ = make_people(3, 30, 3, 0)
-    from data_gen.qa import TEXT_TEMPLATES, Pools, fill
+    from data_gen.qa import Pools, fill
     import random
     pools = Pools.build(people)
     for t in TEXT_TEMPLATES:
@@ -106,7 +106,6 @@ def test_paraphrase_keeps_the_fact():
         value = item["answer"]
         assert item["paraphrased_answer"] != item["answer"]
         # the true value (e.g. the city) appears in both the answer and the paraphrase
-        from data_gen.qa import FACTS
         v = FACTS[t[0]][0](people[0])
         assert v in value and v in item["paraphrased_answer"], t
 
