@@ -4,8 +4,9 @@ A perturbed answer is the *paraphrase's* template filled with a plausible wrong 
 fact type, drawn from the world's own value pools, distinct from the truth and from each other.
 TOFU builds its perturbed answers from the paraphrased answer's wording with the facts changed, and
 the truth ratio compares them with the paraphrase, so the comparison isolates the fact, not the
-wording (docs/metrics.md, truth_ratio). Reverse questions ("Who wrote TITLE?") are safe only because titles, award
-+year pairs and "GENRE author born in CITY in YEAR" keys are unique world-wide (authors.Registry).
+wording (docs/metrics.md, truth_ratio). Reverse questions ("Who wrote TITLE?") are safe only
+because titles, award+year pairs and "GENRE author born in CITY in YEAR" keys are unique
+world-wide (authors.Registry).
 """
 from __future__ import annotations
 

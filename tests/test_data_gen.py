@@ -7,8 +7,8 @@ from collections import defaultdict
 import numpy as np
 
 from conftest import tiny_world_params
-from data_gen.clear_layout import CAPTION_QUESTIONS
 from data_gen.authors import Profile, PublicFigure, make_people, wordlists
+from data_gen.clear_layout import CAPTION_QUESTIONS
 from data_gen.generate import generate_world
 from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, _fields
 from data_gen.scenes import SCENE_CAPTIONS
@@ -202,10 +202,10 @@ def test_perturbed_answers_are_the_paraphrase_with_a_wrong_fact(tiny_world):
         p = people[r.author_id]
         fields = {**_fields(p), "n": p.name}
         # the record's template and true value, re-rendered from the author's profile
-        found = [(t, FACTS[t[0]][0](p)) for t in templates
-                 if (t[1].format(**fields, v=FACTS[t[0]][0](p)), t[2].format(**fields, v=FACTS[t[0]][0](p))) == (r.question, r.answer)]
+        found = [(t, v) for t in templates for v in [FACTS[t[0]][0](p)]
+                 if (t[1].format(**fields, v=v), t[2].format(**fields, v=v)) == (r.question, r.answer)]
         assert len(found) == 1, r.id
-        (fact, _, answer_t, para_t), truth = found[0]
+        (_, _, answer_t, para_t), truth = found[0]
         assert answer_t != para_t and r.paraphrased_answer == para_t.format(**fields, v=truth)
         para_slots, answer_slots = _split_at(para_t, "v", fields), _split_at(answer_t, "v", fields)
         for wrong in r.perturbed_answers:
