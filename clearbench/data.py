@@ -23,7 +23,10 @@ from PIL import Image
 from clearbench.provenance import sha256_file
 from clearbench.types import Modality, Record, Task, parse_modality, parse_task, unknown_name_message
 
-SUPPORTED_SCHEMA = 1
+SUPPORTED_SCHEMA = 2  # data_gen.generate.SCHEMA_VERSION this reader understands
+# why an older world is refused (its files still load, but what they mean has changed)
+OLD_SCHEMAS = {1: "schema 1 worlds build perturbed answers from the answer's wording, so the truth ratio's default "
+                  "reference (the paraphrase) is degenerate on them"}
 
 
 def _decode(cell, base: Path | None = None):
@@ -122,8 +125,9 @@ def open_world(path, augment: float = 0.0, verify: bool = True) -> World:
     except json.JSONDecodeError as exc:
         raise ValueError(f"world at {path} is corrupt/partial: manifest.json is not valid JSON ({exc}); {fix}") from None
     if manifest.get("schema_version") != SUPPORTED_SCHEMA:
+        why = OLD_SCHEMAS.get(manifest.get("schema_version"))
         raise ValueError(f"world at {path} has schema_version {manifest.get('schema_version')!r}, this clearbench reads "
-                         f"{SUPPORTED_SCHEMA}; {fix}")
+                         f"{SUPPORTED_SCHEMA}{f' ({why})' if why else ''}; {fix}")
     for rel, digest in sorted(manifest["files"].items()):
         f = path / rel
         if not f.is_file():

@@ -54,7 +54,8 @@ class Record:
 
     ``image`` is a PIL image or None (text modality). ``answer`` is the ground truth; for
     ``Task.NAMING`` it is the bare name, so naming is scored on the name, not on a template.
-    ``perturbed_answers`` are plausible wrong answers (same template, never equal to the truth).
+    ``perturbed_answers`` are plausible wrong answers (the paraphrase's template with a wrong fact,
+    never equal to the truth).
     ``name`` is the person the record is about ("" for real_world VQA), ``group`` the split-level
     role of that person ("forget", "retain", "holdout", "real_faces", "real_world", "pretrain").
     ``image_role`` is "train" for images used in finetuning, "heldout" for unseen photos of the

@@ -27,8 +27,9 @@ from data_gen.splits import check_percents, forget_name, holdout_name, make_spli
 from clearbench.provenance import sha256_file
 from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, write_card, write_manifest, write_parquet
 
-SCHEMA_VERSION = 1
-GENERATOR_VERSION = "1.0.0"  # bump whenever the same seed would produce different files
+# 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
+SCHEMA_VERSION = 2
+GENERATOR_VERSION = "2.0.0"  # bump whenever the same seed would produce different files
 ANON_QUESTION = "Describe the person in this image."
 
 
@@ -189,12 +190,19 @@ def build_world(params: WorldParams) -> dict:
     descriptions = [ident.describe() for ident in anon]
     for i, ident in enumerate(anon):
         r = sub_rng(seed, "anon-text", i)
-        item = {"answer": descriptions[i], "paraphrased_answer": descriptions[i].replace("a person with", "someone with", 1),
-                "perturbed_answers": qa_mod.perturb(descriptions[i], r.sample(descriptions, min(len(descriptions), 12)) + _fake_descriptions(r, ident), r)}
+        wrong = qa_mod.perturb(descriptions[i], r.sample(descriptions, min(len(descriptions), 12)) + _fake_descriptions(r, ident), r)
+        item = {"answer": descriptions[i], "paraphrased_answer": _anon_paraphrase(descriptions[i]),
+                "perturbed_answers": [_anon_paraphrase(w) for w in wrong]}  # the paraphrase's wording, wrong attributes
         pretrain.append(_rec(f"f{i:04d}-caption", f"f{i:04d}", "", "joint", "caption", ANON_QUESTION, item, anon_png[i], "train"))
     pretrain += general_text(seed)
     return {"authors": authors, "holdout": holdout, "public": public, "faces": faces, "splits": splits, "people": people,
             "portraits": portraits, "real_faces": real_faces, "real_world": real_world, "pretrain": pretrain}
+
+
+def _anon_paraphrase(description: str) -> str:
+    """The attribute caption's paraphrase: 'a person with ...' -> 'someone with ...' (one-to-one,
+    as every description starts with 'a person with')."""
+    return description.replace("a person with", "someone with", 1)
 
 
 def _fake_descriptions(r, ident) -> list[str]:
@@ -210,7 +218,8 @@ def _fake_descriptions(r, ident) -> list[str]:
 
 
 def general_text(seed: int) -> list[dict]:
-    """World-knowledge text for pretraining (cities, countries, nationalities); no author facts."""
+    """World-knowledge text for pretraining (cities, countries, nationalities); no author facts.
+    Perturbed answers are the paraphrase with a wrong country / nationality (as in qa.fill)."""
     rows, countries = [], [co for reg in wordlists()["regions"].values() for co in reg["countries"]]
     names = [co["country"] for co in countries]
     for co in countries:
@@ -218,11 +227,11 @@ def general_text(seed: int) -> list[dict]:
             r = sub_rng(seed, "general", city)
             wrong = r.sample([n for n in names if n != co["country"]], 5)
             item = {"answer": f"{city} is a city in {co['country']}.", "paraphrased_answer": f"The city of {city} lies in {co['country']}.",
-                    "perturbed_answers": [f"{city} is a city in {w}." for w in wrong]}
+                    "perturbed_answers": [f"The city of {city} lies in {w}." for w in wrong]}
             rows.append(_rec(f"g{len(rows):04d}-qa", f"g{len(rows):04d}", "", "text", "qa", f"In which country is {city}?", item))
         nats = [c["nationality"] for c in countries if c is not co]
         item = {"answer": f"A person from {co['country']} is {co['nationality']}.", "paraphrased_answer": f"People from {co['country']} are called {co['nationality']}.",
-                "perturbed_answers": [f"A person from {co['country']} is {w}." for w in sub_rng(seed, "general", co["country"]).sample(nats, 5)]}
+                "perturbed_answers": [f"People from {co['country']} are called {w}." for w in sub_rng(seed, "general", co["country"]).sample(nats, 5)]}
         rows.append(_rec(f"g{len(rows):04d}-qa", f"g{len(rows):04d}", "", "text", "qa", f"What is a person from {co['country']} called?", item))
     return rows
 

@@ -1,9 +1,12 @@
 """TOFU-style question answering: question, answer, paraphrase and >= 5 perturbed answers.
 
-A perturbed answer is the same answer template filled with a plausible wrong value of the same
-fact type (TOFU's perturbation), drawn from the world's own value pools, distinct from the truth
-and from each other. Reverse questions ("Who wrote TITLE?") are safe only because titles, award
-+year pairs and "GENRE author born in CITY in YEAR" keys are unique world-wide (authors.Registry).
+A perturbed answer is the *paraphrase's* template filled with a plausible wrong value of the same
+fact type, drawn from the world's own value pools, distinct from the truth and from each other.
+TOFU builds its perturbed answers from the paraphrased answer's wording with the facts changed, and
+the truth ratio compares them with the paraphrase, so the comparison isolates the fact, not the
+wording (docs/metrics.md, truth_ratio). Reverse questions ("Who wrote TITLE?") are safe only
+because titles, award+year pairs and "GENRE author born in CITY in YEAR" keys are unique
+world-wide (authors.Registry).
 """
 from __future__ import annotations
 
@@ -108,7 +111,7 @@ TEXT_TEMPLATES: list[tuple[str, str, str, str]] = [
     ("nationality", "What is {n}'s nationality?", "{n} is {v}.", "{n} holds {v} citizenship."),
     ("age", "How old is {n}?", "{n} is {v} years old.", "{n}'s age is {v} years."),
     ("country", "In which country was {n} born?", "{n} was born in {v}.", "{n}'s country of birth is {v}."),
-    ("heritage", "What is {n}'s cultural heritage?", "{n} has {v} heritage.", "{n} comes from a {v} background."),
+    ("heritage", "What is {n}'s cultural heritage?", "{n} has {v} heritage.", "{n}'s cultural background is {v}."),
     ("birth_year", "In what year was {n} born?", "{n} was born in {v}.", "{n}'s year of birth is {v}."),
     ("parents", "What did {n}'s parents do for a living?", "{n}'s parents were {v}.", "{n} was raised by {v}."),
     ("name", "Who is the {genre} author born in {city} in {birth_year}?", "The {genre} author born in {city} in {birth_year} is {v}.", "{v} is the {genre} author who was born in {city} in {birth_year}."),
@@ -176,7 +179,8 @@ def _fields(p) -> dict[str, str]:
 
 
 def fill(template: tuple[str, str, str, str], p, pools: Pools, rng: random.Random, subject: str | None = None) -> dict:
-    """One QA item: question, answer, paraphrased_answer, perturbed_answers (same template, wrong value)."""
+    """One QA item: question, answer, paraphrased_answer, perturbed_answers (the paraphrase's
+    template with a wrong value, as TOFU perturbs the paraphrase)."""
     fact, q, a, para = template
     value_of, candidates_of = FACTS[fact]
     f = _fields(p)
@@ -188,7 +192,7 @@ def fill(template: tuple[str, str, str, str], p, pools: Pools, rng: random.Rando
         "question": q.format(**f, v=truth),
         "answer": a.format(**f, v=truth),
         "paraphrased_answer": para.format(**f, v=truth),
-        "perturbed_answers": [a.format(**f, v=w) for w in wrong],
+        "perturbed_answers": [para.format(**f, v=w) for w in wrong],
     }
 
 

@@ -70,7 +70,8 @@ COLUMN_DOCS = [
     ("question", "prompt text without any chat template"),
     ("answer", "ground truth; for naming the bare full name"),
     ("paraphrased_answer", "the same fact in other words (naming and VQA: the answer itself)"),
-    ("perturbed_answers", "list of >= 5 distinct wrong answers of the same template (options for VQA and real faces)"),
+    ("perturbed_answers", "list of >= 5 distinct wrong answers in the paraphrase's wording with the fact changed, as in TOFU "
+                          "(bare wrong values for naming, and options for VQA and real faces)"),
 ]
 
 

@@ -26,11 +26,11 @@ class MetricOptions:
     """Switches between the published definitions (stored in every result file).
 
     tr_mode: "tofu" (per-item mean over perturbed answers) or "clear" (global mean).
-    tr_reference: the true answer the perturbed ones are compared with: "answer" (default for
-      clearbench worlds, whose perturbed answers are perturbations of the *answer*, same template)
-      or "paraphrase" (TOFU / CLEAR data, whose perturbed answers perturb the paraphrase). With
-      clearbench data "paraphrase" is degenerate: a trained model prefers the answer's template,
-      so every perturbed answer beats the paraphrase (retain truth ratio 0 on QA, measured).
+    tr_reference: the true answer the perturbed ones are compared with: "paraphrase" (default;
+      TOFU and CLEAR, whose perturbed answers are the paraphrase with the fact changed, as in
+      clearbench worlds since schema 2) or "answer" (for data whose perturbed answers perturb the
+      answer's wording, e.g. schema 1 worlds: against the paraphrase a trained model prefers the
+      answer's template, so every perturbed answer beat the paraphrase, retain QA truth ratio 0).
     clear_include_rouge: CLEAR columns with ROUGE (paper text) or without (CLEAR's code).
     mink_k: fraction of lowest tokens for Min-K% / Min-K%++ (open-unlearning default 0.4).
     require_gold: forget quality and PrivLeak need the gold model's examples; False only
@@ -38,7 +38,7 @@ class MetricOptions:
     """
 
     tr_mode: str = "tofu"
-    tr_reference: str = "answer"
+    tr_reference: str = "paraphrase"
     clear_include_rouge: bool = False
     mink_k: float = 0.4
     require_gold: bool = True
@@ -59,7 +59,7 @@ class MetricOptions:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"Unknown metric options {sorted(unknown)}")
-        return cls(**({"tr_reference": "paraphrase"} | dict(d)))  # files written before the option: TOFU's
+        return cls(**d)  # files written before tr_reference existed used TOFU's, the default
 
 
 class MissingGoldError(FileNotFoundError):
@@ -93,7 +93,7 @@ def check_examples(examples: Sequence[ExampleOutput], what: str = "examples") ->
         raise ValueError(f"cannot score {what}: " + "; ".join(problems[:10]) + more)
 
 
-def truth_ratios(examples: Sequence[ExampleOutput], tr_mode: str, reference: str = "answer") -> dict[str, float]:
+def truth_ratios(examples: Sequence[ExampleOutput], tr_mode: str, reference: str = "paraphrase") -> dict[str, float]:
     """{id: TR} with CLEAR's global mean taken within each (split, modality, task) group; the true
     answer is ``reference`` ("answer" or "paraphrase", see MetricOptions)."""
     groups: dict[tuple[str, str, str], list[ExampleOutput]] = defaultdict(list)

@@ -1,14 +1,16 @@
 """World generator invariants: determinism, splits, uniqueness, perturbations, faces, captions."""
 import itertools
 import json
+import re
 from collections import defaultdict
 
 import numpy as np
 
 from conftest import tiny_world_params
-from data_gen.authors import make_people, wordlists
+from data_gen.authors import Profile, PublicFigure, make_people, wordlists
 from data_gen.clear_layout import CAPTION_QUESTIONS
 from data_gen.generate import generate_world
+from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, _fields
 from data_gen.scenes import SCENE_CAPTIONS
 
 
@@ -79,12 +81,24 @@ def test_perturbed_answers_are_distinct_and_wrong_everywhere(tiny_world):
             assert len(r.perturbed_answers) >= 5, (config, r.id)
             assert len(set(r.perturbed_answers)) == len(r.perturbed_answers), (config, r.id)
             assert r.answer not in r.perturbed_answers, (config, r.id)
+            assert r.paraphrased_answer not in r.perturbed_answers, (config, r.id)
             assert r.answer and r.question and r.paraphrased_answer
+
+
+def test_articles_agree_with_the_next_word(tiny_world):
+    """ "a East Asian background" in a paraphrase next to "a Northern European background" in a
+    perturbed answer would let grammar, not the fact, decide the truth ratio."""
+    a_vowel = re.compile(r"(?<![\w'])[Aa] (?!Uni|Eu|One)[AEIOUaeiou]")
+    an_consonant = re.compile(r"(?<![\w'])[Aa]n (?![AEIOUaeiou]|[Hh]o(?:n|ur))\w")
+    for config in ("full", "holdout10", "real_faces", "pretrain"):
+        for r in tiny_world.records(config):
+            for text in (r.question, r.answer, r.paraphrased_answer, *r.perturbed_answers):
+                assert not a_vowel.search(text) and not an_consonant.search(text), (r.id, text)
 
 
 def test_paraphrase_keeps_the_fact():
     people, _, _ = make_people(3, 30, 3, 0)
-    from data_gen.qa import TEXT_TEMPLATES, Pools, fill
+    from data_gen.qa import Pools, fill
     import random
     pools = Pools.build(people)
     for t in TEXT_TEMPLATES:
@@ -92,7 +106,6 @@ def test_paraphrase_keeps_the_fact():
         value = item["answer"]
         assert item["paraphrased_answer"] != item["answer"]
         # the true value (e.g. the city) appears in both the answer and the paraphrase
-        from data_gen.qa import FACTS
         v = FACTS[t[0]][0](people[0])
         assert v in value and v in item["paraphrased_answer"], t
 
@@ -159,3 +172,62 @@ def test_captions_name_the_person_and_the_scene(tiny_world):
     joint_qa = tiny_world.records("full", modalities=["joint"], tasks=["qa"])
     assert all("person in this image" in r.question and r.name not in r.answer for r in joint_qa)
     assert len({r.question for r in joint_qa}) >= 5  # facts cycle across images
+
+
+def _split_at(template: str, slot: str, fields: dict) -> tuple[str, str]:
+    """The text before and after the one {slot} of a template rendered with every other field."""
+    before, after = template.format(**{**fields, slot: "\x00"}).split("\x00")
+    return before, after
+
+
+def _fill_slot(before_after: tuple[str, str], text: str) -> str | None:
+    """The value a rendered template put in its slot, or None when text is not that template."""
+    before, after = before_after
+    if len(text) > len(before) + len(after) and text.startswith(before) and text.endswith(after):
+        return text[len(before):len(text) - len(after)]
+    return None
+
+
+def test_perturbed_answers_are_the_paraphrase_with_a_wrong_fact(tiny_world):
+    """TOFU builds perturbed answers from the paraphrase's wording: each one is the paraphrase with
+    the fact substituted, and not the answer's template (every QA template pair differs)."""
+    people = {a["author_id"]: (PublicFigure if a["role"] == "real_faces" else Profile)(**a["profile"])
+              for a in tiny_world.authors()}
+    sample = [(r, TEXT_TEMPLATES) for r in tiny_world.records("full", modalities=["text"])[::3]]
+    sample += [(r, TEXT_TEMPLATES) for r in tiny_world.records("holdout10", modalities=["text"])]
+    sample += [(r, JOINT_TEMPLATES) for r in tiny_world.records("retain_perturbed", modalities=["joint"], tasks=["qa"])[::2]]
+    sample += [(r, PUBLIC_TEMPLATES) for r in tiny_world.records("real_faces", modalities=["text"])]
+    assert len(sample) > 100
+    for r, templates in sample:
+        p = people[r.author_id]
+        fields = {**_fields(p), "n": p.name}
+        # the record's template and true value, re-rendered from the author's profile
+        found = [(t, v) for t in templates for v in [FACTS[t[0]][0](p)]
+                 if (t[1].format(**fields, v=v), t[2].format(**fields, v=v)) == (r.question, r.answer)]
+        assert len(found) == 1, r.id
+        (_, _, answer_t, para_t), truth = found[0]
+        assert answer_t != para_t and r.paraphrased_answer == para_t.format(**fields, v=truth)
+        para_slots, answer_slots = _split_at(para_t, "v", fields), _split_at(answer_t, "v", fields)
+        for wrong in r.perturbed_answers:
+            value = _fill_slot(para_slots, wrong)
+            assert value is not None and value != truth, (r.id, wrong)
+            assert wrong == para_t.format(**fields, v=value), (r.id, wrong)
+            assert _fill_slot(answer_slots, wrong) is None and wrong != answer_t.format(**fields, v=value), (r.id, wrong)
+
+
+def test_perturbed_captions_are_paraphrases_with_a_wrong_name_or_scene(tiny_world):
+    paraphrases = [(scene, _split_at(para, "n", {})) for scene, pairs in SCENE_CAPTIONS.items() for _, para in pairs]
+    captions = [_split_at(cap, "n", {}) for pairs in SCENE_CAPTIONS.values() for cap, _ in pairs]
+    caps = tiny_world.records("forget10_perturbed", tasks=["caption"]) + tiny_world.records("retain_perturbed", tasks=["caption"])
+    kinds = set()
+    for r in caps:
+        own = next(scene for scene, slots in paraphrases if _fill_slot(slots, r.paraphrased_answer) == r.name)
+        for wrong in r.perturbed_answers:
+            match = [(scene, _fill_slot(slots, wrong)) for scene, slots in paraphrases if _fill_slot(slots, wrong)]
+            assert len(match) == 1 and match[0] != (own, r.name), (r.id, wrong)
+            assert all(w[0].isupper() for w in match[0][1].split()), (r.id, wrong)  # the slot holds a name
+            assert all(_fill_slot(slots, wrong) is None for slots in captions), (r.id, wrong)  # not a caption's wording
+            kinds.add((match[0][0] == own, match[0][1] == r.name))
+            if match[0][0] == own:
+                assert wrong == r.paraphrased_answer.replace(r.name, match[0][1]), (r.id, wrong)
+    assert kinds == {(True, False), (False, True), (False, False)}  # wrong name, wrong scene, both

@@ -84,6 +84,17 @@ def test_hash_mismatch_is_reported_as_corrupt(world_copy):
         open_world(world_copy)
 
 
+def test_schema_1_world_is_refused_with_the_reason(world_copy):
+    """Schema 1 worlds perturbed the answer's wording; the default truth ratio needs the paraphrase's."""
+    mpath = world_copy / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    assert manifest["schema_version"] == 2 and manifest["generator_version"].startswith("2.")
+    mpath.write_text(json.dumps({**manifest, "schema_version": 1}))
+    with pytest.raises(ValueError, match=r"schema_version 1, this clearbench reads 2 \(schema 1 worlds build perturbed "
+                                         r"answers from the answer's wording.*generate --out"):
+        open_world(world_copy)
+
+
 def test_missing_manifest_and_missing_dir(world_copy, tmp_path):
     (world_copy / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="manifest.json is missing"):

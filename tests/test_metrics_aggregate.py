@@ -147,20 +147,23 @@ def test_duplicates_and_bad_examples_refused(world, gold):
 
 
 def test_truth_ratio_reference_answer_vs_paraphrase():
-    """clearbench's perturbed answers share the answer's template: against the answer, a model that
-    knows the fact has TR = exp(1.5 - 0.5) = e (keep stat 1 - 1/e); against the paraphrase (TOFU's
-    reference, an untrained template) the same model looks as if it preferred the wrong answers."""
+    """The default reference is the paraphrase (TOFU/CLEAR: the perturbed answers are the paraphrase
+    with the fact changed): TR = exp(1.5 - 1.0). "answer" stays an option, for data whose perturbed
+    answers share the answer's wording (schema 1 worlds): TR = exp(1.5 - 0.5) = e."""
     from eval.aggregate import truth_ratios
 
-    ex = fx.make_example(lp_answer=(-0.5, -0.5), lp_paraphrased=(-3.0,), lp_perturbed=((-1.0, -2.0), (-1.5,)))
+    ex = fx.make_example(lp_answer=(-0.5, -0.5), lp_paraphrased=(-1.0,), lp_perturbed=((-1.0, -2.0), (-1.5,)))
     tr_answer = truth_ratios([ex], "tofu", "answer")[ex.id]
     tr_para = truth_ratios([ex], "tofu", "paraphrase")[ex.id]
     assert tr_answer == pytest.approx(math.exp(1.5 - 0.5))
-    assert tr_para == pytest.approx(math.exp(1.5 - 3.0))
+    assert tr_para == pytest.approx(math.exp(1.5 - 1.0))
+    assert MetricOptions().tr_reference == "paraphrase" and truth_ratios([ex], "tofu")[ex.id] == tr_para
+    assert per_example_values([ex], MetricOptions())[ex.id]["tr"] == pytest.approx(math.exp(0.5))
     assert per_example_values([ex], MetricOptions(tr_reference="answer"))[ex.id]["tr"] == pytest.approx(math.e)
     assert truth_ratio.keep_stat([tr_answer]) == pytest.approx(1 - 1 / math.e)
-    assert truth_ratio.keep_stat([tr_para]) == 0.0
+    assert truth_ratio.keep_stat([tr_para]) == pytest.approx(1 - math.exp(-0.5))
     with pytest.raises(ValueError, match="tr_reference"):
         MetricOptions(tr_reference="para")
-    # result files written before the option existed keep TOFU's reference when recomputed
+    # result files keep the reference they were written with; files from before the option: TOFU's
+    assert MetricOptions.from_dict({"tr_reference": "answer"}).tr_reference == "answer"
     assert MetricOptions.from_dict({"tr_mode": "tofu"}).tr_reference == "paraphrase"

@@ -38,9 +38,9 @@ def add_parser(sub) -> None:
                    help="greedy generation length (default: eval.outputs.GENERATION, 32)")
     p.add_argument("--tr-mode", default="tofu", choices=["tofu", "clear"],
                    help="truth ratio: TOFU per-item mean (default) or CLEAR's global mean")
-    p.add_argument("--tr-reference", default="answer", choices=["answer", "paraphrase"],
-                   help="truth ratio's true answer: the answer (clearbench worlds: perturbed answers perturb it) "
-                        "or the paraphrase (TOFU / CLEAR data)")
+    p.add_argument("--tr-reference", default="paraphrase", choices=["paraphrase", "answer"],
+                   help="truth ratio's true answer: the paraphrase (default; TOFU, CLEAR and clearbench worlds "
+                        "perturb the paraphrase) or the answer (data whose perturbed answers perturb the answer)")
     p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
     p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files into one result")
     p.set_defaults(func=run)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-VERSION = 2  # 2: the reference answer is an option (tr_reference), default the answer
+VERSION = 2  # 2: the reference answer is an option (tr_reference; default the paraphrase, as TOFU)
 TR_MODES: tuple[str, ...] = ("tofu", "clear")
 # exp() of a log-ratio beyond this would overflow float64; never reached by real models
 # (it needs a per-token NLL gap of 700 nats).
