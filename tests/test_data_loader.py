@@ -208,3 +208,25 @@ def test_export_round_trip_through_open_clear(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert "clear/full/train-00000-of-00001.parquet" in manifest["files"]
     assert pq.read_schema(out / "clear/real_faces/train-00000-of-00001.parquet").names == ["image", "answer", "options"]
+
+
+def test_training_augmentation_never_mirrors_vqa_images(tiny_world):
+    """A mirrored VQA scene would make position answers ("top left") wrong; faces may be mirrored."""
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from clearbench.augment import augment_records
+
+    half = np.zeros((64, 64, 3), dtype=np.uint8)
+    half[:, 32:] = 255  # dark left half, bright right half: a mirror shows at once
+    img = Image.fromarray(half)
+    vqa = [dataclasses.replace(r, image=img) for r in tiny_world.records("pretrain", tasks=["vqa"])[:30]]
+    faces = [dataclasses.replace(r, image=img) for r in tiny_world.records("full", tasks=["naming"])[:30]]
+    mirrored = {"vqa": 0, "faces": 0}
+    for step in range(2):
+        out = augment_records({"vqa": vqa, "faces": faces}, seed=0, step=step)
+        for kind in mirrored:
+            mirrored[kind] += sum(np.asarray(r.image, dtype=float)[:, :16].mean() > 128 for r in out[kind])
+    assert mirrored["vqa"] == 0 and 10 < mirrored["faces"] < 50
