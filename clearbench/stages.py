@@ -166,18 +166,31 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     loaded = load_model(parent_dir, family=family_name)
     t0 = time.time()
     records = select_records(world, cfg.finetune.phase.data, split=split)
+    phase = finetune_phase(cfg, len(records))
     loaded.model.train()
-    model, result = run_phase(loaded.model, loaded.processor, loaded.family, records, cfg.finetune.phase,
-                              out_dir / "train", resume)
+    model, result = run_phase(loaded.model, loaded.processor, loaded.family, records, phase, out_dir / "train", resume)
     final = out_dir / "model"
     loaded.family.save(model, loaded.processor, final)
     write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
         "family": loaded.name, "split": split, "records": len(records),
         "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
-        "model_fingerprint": model_fingerprint(final), "train": dataclasses.asdict(result),
+        "model_fingerprint": model_fingerprint(final), "warmup_steps": phase.train.warmup_steps,
+        "train": dataclasses.asdict(result),
         "seconds": time.time() - t0,
     }))
     return out_dir
+
+
+def finetune_phase(cfg: BenchConfig, n_records: int) -> PhaseConfig:
+    """The finetune phase with ``finetune.warmup_epochs`` resolved into warmup steps (an epoch is
+    ``n_records // batch_size`` steps, as ShuffleSampler counts them)."""
+    phase, epochs = cfg.finetune.phase, cfg.finetune.warmup_epochs
+    if epochs < 0:
+        raise ValueError(f"finetune.warmup_epochs={epochs} must be >= 0 (0: use phase.train.warmup_steps)")
+    if epochs == 0:
+        return phase
+    steps = round(epochs * max(1, n_records // phase.train.batch_size))
+    return dataclasses.replace(phase, train=dataclasses.replace(phase.train, warmup_steps=steps))
 
 
 def _parent_run(parent: Path) -> dict[str, Any] | None:
