@@ -217,6 +217,9 @@ class TrainConfig:
     max_steps: int = 0  # > 0 overrides epochs
     batch_size: int = 32  # the EFFECTIVE batch size; accumulation = batch / (micro * processes)
     micro_batch_size: int = 32
+    # tokens per training row (image tokens included); longer rows lose the end of the answer, a prompt
+    # that does not fit is an error. 0: no limit. (CLEAR's code hard-codes 1024 for LLaVA, clear.md §2.3)
+    max_length: int = 0
     warmup_steps: int = 0
     schedule: typing.Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
@@ -280,6 +283,9 @@ class FinetuneConfig:
     In every phase the data config "full" stands for the split being finetuned on."""
 
     phase: PhaseConfig = dataclasses.field(default_factory=PhaseConfig)
+    # > 0 sets phase.train.warmup_steps to this many epochs of the selected records (CLEAR: one epoch,
+    # "warmup_steps = max(1, max_steps // num_epochs)", clear.md §2.3); 0 keeps warmup_steps as given
+    warmup_epochs: float = 0.0
     phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
 
     def resolved_phases(self) -> list[PhaseConfig]:

@@ -40,9 +40,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def local_model_dir(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or for a hub id (``llava-hf/llava-1.5-7b-hf``) the local snapshot of it
+    that transformers downloaded (the hub cache, no network): so a hub-id base model is fingerprinted
+    by its files like a local one."""
+    p = Path(path)
+    if p.exists() or str(path).startswith((".", "/", "~")) or str(path).count("/") != 1:
+        return p
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(path), local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise ValueError(f"{path}: neither a local checkpoint directory nor a hub id in the local hub cache "
+                         f"(load it once with network access, or pass a local directory)") from None
+
+
 def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the weight files (safetensors) of a checkpoint directory, by name."""
-    model_dir = Path(model_dir)
+    """sha256 over the weight files (safetensors) of a checkpoint directory (or cached hub id), by name."""
+    model_dir = local_model_dir(model_dir)
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise ValueError(f"{model_dir}: no *.safetensors weight files to fingerprint")

@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 from clearbench.models import generate, load_model
+from clearbench.models.common import default_device
 from clearbench.types import Record
 from eval.metrics.naming import name_in_generation, normalise_name
 from eval.metrics.rouge_l import rouge_l_recall
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     t0 = time.time()
-    res = quick_check(load_model(model_dir(args.model)), open_world(args.world), args.n, args.forget)
+    res = quick_check(load_model(model_dir(args.model), device=default_device()), open_world(args.world), args.n, args.forget)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

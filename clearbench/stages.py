@@ -175,9 +175,11 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
             results.append(read_json(phase_dir / "done.json"))
             continue
         records = select_records(world, phase.data, split=split)
+        phase = finetune_phase(cfg, phase, len(records))
         model.train()
         model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume)
-        info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
+        info = {"phase": phase.name, "records": len(records), "warmup_steps": phase.train.warmup_steps,
+                **dataclasses.asdict(result)}
         if len(phases) > 1:
             loaded.family.save(model, loaded.processor, phase_dir / "model")
             write_json_atomic(phase_dir / "done.json", info)
@@ -191,11 +193,23 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
         "family": loaded.name, "split": split, "records": n_records,
         "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
-        "model_fingerprint": model_fingerprint(final), "train": result,
+        "model_fingerprint": model_fingerprint(final), "warmup_steps": results[-1]["warmup_steps"], "train": result,
         **({"phases": results} if len(phases) > 1 else {}),
         "seconds": time.time() - t0,
     }))
     return out_dir
+
+
+def finetune_phase(cfg: BenchConfig, phase: PhaseConfig, n_records: int) -> PhaseConfig:
+    """A finetune phase with ``finetune.warmup_epochs`` resolved into warmup steps (an epoch is
+    ``n_records // batch_size`` steps, as ShuffleSampler counts them)."""
+    epochs = cfg.finetune.warmup_epochs
+    if epochs < 0:
+        raise ValueError(f"finetune.warmup_epochs={epochs} must be >= 0 (0: use phase.train.warmup_steps)")
+    if epochs == 0:
+        return phase
+    steps = round(epochs * max(1, n_records // phase.train.batch_size))
+    return dataclasses.replace(phase, train=dataclasses.replace(phase.train, warmup_steps=steps))
 
 
 def _parent_run(parent: Path) -> dict[str, Any] | None:

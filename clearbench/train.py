@@ -254,7 +254,8 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
                         continue
                     if cfg.augment:
                         chunk = augment_records(chunk, seed=cfg.seed, step=step)
-                    batches = {k: _to_device(family.collate(processor, recs), acc.device) for k, recs in chunk.items() if recs}
+                    batches = {k: _to_device(family.collate(processor, recs, max_length=cfg.max_length or None), acc.device)
+                               for k, recs in chunk.items() if recs}
                     loss, logs = loss_fn(wrapped, batches, info)
                     if cfg.l1_lambda > 0:
                         penalty = l1_penalty(acc.unwrap_model(wrapped), initial_state)

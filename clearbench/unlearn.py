@@ -218,6 +218,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
             overwrite: bool = False, stop_at_step: int | None = None) -> Path:
     """Run ``cfg.unlearn.method`` on ``cfg.unlearn.forget`` of ``target``; returns the run directory."""
     from clearbench.models import load_model
+    from clearbench.models.common import default_device
     from clearbench.reference import Reference
     from clearbench.stages import _check_out, _run_record, finish_model, model_dir, prepare_model
     from clearbench.train import get_accelerator, train as train_loop
@@ -240,7 +241,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     model, processor, family = loaded.model, loaded.processor, loaded.family
     threshold = float(ucfg.stop.threshold) if p.stop_records and not gold_dir else math.nan
     if gold_dir:  # the gold model's level on the same records, computed once
-        gold = load_model(model_dir(gold_dir), family=family_name)
+        gold = load_model(model_dir(gold_dir), family=family_name, device=default_device())
         threshold = answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
         del gold
     t0 = time.time()

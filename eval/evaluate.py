@@ -128,13 +128,14 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
                 shard: tuple[int, int] = (0, 1), progress: bool = True, stop_after: int | None = None):
     """Score every eval config; returns (examples, expected ids, provenance)."""
     from clearbench.models import load_model
+    from clearbench.models.common import default_device
     from clearbench.stages import model_dir
 
     run_dir = Path(model)
     configs = eval_configs(world, cfg.forget)  # a missing split fails before the model loads
     mdir = model_dir(run_dir)
     _check_model_world(run_dir, world)
-    loaded = load_model(mdir)
+    loaded = load_model(mdir, device=default_device())  # bf16 on a GPU, fp32 on the CPU
     fingerprint = model_fingerprint(mdir)
     cfg_dict = dataclasses.asdict(cfg)
     if cache_dir is not None:

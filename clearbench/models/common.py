@@ -259,6 +259,12 @@ def check_checkpoint_files(path: str | os.PathLike, family: str) -> None:
         )
 
 
+def default_device() -> str:
+    """Where inference runs: the GPU when there is one (a 7B model scored on a CPU takes days), else the CPU.
+    Training stages load on the CPU instead and let accelerate place the model (fp32 master weights)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def default_dtype(device: str | torch.device, dtype: torch.dtype | str | None) -> torch.dtype:
     """bf16 on GPU, fp32 on CPU (bf16 is 10-20x slower on CPUs without AVX512-BF16, feasibility §3.7)."""
     if isinstance(dtype, str):
