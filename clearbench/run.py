@@ -332,10 +332,20 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     return stages
 
 
-def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = print) -> dict[str, str]:
+def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = print,
+              only_seed: int | None = None) -> dict[str, str]:
+    """Run the study. ``only_seed``: just that replicate's stages (no combined report), so that the
+    replicates of one study can run in parallel processes or machines; a later run without it finds
+    them done and writes the combined report."""
     out = Path(out)
     stages = build_study(cfg, out)  # validates the grid before anything runs
+    log = out / "run.jsonl"
+    if only_seed is not None:
+        if only_seed not in cfg.study.seeds:
+            raise ConfigError(f"--only-seed {only_seed} is not one of study.seeds {cfg.study.seeds}")
+        stages = [s for s in stages if s.name.startswith(f"seed-{only_seed}/")]
+        log = seed_dir(out, only_seed) / "run.jsonl"  # one log per process: no interleaved appends
     save_config(cfg, out)
     for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
         save_config(seed_config(cfg, seed), seed_dir(out, seed))
-    return execute(stages, out / "run.jsonl", echo)
+    return execute(stages, log, echo)

@@ -192,6 +192,15 @@ def test_multiseed_rerun_skips_everything(replicates):
     assert set(run_study(cfg, out, echo=lambda s: None).values()) == {"skipped"}
 
 
+def test_only_seed_runs_one_replicate_and_no_combined_report(replicates):
+    out, cfg, *_ = replicates
+    outcome = run_study(cfg, out, echo=lambda s: None, only_seed=1)
+    assert outcome and all(name.startswith("seed-1/") for name in outcome) and "report" not in outcome
+    assert len(outcome) == len([s for s in build_study(cfg, out) if s.name.startswith("seed-1/")])
+    with pytest.raises(ValueError, match="only-seed 7"):
+        run_study(cfg, out, echo=lambda s: None, only_seed=7)
+
+
 def _csv_rows(path: Path, key: str) -> dict[str, dict[str, str]]:
     with open(path, newline="") as f:
         return {Path(r[key]).stem: r for r in csv.DictReader(f)}

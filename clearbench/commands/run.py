@@ -7,7 +7,8 @@ downstream of it.
 
 Replicates: ``--seeds 0 1 2`` (the same as ``study.seeds=[0,1,2]``) runs one complete study per seed
 in OUT/seed-<s>/ (world.seed and every train.seed set to s) and writes OUT/report/ with every table
-cell as mean ± sd over the seeds. Put key=value overrides before --seeds (it takes every number after it).
+cell as mean ± sd over the seeds. Put key=value overrides before --seeds (it takes every number after it). ``--only-seed S`` runs
+one replicate only (e.g. one process per seed, in parallel); rerun without it for the combined report.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the stages and whether each would run or skip")
     p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                    help="replicate seeds, one full study each under OUT/seed-<s>/ (same as study.seeds=[...])")
+    p.add_argument("--only-seed", type=int, metavar="SEED",
+                   help="run only this replicate's stages (no combined report): start one process per seed to "
+                        "run replicates in parallel, then the same command without it writes the combined report")
     p.set_defaults(func=run)
 
 
@@ -39,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         for i, stage in enumerate(build_study(cfg, Path(args.out))):
             print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")
         return 0
-    run_study(cfg, args.out)
+    run_study(cfg, args.out, only_seed=args.only_seed)
+    if args.only_seed is not None:
+        print(f"replicate seed {args.only_seed} written to {args.out}/seed-{args.only_seed}")
+        return 0
     print(f"study written to {args.out} (report: {args.out}/report/index.html)")
     return 0
