@@ -29,7 +29,7 @@ from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fi
 
 # 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
 SCHEMA_VERSION = 2
-GENERATOR_VERSION = "2.0.0"  # bump whenever the same seed would produce different files
+GENERATOR_VERSION = "2.1.0"  # bump whenever the same seed would produce different files
 ANON_QUESTION = "Describe the person in this image."
 
 
@@ -47,7 +47,7 @@ class WorldParams:
     public_train_images: int = 10
     public_heldout_images: int = 3
     world_vqa: int = 500
-    world_vqa_train: int = 2000
+    world_vqa_train: int = 3000
     anonymous_faces: int = 1000
     retain_eval_authors: int = 20
     image_size: int = 64
