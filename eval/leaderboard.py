@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval.aggregate import MetricOptions
 from eval.results import load_gold_result, recompute, validate
 
 SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
@@ -126,6 +127,7 @@ def check_result(result: Any, ref: Reference) -> list[str]:
     except Exception as e:  # a malformed file must be rejected, not crash the leaderboard
         reasons = [f"result cannot be validated: {type(e).__name__}: {e}"]
     prov = result.get("provenance") if isinstance(result.get("provenance"), dict) else {}
+    reasons += _options_problems(result, ref)
     for name, want in (("world_fingerprint", ref.world_fingerprint), ("forget_split", ref.forget_split)):
         if want is not None and name in prov and prov[name] != want:
             reasons.append(f"{name} {prov[name]!r} differs from the leaderboard's {want!r} ({ref.source})")
@@ -134,6 +136,25 @@ def check_result(result: Any, ref: Reference) -> list[str]:
     except ValueError as e:
         reasons.append(str(e))
     return reasons
+
+
+# Metric options that change the numbers: every row of one leaderboard must use the gold result's.
+SCORING_OPTIONS = ("tr_mode", "tr_reference", "clear_include_rouge", "mink_k")
+
+
+def _options_problems(result: dict[str, Any], ref: Reference) -> list[str]:
+    """A result scored with other metric options (e.g. the truth ratio against the answer instead of
+    the paraphrase) is not comparable with the leaderboard's rows, even when it is internally valid."""
+    if ref.gold is None:
+        return []
+    try:
+        mine = MetricOptions.from_dict(result["aggregates"]["options"]).to_dict()
+        want = MetricOptions.from_dict(ref.gold["aggregates"]["options"]).to_dict()
+    except (KeyError, TypeError, ValueError):
+        return []  # unreadable options are reported by validate()
+    return [f"metric option {k}={mine[k]!r} differs from the leaderboard's {want[k]!r} ({ref.source}); "
+            f"re-score with the leaderboard's options (clearbench evaluate recomputes from its cache)"
+            for k in SCORING_OPTIONS if mine[k] != want[k]]
 
 
 def resolve_reference(ref: Reference, results: Sequence[dict[str, Any] | None]) -> Reference:

@@ -294,6 +294,20 @@ def test_tampered_aggregate(lb):
     assert f"aggregate {MU_KEY} = 0.99 but recomputation gives {true_mu}" in _reasons(lb, bad)
 
 
+def test_other_metric_options_are_rejected(lb):
+    """Internally consistent but scored with the truth ratio against the answer: not comparable."""
+    from eval.aggregate import MetricOptions
+    from eval.results import examples_of, validate
+
+    other = copy.deepcopy(lb["results"]["npo-10"])
+    ex, gold_ex = examples_of(other), examples_of(lb["gold"])
+    other["aggregates"] = _json(aggregate(ex, gold_ex, MetricOptions(tr_reference="answer")))
+    assert validate(other, lb["gold"]) == []  # a valid file on its own
+    reasons = _reasons(lb, other)
+    assert any(r.startswith("metric option tr_reference='answer' differs from the leaderboard's 'paraphrase'")
+               for r in reasons), reasons
+
+
 def test_tampered_per_example_values(lb):
     bad = copy.deepcopy(lb["results"]["npo-10"])
     ex = next(e for e in bad["examples"] if e["split"] == "retain_perturbed")
