@@ -257,6 +257,9 @@ class PhaseConfig:
     name: str = "train"
     data: list[DataMix] = dataclasses.field(default_factory=lambda: [DataMix()])
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    # "lm": next-token loss on the answers. "vision_attributes" (pretrain only): the vision tower alone
+    # learns which attribute phrases a face description names (clearbench.vision_pretrain)
+    objective: typing.Literal["lm", "vision_attributes"] = "lm"
 
 
 @dataclasses.dataclass

@@ -131,7 +131,12 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
                 model, processor = family.load(current / f"{i - 1}-{cfg.pretrain.phases[i - 1].name}" / "model")
         records = select_records(world, phase.data)
         model.train()
-        model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
+        if phase.objective == "vision_attributes":
+            from clearbench.vision_pretrain import train_vision_attributes
+
+            result = train_vision_attributes(model, processor, records, phase.train, phase_dir, desc=phase.name)
+        else:
+            model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
         tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)
         info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
         write_json_atomic(phase_dir / "done.json", info)
@@ -166,6 +171,10 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     loaded = load_model(parent_dir, family=family_name)
     t0 = time.time()
     phases = cfg.finetune.resolved_phases()
+    for phase in phases:
+        if phase.objective != "lm":
+            raise ValueError(f"finetune phase {phase.name!r}: objective {phase.objective!r} is for pretrain phases; "
+                             f"finetuning trains the answers (objective: lm)")
     model, results = loaded.model, []
     for i, phase in enumerate(phases):
         # one phase keeps the historical layout (train/); several go to train/<i>-<name>/

@@ -50,3 +50,70 @@ def test_interrupted_phases_resume_without_redoing_finished_phases(tiny_llava_di
     assert (cut / "train" / "0-faces" / "log.jsonl").read_text() == first_log  # not trained again
     a, b = load_file(str(full / "model" / "model.safetensors")), load_file(str(cut / "model" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+# ------------------------------------------------------------------ vision-tower attribute pretraining
+def test_attribute_phrases_parse_face_descriptions():
+    from clearbench.vision_pretrain import attribute_phrases
+
+    assert attribute_phrases("a person with short brown hair, fair skin, blue eyes and a cap") == [
+        "short brown hair", "fair skin", "blue eyes", "a cap"]
+    assert attribute_phrases("a person with a bald head, deep brown skin and grey eyes.") == [
+        "a bald head", "deep brown skin", "grey eyes"]
+
+
+def test_vision_attributes_phase_trains_the_vision_tower_only(tiny_llava_dir, tiny_world, tmp_path):
+    from clearbench.models import load_model
+    from clearbench.stages import select_records
+    from clearbench.config import DataMix, TrainConfig
+    from clearbench.vision_pretrain import train_vision_attributes
+
+    loaded = load_model(tiny_llava_dir)
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    records = select_records(tiny_world, [DataMix(config="pretrain", tasks=["caption"])])
+    assert len(records) == 40  # the tiny world's anonymous faces
+    cfg = TrainConfig(lr=3e-3, max_steps=30, batch_size=16, warmup_steps=2, log_every=1)
+    result = train_vision_attributes(loaded.model, loaded.processor, records, cfg, tmp_path / "vis")
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "vis" / "log.jsonl").read_text().splitlines()]
+    assert result.steps == 30 and len(losses) == 30
+    assert sum(losses[-5:]) < sum(losses[:5])  # it learns the attributes
+    changed = {n for n, p in loaded.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all("vision_tower" in n for n in changed)  # projector and LM untouched
+    assert all(p.requires_grad for p in loaded.model.parameters())  # switches restored
+
+
+def test_vision_attributes_rejects_records_that_are_not_face_descriptions(tiny_llava_dir, tiny_world, tmp_path):
+    import pytest
+
+    from clearbench.config import TrainConfig
+    from clearbench.models import load_model
+    from clearbench.vision_pretrain import train_vision_attributes
+
+    loaded = load_model(tiny_llava_dir)
+    text = tiny_world.records("full", tasks=["qa"], modalities=["text"])[:4]
+    with pytest.raises(ValueError, match="needs image records"):
+        train_vision_attributes(loaded.model, loaded.processor, text, TrainConfig(max_steps=1), tmp_path)
+    naming = tiny_world.records("full", tasks=["naming"])[:4]
+    with pytest.raises(ValueError, match="not an attribute description"):
+        train_vision_attributes(loaded.model, loaded.processor, naming, TrainConfig(max_steps=1), tmp_path)
+    cfg = from_dict(BenchConfig, {"finetune": {"phases": [{"name": "x", "objective": "vision_attributes"}]}})
+    from clearbench.stages import finetune
+
+    with pytest.raises(ValueError, match="is for pretrain phases"):
+        finetune(cfg, tiny_world, tiny_llava_dir, "full", tmp_path / "ft")
+
+
+def test_pretrain_runs_a_vision_attributes_phase_before_the_lm_phases(tiny_world, tmp_path):
+    from clearbench.config import load_config
+    from clearbench.stages import pretrain
+
+    cfg = load_config(BenchConfig, "tiny-smoke", [
+        "pretrain.phases=[{name: faces, objective: vision_attributes, data: [{config: pretrain, tasks: [caption]}],"
+        " train: {max_steps: 3, batch_size: 8}}, {name: instruct, data: [{config: pretrain}],"
+        " train: {max_steps: 2, batch_size: 8, micro_batch_size: 8}}]"])
+    out = pretrain(cfg, tiny_world, tmp_path / "base")
+    run = json.loads((out / "run.json").read_text())
+    assert [(p["phase"], p["steps"]) for p in run["phases"]] == [("faces", 3), ("instruct", 2)]
+    v0 = load_file(str(out / "phases" / "0-faces" / "model" / "model.safetensors"))
+    v1 = load_file(str(out / "phases" / "1-instruct" / "model" / "model.safetensors"))
+    assert any(not torch.equal(v0[k], v1[k]) for k in v0 if "language_model" in k)

@@ -1,0 +1,128 @@
+"""Vision-tower pretraining on face attributes: LLaVA's stage 1 done the cheap way for the tiny model.
+
+A pretrain phase with ``objective: vision_attributes`` trains only the vision tower (the projector
+and the language model stay as they are) to predict, from the image features the projector will
+read (the ``vision_feature_layer`` patch tokens, mean-pooled), which attribute phrases the record's
+description names: "a person with short brown hair, fair skin, blue eyes and a cap" gives the labels
+{"short brown hair", "fair skin", "blue eyes", "a cap"} (multi-label, binary cross-entropy over the
+phrases of all the phase's records; the linear head is thrown away afterwards).
+
+Why: the world's anonymous faces are not authors, so nothing about the authors leaks into the base
+model, yet the tower learns features that tell faces apart. Measured on the default world (1 thread,
+shared CPU): a random-init tiny model reached 0.09 author-naming accuracy after 800 naming-only
+steps; the same model after this objective (1,000 anonymous portraits x 60 epochs) reached 0.35,
+close to the 0.40 of the fully pretrained base (see the issue #4 notes).
+A vision-only step costs a fraction of a language-model step, so this is the cheapest way found to
+make face naming learnable. Deterministic in (seed, step); a resumed phase restarts from its start.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from clearbench.augment import augment_image
+from clearbench.config import TrainConfig
+from clearbench.train import TrainResult, lr_lambda, total_steps
+from clearbench.types import Record
+
+_PREFIXES = ("a person with ", "a person wearing ")
+
+
+def attribute_phrases(description: str) -> list[str]:
+    """'a person with A, B and C' -> ['A', 'B', 'C'] (the prefix is optional)."""
+    text = description.strip().rstrip(".")
+    for prefix in _PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+            break
+    return [p.strip() for p in re.split(r",\s*|\s+and\s+", text) if p.strip()]
+
+
+def attribute_targets(records: Sequence[Record]) -> tuple[list[str], torch.Tensor]:
+    """The phrase vocabulary of ``records`` and their multi-hot targets (n_records x n_phrases)."""
+    bad = [r.id for r in records if r.image is None]
+    if bad:
+        raise ValueError(f"vision_attributes needs image records; {len(bad)} have no image (e.g. {bad[:3]}): "
+                         f"select e.g. {{config: pretrain, tasks: [caption]}} (the anonymous faces)")
+    phrases = [attribute_phrases(r.answer) for r in records]
+    if any(len(p) < 2 for p in phrases):
+        r = next(r for r, p in zip(records, phrases) if len(p) < 2)
+        raise ValueError(f"record {r.id!r}: its answer {r.answer!r} is not an attribute description "
+                         f"('a person with A, B and C'); vision_attributes trains on face descriptions")
+    vocab = sorted({p for ps in phrases for p in ps})
+    index = {p: i for i, p in enumerate(vocab)}
+    y = torch.zeros(len(records), len(vocab))
+    for i, ps in enumerate(phrases):
+        y[i, [index[p] for p in ps]] = 1.0
+    return vocab, y
+
+
+def _vision_tower(model) -> torch.nn.Module:
+    inner = getattr(model, "model", model)
+    tower = getattr(inner, "vision_tower", None) or getattr(model, "vision_tower", None)
+    if tower is None:
+        raise ValueError(f"{type(model).__name__} has no vision_tower: vision_attributes needs a LLaVA-style model")
+    return tower
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Mean-pooled patch features of the layer the projector reads (CLS dropped, as 'default' does)."""
+    layer = getattr(model.config, "vision_feature_layer", -1)
+    hidden = _vision_tower(model)(pixel_values=pixel_values, output_hidden_states=True).hidden_states[layer]
+    return hidden[:, 1:].mean(1)
+
+
+def train_vision_attributes(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path,
+                            desc: str = "vision") -> TrainResult:
+    """Train the vision tower of ``model`` in place; logs to ``out_dir/log.jsonl``."""
+    vocab, targets = attribute_targets(records)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tower = _vision_tower(model)
+    width = tower.config.hidden_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        head = torch.nn.Linear(width, len(vocab))
+    trainable = {id(p) for p in tower.parameters()}
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    params = list(tower.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    per_epoch = max(1, len(records) // cfg.batch_size)
+    total = total_steps(cfg, per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    model.train()
+    t0, loss_value = time.time(), float("nan")
+    with open(out_dir / "log.jsonl", "w") as log, tqdm(range(total), desc=desc, dynamic_ncols=True) as bar:
+        for step in bar:
+            epoch, pos = divmod(step, per_epoch)
+            idx = np.random.default_rng([cfg.seed, epoch]).permutation(len(records))[
+                pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+            images = [records[i].image.convert("RGB") for i in idx]
+            if cfg.augment:
+                images = [augment_image(im, np.random.default_rng([cfg.seed, step, int(i)])) for im, i in zip(images, idx)]
+            pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            logits = head(image_features(model, pixels.to(next(tower.parameters()).dtype)))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[idx])
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = float(loss.detach())
+            if (step + 1) % max(1, cfg.log_every) == 0 or step + 1 == total:
+                log.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+    for n, p in model.named_parameters():
+        p.requires_grad_(saved[n])
+    return TrainResult(steps=total, final_loss=loss_value, seconds=time.time() - t0, resumed_from=0)
