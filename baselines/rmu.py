@@ -2,10 +2,23 @@
 
 L = mean_t ‖h_θ^ℓ(x_f)_t − c·u‖² + α·mean_t ‖h_θ^ℓ(x_r)_t − h_ref^ℓ(x_r)_t‖²
 h^ℓ: output of decoder layer ℓ of the language model; u: a random unit vector (U[0,1)^H normalised,
-as WMDP's code) drawn once per run from ``seed``; means over answer tokens per example, then over the
-batch (open-unlearning's masking; ``positions="valid"`` uses every attended token, as WMDP does).
-Shapes are explicit (B, T, H) against (1, 1, H): no broadcasting across examples (CLEAR's HEAD bug).
-The trainer decides which parameters train (WMDP: MLPs of layers ℓ−2..ℓ; CLEAR: all / LoRA).
+as WMDP's code) drawn once per run from ``seed``; means over the chosen token positions per example,
+then over the batch (open-unlearning's per-example normalisation; ``positions="valid"`` uses every
+attended token, as WMDP does). Shapes are explicit (B, T, H) against (1, 1, H): no broadcasting across
+examples (CLEAR's HEAD bug). The trainer decides which parameters train (WMDP: the MLP down-projections
+of layers ℓ−2..ℓ; CLEAR: all / LoRA).
+
+Scale (our choice, measured on the tiny model): WMDP's c = 6.5 (Zephyr-7B) and CLEAR's 300 (LLaVA-7B)
+are absolute numbers tuned to those models' activation norms at layer 7. RMU misdirects when ‖c·u‖ is
+several times the norm of the forget activations; a c below it asks the layer to shrink its output
+instead (on the tiny target, c = 6.5 is 0.07× the norm of layer 0's outputs). The default is therefore
+relative: c = ``steering_coeff`` × the mean token norm of the frozen reference's activations
+at ℓ on the step's retain batch (``steering_scale="norm"``; Adaptive RMU, Dang et al. 2024, also scales
+c with the activation norm). ``steering_scale="absolute"`` gives WMDP's and CLEAR's fixed c.
+
+Positions (our choice): ``"predict"`` (default) takes the positions whose outputs predict answer tokens,
+i.e. the answer span shifted one token left, so the position that predicts the first answer token (a
+name's first token) is steered; ``"answer"`` (labels != -100, open-unlearning) skips that position.
 """
 from __future__ import annotations
 
@@ -13,26 +26,33 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, language_layers, layer_index, masked_mse, model_inputs
+from clearbench.losses import StepInfo, language_layers, layer_index, logit_mask, masked_mse, model_inputs
 from clearbench.types import check_name
 
 NAME = "rmu"
 BATCHES = ("forget", "retain")
 NEEDS_REFERENCE = True
-POSITIONS = ("answer", "valid")
+POSITIONS = ("answer", "predict", "valid")
+SCALES = ("norm", "absolute")
+# CLEAR @init (clear.md §3.2): c = 300 absolute at LLaVA's layer 7, MSE over all positions, forget and retain
+# terms unweighted (α = 1). Not reproduced: @init redrew u every step.
+CLEAR_RECIPE = {"steering_coeff": 300.0, "steering_scale": "absolute", "alpha": 1.0, "positions": "valid"}
 
 
 @dataclasses.dataclass
 class Config:
-    # WMDP README (Zephyr-7B): "--steering_coeffs 6.5 --alpha 1200", layer_id 7 of 32 layers
-    steering_coeff: float = 6.5  # c (CLEAR used 300 at LLaVA's layer 7)
-    alpha: float = 1200.0  # α, retain weight
+    # c: a multiple of the layer's mean activation norm (steering_scale="norm"). 3 measured on the tiny target
+    # (configs/tiny.yaml); WMDP README (Zephyr-7B): "--steering_coeffs 6.5" absolute; CLEAR: 300 absolute
+    steering_coeff: float = 3.0
+    steering_scale: str = "norm"  # "norm": c = steering_coeff · mean ‖h_ref^ℓ‖ (scale()); "absolute": c = steering_coeff
+    alpha: float = 1200.0  # α, retain weight (WMDP README "--alpha 1200"; the tiny preset needs ~10)
     layer_frac: float = 7 / 31  # layer = round(frac·(L−1)): 7 for 32-layer LLaVA-1.5-7B, as WMDP and CLEAR
     seed: int = 0  # seeds u
-    positions: str = "answer"  # "answer" (labels != -100) | "valid" (attention_mask)
+    positions: str = "predict"  # "predict" (logit positions of answer tokens) | "answer" (labels != -100) | "valid"
 
     def __post_init__(self) -> None:
         check_name("rmu positions", self.positions, POSITIONS)
+        check_name("rmu steering_scale", self.steering_scale, SCALES)
 
 
 def control_vector(hidden: int, coeff: float, seed: int) -> torch.Tensor:
@@ -86,7 +106,22 @@ def layer_activations(model, batch: dict, layer: int) -> torch.Tensor:
 
 
 def _mask(batch: dict, positions: str) -> torch.Tensor:
-    return batch["labels"] != -100 if positions == "answer" else batch["attention_mask"].bool()
+    if positions == "answer":
+        return batch["labels"] != -100
+    if positions == "predict":
+        return logit_mask(batch["labels"])
+    return batch["attention_mask"].bool()
+
+
+def scale(cfg: Config, ref_acts: torch.Tensor, mask: torch.Tensor) -> float:
+    """The steering coefficient c: ``steering_coeff`` itself, or times the mean token norm of the frozen
+    reference's activations ``ref_acts`` (B, T, H) at ``mask`` (B, T) (the retain batch: the layer's scale,
+    fixed by the reference, so c does not follow the forget activations as training moves them). It is
+    computed per micro-batch (and per process): close to, not exactly, the value of the whole batch."""
+    if cfg.steering_scale == "absolute":
+        return cfg.steering_coeff
+    norms = ref_acts.detach().float().norm(dim=-1)[mask]
+    return cfg.steering_coeff * (norms.mean().item() if norms.numel() else 1.0)
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
@@ -99,8 +134,9 @@ def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> t
     h_r = layer_activations(model, r, layer)
     with torch.no_grad(), ref.module() as net:
         h_r_ref = layer_activations(net, r, layer)
-    control = control_vector(h_f.shape[-1], cfg.steering_coeff, cfg.seed).to(h_f.device)
     m_f, m_r = _mask(f, cfg.positions), _mask(r, cfg.positions)
+    c = scale(cfg, h_r_ref, m_r)
+    control = control_vector(h_f.shape[-1], c, cfg.seed).to(h_f.device)
     total = formula(h_f, control, m_f, h_r, h_r_ref, m_r, cfg.alpha)
     return total, {"loss": total.item(), "forget_mse": masked_mse(h_f.detach(), control, m_f).item(),
-                   "retain_mse": masked_mse(h_r.detach(), h_r_ref, m_r).item(), "layer": float(layer)}
+                   "retain_mse": masked_mse(h_r.detach(), h_r_ref, m_r).item(), "layer": float(layer), "steering_c": c}

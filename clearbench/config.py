@@ -328,6 +328,9 @@ class UnlearnConfig:
 
     method: str = ""  # a baselines.METHODS key (or --method)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the method's Config fields
+    # method -> Config fields for that method only (a preset's per-method tuning, e.g. {rmu: {alpha: 10}});
+    # applied first: clear_recipe and then method_options override them
+    options_by_method: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     clear_recipe: bool = False  # apply baselines.clear_recipe(method) before method_options
     forget: str = "forget10"
     # text: text QA only; visual: image records (naming, captions, joint QA); multimodal: both (CLEAR)

@@ -49,6 +49,18 @@ def stage_key(kind: str, section: Any, *upstream: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _unlearn_key(ucfg: Any) -> dict[str, Any]:
+    """The unlearn section as one method's stage key sees it: the per-method tables narrowed to that
+    method, so tuning one method in a preset does not re-run the others (``options_by_method`` is left
+    out when it has no (non-empty) entry for the method: keys of runs made before it existed stay valid)."""
+    section = to_dict(ucfg)
+    section["lr_by_method"] = {k: v for k, v in section["lr_by_method"].items() if k == ucfg.method}
+    options = {k: v for k, v in section.pop("options_by_method").items() if k == ucfg.method and v}
+    if options:
+        section["options_by_method"] = options
+    return section
+
+
 def state_of(stage: Stage) -> str:
     """'done' (same key), 'stale' (finished with another key), 'partial' (interrupted) or 'new'."""
     if stage.marker.exists():
@@ -310,7 +322,8 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
 
                         unlearn(ucfg, world(), target.path, path, resume=resume, overwrite=not resume)
 
-                    u = Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", ucfg.unlearn, target.key), act)
+                    u = Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", _unlearn_key(ucfg.unlearn), target.key),
+                              act)
                     e = eval_stage(name, u, forget, gold_eval, u.key)
                     stages += [u, e]
                     evals.append(e)

@@ -139,12 +139,16 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     if not cfg.method:
         raise ValueError(f"no unlearning method: pass --method (one of {', '.join(sorted(METHODS))})")
     method = get_method(cfg.method)
-    options = (clear_recipe(cfg.method) if cfg.clear_recipe else {}) | cfg.method_options
+    for field in ("lr_by_method", "options_by_method"):
+        for key in getattr(cfg, field):
+            if key not in METHODS:
+                raise ValueError(unknown_name_message(f"method in unlearn.{field}:", key, METHODS))
+    for key, opts in cfg.options_by_method.items():  # every entry is checked, not only this run's method
+        method_config(key, opts)
+    options = (cfg.options_by_method.get(cfg.method, {}) | (clear_recipe(cfg.method) if cfg.clear_recipe else {})
+               | cfg.method_options)
     method_cfg = method_config(cfg.method, options)
     kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
-    for key in cfg.lr_by_method:
-        if key not in METHODS:
-            raise ValueError(unknown_name_message("method in unlearn.lr_by_method:", key, METHODS))
     train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
     if not (math.isfinite(train.l1_lambda) and train.l1_lambda >= 0):
         raise ValueError(f"unlearn.train.l1_lambda={train.l1_lambda}: the L1 weight must be a finite number >= 0 "

@@ -14,7 +14,7 @@ import baselines
 from baselines import (batches_for, clear_recipe, dpo, get_method, grad_ascent, grad_diff, idk, kl, llmu,
                        method_config, needs_reference_for, npo, retain_ft, rmu, scrub, simnpo, sku)
 from baselines.batches import idk_records, load_refusals, random_records
-from clearbench.losses import StepInfo, language_layers, mean_nll, model_inputs
+from clearbench.losses import StepInfo, language_layers, masked_mse, mean_nll, model_inputs
 from clearbench.reference import Reference
 from clearbench.types import Modality, Record, Task
 
@@ -98,6 +98,22 @@ def test_rmu_formula_and_control_vector_by_hand():
     assert rmu.formula(acts_f, control, mask2, acts_r, ref_r, mask1, alpha=10.0).item() == pytest.approx(1 + 10 * 4)
 
 
+def test_rmu_scale_and_positions_by_hand():
+    acts = torch.zeros(1, 3, 4)
+    acts[0, 0, 0], acts[0, 1, 1], acts[0, 2, 2] = 3.0, 5.0, 100.0  # token norms 3, 5, 100
+    mask = torch.tensor([[True, True, False]])
+    assert rmu.scale(method_config("rmu"), acts, mask) == pytest.approx(3.0 * 4.0)  # default: 3 x mean norm
+    assert rmu.scale(method_config("rmu", {"steering_coeff": 2.0}), acts, mask) == pytest.approx(8.0)
+    assert rmu.scale(method_config("rmu", {"steering_scale": "absolute", "steering_coeff": 6.5}), acts, mask) == 6.5
+    batch = {"labels": T([[-100, -100, 7, 8, 9], [-100, -100, -100, 7, 8]]), "attention_mask": torch.ones(2, 5)}
+    assert rmu._mask(batch, "answer").tolist() == [[False, False, True, True, True], [False, False, False, True, True]]
+    # "predict": the positions whose outputs predict answer tokens (the first one included, the last one not)
+    assert rmu._mask(batch, "predict").tolist() == [[False, True, True, True, False], [False, False, True, True, False]]
+    assert method_config("rmu", clear_recipe("rmu")).steering_scale == "absolute"
+    with pytest.raises(ValueError, match="Did you mean 'norm'"):
+        method_config("rmu", {"steering_scale": "nrom"})
+
+
 def test_sku_negation_by_hand():
     assert sku.negate(T([1.0, 2.0]), T([1.5, 1.0])).tolist() == [0.5, 3.0]
 
@@ -158,7 +174,7 @@ def test_method_reaches_lora_with_gradient_checkpointing(tiny_target, name):
         assert torch.equal(ref(probe), before)
 
 
-@pytest.mark.parametrize("name", ["dpo", "npo", "llmu", "sku"])
+@pytest.mark.parametrize("name", ["dpo", "npo", "llmu", "rmu", "sku"])
 def test_clear_recipes_run(tiny_target, name):
     cfg = method_config(name, clear_recipe(name))
     model = copy.deepcopy(tiny_target).train()
@@ -169,6 +185,8 @@ def test_clear_recipes_run(tiny_target, name):
         assert cfg.mode == "clear" and cfg.beta == 1.0
     if name == "llmu":
         assert batches_for(name, cfg) == ("forget", "idk", "retain")
+    if name == "rmu":
+        assert (cfg.steering_coeff, cfg.steering_scale, cfg.alpha, cfg.positions) == (300.0, "absolute", 1.0, "valid")
 
 
 def test_npo_retain_term_adds_the_retain_batch():
@@ -191,6 +209,49 @@ def test_rmu_hook_sits_on_the_configured_layer(tiny_target):
                        for i, layer in enumerate(language_layers(model))}
         assert layer_grads[idx] > 0 and all(g == 0 for i, g in layer_grads.items() if i > idx)
         model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("trained", ["all", "mlp"])
+def test_rmu_steers_forget_activations_to_the_control_vector(tiny_target, trained):
+    """Ten Adam steps of RMU at layer 0 (default c = 3x the layer's norm; alpha 10 as the tiny preset), training
+    everything (the trainer's default) or only the hooked layer's MLP (WMDP trains MLPs of layers l-2..l):
+    the trained weights of layer 0 change and layer 1's do not; the forget activations turn to u and close
+    in on c·u while the retain activations keep their direction."""
+    cfg = method_config("rmu", {"alpha": 10.0, "layer_frac": 0.0})
+    model = copy.deepcopy(tiny_target).train()
+    layers = language_layers(model)
+    if trained == "mlp":
+        model.requires_grad_(False)
+        layers[0].mlp.requires_grad_(True)
+    f, r = all_batches()["forget"], all_batches()["retain"]
+    m_f, m_r = rmu._mask(f, cfg.positions), rmu._mask(r, cfg.positions)
+    ref = Reference(model)
+    with torch.no_grad():
+        f0, r0 = rmu.layer_activations(model, f, 0), rmu.layer_activations(model, r, 0)
+    c, u = rmu.scale(cfg, r0, m_r), rmu.control_vector(f0.shape[-1], 1.0, cfg.seed)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for s in range(10):
+        opt.zero_grad()
+        total, logs = rmu.loss(model, {"forget": f, "retain": r}, ref, cfg, StepInfo(s, 10, 0))
+        total.backward()
+        if s == 0:
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[0].mlp.parameters())
+            assert logs["layer"] == 0.0 and logs["steering_c"] == pytest.approx(c)
+        opt.step()
+    with torch.no_grad():
+        f1, r1 = rmu.layer_activations(model, f, 0), rmu.layer_activations(model, r, 0)
+    mlp = {n for n, _ in model.named_parameters() if ".layers.0.mlp." in n and "language_model" in n}
+    assert len(mlp) == 3 and all((model.get_parameter(n) - before[n]).abs().max() > 1e-3 for n in mlp)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()
+               if ".layers.1." in n and "language_model" in n)
+
+    def cos(h, m):
+        return torch.nn.functional.cosine_similarity(h[m], u[0], dim=-1).mean().item()
+
+    assert cos(f0, m_f) < 0.2 and cos(f1, m_f) > 0.7  # measured -0.03 -> 0.99 (all), 0.97 (mlp)
+    assert masked_mse(f1, c * u, m_f) < 0.5 * masked_mse(f0, c * u, m_f)  # measured 1.02 -> 0.04 (all), 0.05 (mlp)
+    assert abs(cos(r1, m_r) - cos(r0, m_r)) < 0.25  # the retain activations are not steered
 
 
 def test_scrub_phases_alternate_as_configured(tiny_target):

@@ -64,6 +64,21 @@ def test_changed_setting_reruns_exactly_the_downstream_stages(study):
     assert [s.name for s in build_study(cfg, out)] == list(first)
 
 
+def test_tuning_one_method_keeps_the_other_methods_stage_keys(tmp_path):
+    """options_by_method / lr_by_method entries re-key only their method's stages (and the report)."""
+    def keys(extra):
+        cfg = load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent,rmu]", *extra])
+        return {s.name: s.key for s in build_study(cfg, tmp_path)}
+
+    base = keys([])
+    for extra in (["unlearn.options_by_method.rmu.alpha=3.0"], ["unlearn.lr_by_method.rmu=2.0e-3"]):
+        tuned = keys(extra)
+        changed = {k for k in base if base[k] != tuned[k]}
+        assert {"unlearn/rmu-multimodal-10", "evaluate/rmu-multimodal-10", "report"} <= changed, extra
+        assert not any("grad_ascent" in k for k in changed), extra
+    assert keys(["unlearn.options_by_method.grad_ascent={}"]) == base  # an empty entry changes nothing
+
+
 def test_bad_grid_fails_before_anything_runs(tmp_path):
     cfg = load_config(BenchConfig, "tiny-smoke", ["study.methods=[npp]"])
     with pytest.raises(ValueError, match="Did you mean 'npo'"):

@@ -79,6 +79,19 @@ def test_forget_modality_selects_records(unlearn_target, tiny_world):
     assert seen == {"text": {"text"}, "visual": {"image", "joint"}, "multimodal": {"text", "image", "joint"}}
 
 
+def test_options_by_method_apply_to_their_method_only(unlearn_target, tiny_world):
+    by = {"rmu": {"alpha": 10.0, "layer_frac": 1.0}, "npo": {"beta": 0.5}}
+
+    def resolved(**kw):
+        return plan(_cfg(options_by_method=by, **kw).unlearn, tiny_world, unlearn_target).method_cfg
+
+    assert (resolved(method="rmu").alpha, resolved(method="rmu").layer_frac) == (10.0, 1.0)
+    assert resolved(method="npo").beta == 0.5
+    assert resolved(method="rmu", method_options={"alpha": 3.0}).alpha == 3.0  # method_options win
+    clear = resolved(method="rmu", clear_recipe=True)  # then CLEAR's recipe, over the preset's tuning
+    assert (clear.alpha, clear.steering_scale, clear.layer_frac) == (1.0, "absolute", 1.0)
+
+
 def test_sampler_is_deterministic_and_pairs_rows(unlearn_target, tiny_world):
     p = plan(_cfg(method="dpo").unlearn, tiny_world, unlearn_target)
     sampler = UnlearnSampler(p.forget, p.retain, ("forget", "idk", "retain", "random"), 4, seed=3,
@@ -179,6 +192,8 @@ def test_bad_inputs_fail_before_training(unlearn_target, tiny_world, tmp_path):
         (dict(method="npp"), tiny_world, unlearn_target, "Did you mean 'npo'"),
         (dict(method="npo", method_options={"betaa": 1.0}), tiny_world, unlearn_target, "Did you mean 'beta'"),
         (dict(lr_by_method={"grad_diffs": 1e-4}), tiny_world, unlearn_target, "Did you mean 'grad_diff'"),
+        (dict(options_by_method={"rmuu": {}}), tiny_world, unlearn_target, "Did you mean 'rmu'"),
+        (dict(options_by_method={"npo": {"betaa": 1.0}}), tiny_world, unlearn_target, "Did you mean 'beta'"),
         (dict(method="idk", refusals=str(tmp_path / "none.txt")), tiny_world, unlearn_target, "refusal file"),
         (dict(method="npo", reference="adapter-disabled", train=deep_merge(FAST, {"lora": {"enabled": False}})),
          tiny_world, unlearn_target, "needs a reference model"),
