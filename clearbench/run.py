@@ -44,8 +44,23 @@ class Stage:
         return (self.path if self.kind not in ("evaluate",) else self.path.parent / f".{self.path.stem}") / STAGE_FILE
 
 
+# Fields added after studies existed, left out of stage keys while they hold these values, so that
+# adding them does not re-run finished stages. Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm"}
+
+
+def _key_view(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _key_view(v) for k, v in obj.items()
+                if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
+    if isinstance(obj, list):
+        return [_key_view(v) for v in obj]
+    return obj
+
+
 def stage_key(kind: str, section: Any, *upstream: str) -> str:
-    blob = json.dumps({"kind": kind, "config": to_dict(section), "upstream": list(upstream)}, sort_keys=True)
+    blob = json.dumps({"kind": kind, "config": _key_view(to_dict(section)), "upstream": list(upstream)},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clearbench.config import BenchConfig, load_config
+from clearbench.config import BenchConfig, load_config, to_dict
 from clearbench.run import build_study, run_study, seed_config
 
 OVERRIDES = ["study.methods=[grad_ascent]"]
@@ -249,3 +249,15 @@ def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
     names = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
     assert names[0] == "seed-3/world" and "seed-5/evaluate/grad_ascent-l1-multimodal-10" in names
     assert names[-1] == "report" and not (tmp_path / "d").exists()
+
+
+def test_phase_objective_counts_in_stage_keys_only_when_not_the_default(tmp_path):
+    from clearbench.run import stage_key
+
+    cfg = load_config(BenchConfig, "tiny")
+    d = to_dict(cfg.pretrain)
+    legacy = {"phases": [{k: v for k, v in p.items() if k != "objective"} for p in d["phases"]]}
+    assert stage_key("pretrain", cfg.pretrain) == stage_key("pretrain", legacy)  # studies made before the field
+    other = load_config(BenchConfig, "tiny", ["pretrain.phases=[{name: v, objective: vision_attributes}]"])
+    assert stage_key("pretrain", other.pretrain) != stage_key(
+        "pretrain", load_config(BenchConfig, "tiny", ["pretrain.phases=[{name: v}]"]).pretrain)
