@@ -253,7 +253,11 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
 
     world_dir, results = out / "world", out / "results"
     stages: list[Stage] = []
-    world_key = stage_key("generate", cfg.world)
+    from data_gen import generate as _gen
+
+    # the generator's version is an input too: a world written by another generator is regenerated,
+    # and everything trained or scored on it re-runs (open_world would refuse an older schema anyway)
+    world_key = stage_key("generate", cfg.world, f"generator {_gen.GENERATOR_VERSION}")
 
     def world():
         from clearbench.data import open_world

@@ -261,3 +261,13 @@ def test_phase_objective_counts_in_stage_keys_only_when_not_the_default(tmp_path
     other = load_config(BenchConfig, "tiny", ["pretrain.phases=[{name: v, objective: vision_attributes}]"])
     assert stage_key("pretrain", other.pretrain) != stage_key(
         "pretrain", load_config(BenchConfig, "tiny", ["pretrain.phases=[{name: v}]"]).pretrain)
+
+
+def test_a_new_generator_version_reruns_the_world_and_everything_downstream(tmp_path, monkeypatch):
+    from data_gen import generate as gen
+
+    cfg = load_config(BenchConfig, "tiny-smoke")
+    before = {s.name: s.key for s in build_study(cfg, tmp_path)}
+    monkeypatch.setattr(gen, "GENERATOR_VERSION", gen.GENERATOR_VERSION + "-next")
+    after = {s.name: s.key for s in build_study(cfg, tmp_path)}
+    assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)
