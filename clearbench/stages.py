@@ -93,13 +93,13 @@ def save_model(model, processor, family, outs: list[Path], train: TrainConfig, p
 
 
 def run_phase(model, processor, family, records: list[Record], phase: PhaseConfig, out_dir: Path,
-              resume: bool, **train_kwargs):
-    """Train one phase; the model comes back unmerged (peft-wrapped for LoRA): ``save_model`` merges it."""
+              resume: bool, merge: bool = True, **train_kwargs):
+    """Train one phase; ``merge=False`` returns the model unmerged (peft-wrapped for LoRA) for ``save_model``."""
     model = prepare_model(model, phase)
     sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed)
     result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
                    resume=resume, desc=phase.name, **train_kwargs)
-    return model, result
+    return (finish_model(model) if merge else model), result
 
 
 def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -160,7 +160,6 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
         records = select_records(world, phase.data)
         model.train()
         model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
-        model = finish_model(model)
         tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)
         info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
         write_json_atomic(phase_dir / "done.json", info)
@@ -209,7 +208,8 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
         records = select_records(world, phase.data, split=split)
         phase = finetune_phase(cfg, phase, len(records))
         model.train()
-        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume)
+        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume,
+                                  merge=False)
         info = {"phase": phase.name, "records": len(records), "warmup_steps": phase.train.warmup_steps,
                 **dataclasses.asdict(result)}
         outs = ([phase_dir / "model"] if len(phases) > 1 else []) + ([final] if i == len(phases) - 1 else [])
