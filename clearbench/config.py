@@ -234,7 +234,9 @@ class TrainConfig:
     mixed_precision: typing.Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
     l1_lambda: float = 0.0  # L1 on trainable LoRA weights (or on theta - theta0 without LoRA)
-    save_merged: bool = True  # LoRA runs: save merged weights (True) or the adapter only (False)
+    # LoRA runs: save merged weights (True) or the adapter only (False), on top of the model training started
+    # from; load_model merges it back (clearbench/models/adapter.py). Full-parameter runs save all weights.
+    save_merged: bool = True
     save_every: int = 0  # checkpoint every N optimizer steps (0: only at the end)
     log_every: int = 10
     augment: bool = True  # load-time image noise/jitter for image records

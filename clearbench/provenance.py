@@ -57,16 +57,58 @@ def local_model_dir(path: str | os.PathLike) -> Path:
                          f"(load it once with network access, or pass a local directory)") from None
 
 
+ADAPTER_MARKER = "clearbench_adapter.json"  # marks an adapter-only checkpoint (clearbench.models.adapter)
+# adapter_config.json fields that change what merging the adapter does (peft's other fields are bookkeeping:
+# the base path it was saved from, peft's version, inference_mode, ...)
+ADAPTER_CONFIG_KEYS = ("peft_type", "r", "lora_alpha", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern",
+                       "fan_in_fan_out", "target_modules", "exclude_modules", "modules_to_save", "bias", "lora_bias",
+                       "layers_to_transform", "layers_pattern")
+_FINGERPRINTS: dict[tuple, str] = {}  # (dir, file stats) -> fingerprint: a 7B base is hashed once per process
+
+
 def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the weight files (safetensors) of a checkpoint directory (or cached hub id), by name."""
+    """sha256 over the weight files (safetensors) of a checkpoint directory (or cached hub id), by name.
+
+    An adapter-only checkpoint (``clearbench_adapter.json``) is ``adapter_fingerprint``: its own weights
+    and its parent's fingerprint, so the same adapter on another parent is another model."""
     model_dir = local_model_dir(model_dir)
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise ValueError(f"{model_dir}: no *.safetensors weight files to fingerprint")
+    marker = model_dir / ADAPTER_MARKER
+    stats = [(f.name, *_stat(f)) for f in files + ([marker] if marker.is_file() else [])]
+    key = (str(model_dir.resolve()), tuple(stats))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = adapter_fingerprint(model_dir) if marker.is_file() else _weights_hash(files).hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+def _stat(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()  # ctime changes on every write, whatever the mtime says
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _weights_hash(files: list[Path]) -> "hashlib._Hash":
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
         h.update(sha256_file(f).encode())
+    return h
+
+
+def adapter_fingerprint(adapter_dir: Path) -> str:
+    """Fingerprint of an adapter-only checkpoint: sha256 over "clearbench-adapter/1", its safetensors files
+    (by name, as for a full checkpoint), the merge-relevant adapter_config.json fields (ADAPTER_CONFIG_KEYS,
+    canonical JSON, lists sorted) and the parent's model_fingerprint as recorded in clearbench_adapter.json.
+    The recorded value is used (no parent needed to fingerprint); loading checks the parent still has it."""
+    adapter_dir = Path(adapter_dir)
+    parent_fp = json.loads((adapter_dir / ADAPTER_MARKER).read_text())["parent"]["model_fingerprint"]
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    merge = {k: sorted(v) if isinstance(v, list) else v for k, v in config.items() if k in ADAPTER_CONFIG_KEYS}
+    h = hashlib.sha256(b"clearbench-adapter/1\n")
+    h.update(_weights_hash(sorted(adapter_dir.glob("*.safetensors"))).hexdigest().encode())
+    h.update(json.dumps(merge, sort_keys=True, separators=(",", ":")).encode())
+    h.update(f"parent:{parent_fp}".encode())
     return h.hexdigest()[:16]
 
 

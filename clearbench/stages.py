@@ -3,6 +3,8 @@
 A stage directory holds ``model/`` (safetensors + processor), ``config.json`` (the fully resolved
 config), ``run.json`` (what was run on what: world fingerprint, parent model, steps, timings) and
 ``log.jsonl`` per phase. ``run.json`` is written last, so its presence means "finished".
+A LoRA phase with ``train.save_merged: false`` saves only its adapter in ``model/``, on top of the
+model the phase started from (``clearbench.models.adapter``); ``load_model`` merges it back.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clearbench.config import BenchConfig, DataMix, PhaseConfig, config_hash, to_dict
+from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
 from clearbench.provenance import device_info, library_versions, model_fingerprint, read_run, write_json_atomic
 from clearbench.train import ShuffleSampler, TrainResult, example_nll_loss, train
@@ -69,13 +71,35 @@ def finish_model(model):
     return model
 
 
+def adapter_only(train: TrainConfig) -> bool:
+    """A LoRA run with ``save_merged: false`` saves its adapter only (full-parameter runs have none)."""
+    return train.lora.enabled and not train.save_merged
+
+
+def save_model(model, processor, family, outs: list[Path], train: TrainConfig, parent: str | Path):
+    """Save a trained (for LoRA: still peft-wrapped) ``model`` to each directory of ``outs``: the adapter
+    alone on top of ``parent`` (the model training started from) when ``adapter_only(train)``, else the
+    merged weights. Returns the merged model, for what comes next."""
+    from clearbench.models import adapter
+
+    if adapter_only(train):
+        for out in outs:
+            adapter.save(model, processor, out, parent, family.NAME)
+        return finish_model(model)
+    model = finish_model(model)
+    for out in outs:
+        family.save(model, processor, out)
+    return model
+
+
 def run_phase(model, processor, family, records: list[Record], phase: PhaseConfig, out_dir: Path,
-              resume: bool, **train_kwargs):
+              resume: bool, merge: bool = True, **train_kwargs):
+    """Train one phase; ``merge=False`` returns the model unmerged (peft-wrapped for LoRA) for ``save_model``."""
     model = prepare_model(model, phase)
     sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed)
     result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
                    resume=resume, desc=phase.name, **train_kwargs)
-    return finish_model(model), result
+    return (finish_model(model) if merge else model), result
 
 
 def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -107,6 +131,10 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
                          f"starts from its own checkpoint: run clearbench finetune --model PATH")
     if not cfg.pretrain.phases:
         raise ValueError("the preset has no pretrain.phases")
+    for phase in cfg.pretrain.phases:
+        if adapter_only(phase.train):
+            raise ValueError(f"pretrain phase {phase.name!r}: save_merged: false (adapter-only) is for finetune and "
+                             f"unlearn; pretrain builds the base, which is saved whole: set save_merged: true")
     out_dir = Path(out_dir)
     _check_out(out_dir, resume, overwrite)
     write_json_atomic(out_dir / "config.json", to_dict(cfg))
@@ -176,29 +204,35 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
             raise ValueError(f"finetune phase {phase.name!r}: objective {phase.objective!r} is for pretrain phases; "
                              f"finetuning trains the answers (objective: lm)")
     model, results = loaded.model, []
+    final = out_dir / "model"
+    start: Path = parent_dir  # the model the current phase starts from: an adapter-only phase's parent
     for i, phase in enumerate(phases):
         # one phase keeps the historical layout (train/); several go to train/<i>-<name>/
         phase_dir = out_dir / "train" if len(phases) == 1 else out_dir / "train" / f"{i}-{phase.name}"
         if resume and (phase_dir / "done.json").exists():  # finished before the interruption
-            model, _ = loaded.family.load(phase_dir / "model")
+            model = load_model(phase_dir / "model").model
             results.append(read_json(phase_dir / "done.json"))
+            start = phase_dir / "model"
             continue
         records = select_records(world, phase.data, split=split)
         phase = finetune_phase(cfg, phase, len(records))
         model.train()
-        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume)
+        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume,
+                                  merge=False)
         info = {"phase": phase.name, "records": len(records), "warmup_steps": phase.train.warmup_steps,
                 **dataclasses.asdict(result)}
+        outs = ([phase_dir / "model"] if len(phases) > 1 else []) + ([final] if i == len(phases) - 1 else [])
+        model = save_model(model, loaded.processor, loaded.family, outs, phase.train, start)
         if len(phases) > 1:
-            loaded.family.save(model, loaded.processor, phase_dir / "model")
             write_json_atomic(phase_dir / "done.json", info)
+            start = phase_dir / "model"
         results.append(info)
+    if not final.is_dir():  # the last phase had finished before an interruption (saved by an older version)
+        copy_model(start, final)
     n_records = sum(r["records"] for r in results)
     result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
                                             seconds=sum(r["seconds"] for r in results),
                                             resumed_from=results[0]["resumed_from"]))
-    final = out_dir / "model"
-    loaded.family.save(model, loaded.processor, final)
     write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
         "family": loaded.name, "split": split, "records": n_records,
         "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
@@ -219,6 +253,20 @@ def finetune_phase(cfg: BenchConfig, phase: PhaseConfig, n_records: int) -> Phas
         return phase
     steps = round(epochs * max(1, n_records // phase.train.batch_size))
     return dataclasses.replace(phase, train=dataclasses.replace(phase.train, warmup_steps=steps))
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    """Copy a model directory; an adapter's marker then points at its parent from the new place."""
+    from clearbench.models import adapter
+
+    tmp = dst.with_name(f".{dst.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    if adapter.is_adapter_dir(tmp):
+        adapter.relocate(tmp, src, dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
 
 
 def _parent_run(parent: Path) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ kinds the method asks for (``batches_for``): the next B forget records, B retain
 (seed, step), refusals ("idk") and mismatched answers ("random") built from that step's forget rows,
 so ``--resume`` ends with the same weights. Every bad input fails before the model is loaded.
 
-The output directory is a stage directory like finetune's (``model/`` merged, ``config.json``,
+The output directory is a stage directory like finetune's (``model/`` merged, or the LoRA adapter
+alone on top of the target with ``train.save_merged: false``; ``config.json``,
 ``run.json`` written last, ``log.jsonl``) plus ``stop.jsonl`` / ``curve.jsonl`` when early stopping or
 in-loop evaluation is on. Checkpoint selection is declared in ``unlearn.stop`` (see StopConfig).
 """
@@ -224,7 +225,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     from clearbench.models import load_model
     from clearbench.models.common import default_device
     from clearbench.reference import Reference
-    from clearbench.stages import _check_out, _run_record, finish_model, model_dir, prepare_model
+    from clearbench.stages import _check_out, _run_record, model_dir, prepare_model, save_model
     from clearbench.train import get_accelerator, train as train_loop
 
     ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)
@@ -307,11 +308,10 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
                         stop_at_step=stop_at_step)
     if hasattr(method, "on_train_end"):
         method.on_train_end(model, initial, mcfg)
-    model = finish_model(model)
     final = out_dir / "model"
     if not main:
         return out_dir
-    family.save(model, processor, final)
+    model = save_model(model, processor, family, [final], p.train, model_dir(target))  # adapter-only or merged
     stop = {"rule": ucfg.stop.rule}
     if p.stop_records:
         stop |= {"every": ucfg.stop.every, "n": len(p.stop_records), "source": p.stop_source,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clearbench.config import PRESET_DIR, BenchConfig, ConfigError, TrainConfig, load_config, load_yaml, preset_path
-from clearbench.provenance import local_model_dir, model_fingerprint
+from clearbench.provenance import ADAPTER_MARKER, local_model_dir, model_fingerprint
 from clearbench.run import build_study, run_study
 
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
@@ -59,6 +59,14 @@ def test_gpu_presets_hold_clears_hyperparameters(preset):
     else:  # HEAD: bs 4 x GA 2, max_length 2048; unlearning r=0, bs 2 x GA 4
         assert (ft.batch_size, ft.micro_batch_size, ft.max_length) == (8, 4, 2048)
         assert (un.batch_size, un.micro_batch_size, un.max_length) == (8, 2, 2048) and not un.lora.enabled
+
+
+@pytest.mark.parametrize("preset", ["llava-1.5-7b", "qwen2-vl-2b", "paper"])
+def test_gpu_presets_save_lora_runs_adapter_only(preset):
+    """Merged fp32 checkpoints do not fit a study on one disk (docs/presets.md, "Disk")."""
+    cfg = load_config(BenchConfig, preset)
+    assert not cfg.finetune.phase.train.save_merged and not cfg.unlearn.train.save_merged
+    assert load_config(BenchConfig, "tiny").unlearn.train.save_merged  # the CPU presets keep merged checkpoints
 
 
 def test_paper_preset_is_clears_grid_on_the_llava_preset(tmp_path):
@@ -175,7 +183,7 @@ def test_gpu_preset_runs_the_whole_study_on_a_tiny_checkpoint(preset, methods, h
     assert list(outcome)[:3] == ["world", "target", "gold-10"]  # no pretrain: the checkpoint is the base
     assert {f"unlearn/{r}" for r in runs} | {f"evaluate/{r}" for r in runs} | {"evaluate/target-10", "report"} <= set(outcome)
 
-    # target and gold are finetunes of the hub checkpoint, with the preset's recipe (LoRA merged)
+    # target and gold are finetunes of the hub checkpoint, with the preset's recipe (LoRA, saved adapter-only)
     snapshot = local_model_dir(hub_id)
     assert snapshot == hub_cache / ("models--" + hub_id.replace("/", "--")) / "snapshots" / SHA
     for name in ("target", "gold-10"):
@@ -184,7 +192,10 @@ def test_gpu_preset_runs_the_whole_study_on_a_tiny_checkpoint(preset, methods, h
         assert run["parent"] == {"path": hub_id, "model_fingerprint": model_fingerprint(snapshot)}
         assert run["warmup_steps"] == run["records"] // 4  # one epoch (CLEAR), 4 = the shrunk batch
         assert run["model_fingerprint"] != run["parent"]["model_fingerprint"]
-        assert not list((out / name / "model").glob("adapter_*"))
+        marker = json.loads((out / name / "model" / ADAPTER_MARKER).read_text())  # the adapter on the hub id
+        assert marker["parent"] | {"path": hub_id, "abspath": None, "relpath": None} == marker["parent"]
+        assert marker["parent"]["model_fingerprint"] == run["parent"]["model_fingerprint"]
+        assert [p.name for p in (out / name / "model").glob("*.safetensors")] == ["adapter_model.safetensors"]
 
     lora_plain = cfg.unlearn.train.lora.enabled  # llava: LoRA in both variants; qwen2-vl: full-parameter plain runs
     target_fp = json.loads((out / "target" / "run.json").read_text())["model_fingerprint"]
@@ -196,6 +207,8 @@ def test_gpu_preset_runs_the_whole_study_on_a_tiny_checkpoint(preset, methods, h
         if run["reference"]:
             assert run["reference"] == ("adapter-disabled" if run["lora"] else "copy")
         assert run["parent"]["model_fingerprint"] == target_fp and run["model_fingerprint"] != target_fp
+        weights = sorted(p.name for p in (out / "unlearn" / r / "model").glob("*.safetensors"))
+        assert (weights == ["adapter_model.safetensors"]) == run["lora"]  # LoRA runs: the adapter on the target's
         result = json.loads((out / "results" / f"{r}.json").read_text())
         assert result["provenance"]["family"] == family and result["provenance"]["run"]["method"] in methods
     assert (out / "report" / "index.html").exists()

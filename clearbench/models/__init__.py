@@ -4,7 +4,8 @@ A family module exposes ``NAME``, ``load(path, device, dtype) -> (model, process
 ``collate(processor, records, *, answers=None, for_generation=False, max_length=None) -> dict``,
 ``end_token(processor) -> str``, ``language_layers(model) -> nn.ModuleList`` and
 ``save(model, processor, out_dir)``. Methods and metrics go through these and never touch a
-tokenizer or a chat template.
+tokenizer or a chat template. ``load_model`` also loads adapter-only checkpoints (``adapter.py``):
+the parent chain is resolved, merged in memory, and the family is the chain root's.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from types import ModuleType
 
 import torch
 
-from clearbench.models import llava, qwen2_vl, tiny_llava
+from clearbench.models import adapter, llava, qwen2_vl, tiny_llava
 from clearbench.models.common import Loaded, generate
 from clearbench.types import check_name
 
@@ -29,7 +30,9 @@ def get_family(name: str) -> ModuleType:
 
 
 def detect_family(path: str | os.PathLike) -> str:
-    """The family of a checkpoint: tiny-llava (marker file), llava or qwen2-vl (config model_type)."""
+    """The family of a checkpoint: tiny-llava (marker file), llava or qwen2-vl (config model_type); for an
+    adapter-only checkpoint, the family of the full checkpoint at the root of its parent chain."""
+    path = adapter.root_of(path)
     p = Path(path)
     if p.is_dir():
         marker = p / tiny_llava.MARKER_FILE
@@ -60,7 +63,8 @@ def load_model(
 ) -> Loaded:
     """Load a checkpoint dir (or hub id) through its family; ``family`` is verified when given.
 
-    Weights are safetensors only. dtype defaults to bf16 on GPU and fp32 on CPU.
+    Weights are safetensors only. dtype defaults to bf16 on GPU and fp32 on CPU. An adapter-only
+    checkpoint loads as its parent (recursively) with the adapter merged in, in that dtype.
     """
     found = detect_family(path)
     if family is not None:
@@ -68,5 +72,8 @@ def load_model(
         if family != found:
             raise ValueError(f"{path}: asked for model family {family!r} but the checkpoint is {found!r}")
     module = FAMILIES[found]
-    model, processor = module.load(path, device=device, dtype=dtype)
+    if adapter.is_adapter_dir(path):  # parent chain (checked by fingerprint) + this adapter, merged
+        model, processor, _ = adapter.load(path, device=device, dtype=dtype)
+    else:
+        model, processor = module.load(path, device=device, dtype=dtype)
     return Loaded(model=model, processor=processor, family=module, path=str(path))
