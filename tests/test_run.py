@@ -254,7 +254,7 @@ def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
 def test_phase_objective_counts_in_stage_keys_only_when_not_the_default(tmp_path):
     from clearbench.run import stage_key
 
-    cfg = load_config(BenchConfig, "tiny")
+    cfg = load_config(BenchConfig, "tiny-smoke")  # its phases all use the default objective
     d = to_dict(cfg.pretrain)
     legacy = {"phases": [{k: v for k, v in p.items() if k != "objective"} for p in d["phases"]]}
     assert stage_key("pretrain", cfg.pretrain) == stage_key("pretrain", legacy)  # studies made before the field
