@@ -5,9 +5,11 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import clearbench
 
@@ -110,6 +112,24 @@ def adapter_fingerprint(adapter_dir: Path) -> str:
     h.update(json.dumps(merge, sort_keys=True, separators=(",", ":")).encode())
     h.update(f"parent:{parent_fp}".encode())
     return h.hexdigest()[:16]
+
+
+def write_dir_atomic(out: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Build a directory with ``write(tmp)`` in a fresh sibling temp dir, then rename it onto ``out``
+    (replacing an old one): readers see the old directory or the whole new one, never a partial one.
+    The temp dir is removed if ``write`` fails."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

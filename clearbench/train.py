@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -31,6 +30,7 @@ from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_penalty
 from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.provenance import write_dir_atomic
 from clearbench.types import Record
 
 LossFn = Callable[[torch.nn.Module, dict[str, dict], Any], tuple[torch.Tensor, dict[str, float]]]
@@ -133,16 +133,6 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _atomic_dir_write(final: Path, write: Callable[[Path], None]) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 def save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, step: int) -> None:
     def write(d: Path) -> None:
         save_file(trainable_state(model), str(d / "trainable.safetensors"))
@@ -159,7 +149,7 @@ def save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, step: int) -> N
                 "scheduler": scheduler.state_dict() | {"lr_lambdas": None}}
         (d / "state.json").write_text(json.dumps(meta, default=str))
 
-    _atomic_dir_write(ckpt_dir / "last", write)
+    write_dir_atomic(ckpt_dir / "last", write)
 
 
 def load_checkpoint(ckpt_dir: Path, model, optimizer, scheduler) -> int:

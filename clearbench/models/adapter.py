@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from clearbench.provenance import ADAPTER_MARKER, model_fingerprint
+from clearbench.provenance import ADAPTER_MARKER, model_fingerprint, write_dir_atomic
 
 MAX_CHAIN = 16  # adapters on adapters; deeper is a cycle or a mistake
 
@@ -151,9 +149,7 @@ def save(model: Any, processor: Any, out_dir: str | os.PathLike, parent: str | o
     ancestors = read_marker(parent)["chain"] if local and is_adapter_dir(parent) else []
     chain = [{"path": entry["path"], "model_fingerprint": entry["model_fingerprint"],
               "adapter": local and is_adapter_dir(parent)}] + ancestors
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         # no embedding layers: LoRA wraps nn.Linear only and the vocabulary is never resized ("auto" would
         # look the base's config up on the hub to check)
         model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
@@ -161,10 +157,5 @@ def save(model: Any, processor: Any, out_dir: str | os.PathLike, parent: str | o
         processor.save_pretrained(tmp)
         marker = {"clearbench_adapter": 1, "family": family, "parent": entry, "chain": chain}
         (tmp / ADAPTER_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_dir_atomic(out, write)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
 import torch
 
+from clearbench.provenance import write_dir_atomic
 from clearbench.types import Modality, Record
 
 IGNORE_INDEX = -100
@@ -296,21 +295,13 @@ def save_pretrained(model: Any, processor: Any, out_dir: str | os.PathLike, extr
     """Atomic save: safetensors weights + processor into a temp dir, then rename onto ``out_dir``."""
     if hasattr(model, "peft_config"):
         raise ValueError("save got a peft-wrapped model; merge it first (model.merge_and_unload())")
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         if extra is not None:
             (tmp / "clearbench_model.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_dir_atomic(out_dir, write)
 
 
 # ----------------------------------------------------------------------------- generation
