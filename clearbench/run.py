@@ -45,8 +45,9 @@ class Stage:
 
 
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
-# adding them does not re-run finished stages. Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm"}
+# adding them does not re-run finished stages (phase objective; study.seeds of a single study).
+# Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": []}
 
 
 def _key_view(obj: Any) -> Any:
@@ -228,15 +229,6 @@ def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
     return stages
 
 
-def _study_section(study: Any) -> dict[str, Any]:
-    """The report's key section: without ``seeds`` when empty, so the key of a study that does not
-    use replicates is the one it had before the field existed (no re-run of an up-to-date report)."""
-    d = to_dict(study)
-    if not d.get("seeds"):
-        d.pop("seeds", None)
-    return d
-
-
 def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     from baselines import get_method
     from clearbench.config import deep_merge, UnlearnConfig
@@ -360,7 +352,7 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
                 build_report(paths, dest, make_reference(results / f"gold-{pct}.json"), curves)
 
         stages.append(Stage("report", "report", report_dir,
-                            stage_key("report", _study_section(study), *[e.key for e in evals]), rep))
+                            stage_key("report", study, *[e.key for e in evals]), rep))
     return stages
 
 
