@@ -86,21 +86,27 @@ def test_bad_grid_fails_before_anything_runs(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_killed_study_finishes_on_rerun_without_redoing_work(tmp_path):
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out), *OVERRIDES]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _kill_once_finished(cmd: list[str], env: dict, out: Path, stage: str, timeout: float) -> list[str]:
+    """Start ``clearbench run`` and SIGKILL its process group as soon as ``stage`` has ended (or the
+    run exits, or ``timeout`` passes); returns the stages that had ended by then."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    finished: list[str] = []
-    while time.time() < deadline:  # kill it once the target model is done, mid-study
+    deadline, finished = time.time() + timeout, []
+    while time.time() < deadline and proc.poll() is None:
         if (out / "run.jsonl").exists():
             finished = [e["stage"] for e in _events(out) if e["event"] == "end"]
-            if "target" in finished:
+            if stage in finished:
                 break
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return finished
+
+
+def test_killed_study_finishes_on_rerun_without_redoing_work(tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out), *OVERRIDES]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    finished = _kill_once_finished(cmd, env, out, "target", timeout=240)  # mid-study
     assert "target" in finished
     done_before = [e["stage"] for e in _events(out) if e["event"] == "end"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
@@ -121,17 +127,7 @@ def replicates(tmp_path_factory):
     out = tmp_path_factory.mktemp("seeds") / "smoke"
     cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
            *OVERRIDES, *SEEDS]
-    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, finished = time.time() + 300, []
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "run.jsonl").exists():
-            finished = [e["stage"] for e in _events(out) if e["event"] == "end"]
-            if "seed-1/target" in finished:
-                break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    finished = _kill_once_finished(cmd, dict(os.environ, OMP_NUM_THREADS="1"), out, "seed-1/target", timeout=300)
     cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + SEEDS)
     lines: list[str] = []
     outcome = run_study(cfg, out, echo=lines.append)
