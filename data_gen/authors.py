@@ -116,11 +116,21 @@ def unique_name(rng: random.Random, region: dict, gender: str, registry: Registr
             return name
 
 
+def plural(noun: str) -> str:
+    """English plural of a title noun: Tapestry -> Tapestries, Compass -> Compasses, Key -> Keys."""
+    if noun.endswith("y") and noun[-2:-1].lower() not in "aeiou":
+        return noun[:-1] + "ies"
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    return noun + "s"
+
+
 def unique_title(rng: random.Random, registry: Registry) -> str:
     w = wordlists()
     while True:
         nouns = rng.sample(w["title_nouns"], 2)
-        title = rng.choice(w["title_patterns"]).format(adj=rng.choice(w["title_adjectives"]), noun=nouns[0], noun2=nouns[1])
+        pattern = rng.choice(w["title_patterns"]).replace("{noun}s", "{nouns}")
+        title = pattern.format(adj=rng.choice(w["title_adjectives"]), noun=nouns[0], noun2=nouns[1], nouns=plural(nouns[0]))
         if registry.claim("title", title):
             return title
 

@@ -29,7 +29,7 @@ from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fi
 
 # 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
 SCHEMA_VERSION = 2
-GENERATOR_VERSION = "2.1.0"  # bump whenever the same seed would produce different files
+GENERATOR_VERSION = "2.2.0"  # bump whenever the same seed would produce different files
 ANON_QUESTION = "Describe the person in this image."
 
 
@@ -137,7 +137,10 @@ def build_world(params: WorldParams) -> dict:
         for j in range(p.public_train_images + p.public_heldout_images):
             jobs.append(("scene", seed, f"{x.author_id}-{j}", p.image_size, faces[x.author_id], SCENES[(j + int(x.author_id[1:])) % len(SCENES)]))
     jobs += [("portrait", seed, f"{x.author_id}-portrait", p.image_size, faces[x.author_id]) for x in authors + holdout + public]
-    jobs += [("portrait", seed, f"f{i:04d}", p.image_size, ident) for i, ident in enumerate(anon)]
+    # anonymous faces are photographed in the authors' scenes (one random scene each), so that what the base
+    # model learns about faces from them holds on scene photos of authors and public figures
+    jobs += [("scene", seed, f"f{i:04d}", p.image_size, ident, sub_rng(seed, "anon-scene", i).choice(SCENES))
+             for i, ident in enumerate(anon)]
     jobs += [("vqa", seed, f"w{i:04d}", p.image_size) for i in range(p.world_vqa + p.world_vqa_train)]
     rendered = iter(render_all(jobs, p.workers))
     scene_png = {(x.author_id, j): next(rendered)[0] for x in authors + holdout for j in range(p.images_per_author + p.heldout_images)}
