@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_penalty
-from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import write_dir_atomic
 from clearbench.types import Record
 
@@ -118,9 +118,10 @@ def split_chunks(batch: dict[str, list[Record]], n: int) -> list[dict[str, list[
 
 
 def example_nll_loss(model, batches: dict[str, dict], step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    """Finetuning loss: per-example mean NLL over answer tokens, averaged over examples."""
+    """Finetuning loss: per-example mean NLL over answer tokens, averaged over examples (the output
+    head runs at answer positions only; same value as ``mean_nll`` over full logits)."""
     batch = batches["train"]
-    nll = mean_nll(model(**model_inputs(batch)).logits, batch["labels"])
+    nll = answer_nll(model, batch)
     return nll, {"nll": nll.item()}
 
 
