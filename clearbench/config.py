@@ -240,6 +240,9 @@ class TrainConfig:
     save_every: int = 0  # checkpoint every N optimizer steps (0: only at the end)
     log_every: int = 10
     augment: bool = True  # load-time image noise/jitter for image records
+    # > 0: batches of similar length (each run of this many batches of the epoch's permutation is sorted by
+    # length, then the batches are shuffled), so less compute goes to padding. 0: plain shuffling.
+    group_by_length: int = 0
 
 
 @dataclasses.dataclass

@@ -8,6 +8,7 @@ once, so that position t of the shifted tensors scores token t+1 of the input.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Mapping
 
 import torch
@@ -82,6 +83,52 @@ def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def _per_example_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """values, mask (B, N) -> () mean over examples of the masked mean within each example."""
     return ((values * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)).mean()
+
+
+def answer_token_logprobs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])`` without the full logits.
+
+    The output head (vocab x width) runs only at the positions ``logit_mask(labels)`` selects, through
+    the forward's ``logits_to_keep`` argument: transformers >= 5 slices the decoder's hidden states with
+    a (B, T) bool mask to (N, H) before ``lm_head``. The model is still called as a whole, so DDP
+    (gradient sync), accelerate's autocast and peft wrappers (LoRA on the head included) behave as in a
+    plain forward. A model whose forward takes no ``logits_to_keep`` gets the full-logits path.
+    -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
+    """
+    labels = batch["labels"]
+    if not _takes_logits_to_keep(model):
+        return token_logprobs(model(**model_inputs(batch)).logits, labels)
+    mask = logit_mask(labels)  # (B, T) over logit positions; the last column is always False
+    logits = model(**model_inputs(batch), logits_to_keep=mask).logits
+    if logits.dim() == 3 and logits.shape[:2] == labels.shape:  # the forward ignored the mask
+        return token_logprobs(logits, labels)
+    n = int(mask.sum())
+    if logits.dim() != 2 or logits.shape[0] != n:
+        raise RuntimeError(
+            f"{type(_unwrap(model)).__name__}.forward(logits_to_keep=<(B, T) bool mask>) returned logits of shape "
+            f"{tuple(logits.shape)}, expected ({n}, vocab): this transformers version slices hidden states differently"
+        )
+    shift_mask = mask[:, :-1]  # (B, T-1): same positions, same row-major order as the gathered logits
+    lp_sel = -F.cross_entropy(logits.float(), labels[:, 1:][shift_mask], reduction="none")  # (N,)
+    lp = torch.zeros(shift_mask.shape, dtype=lp_sel.dtype, device=lp_sel.device).masked_scatter(shift_mask, lp_sel)
+    return lp, shift_mask
+
+
+def answer_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+    """``mean_nll(model(**model_inputs(batch)).logits, batch["labels"])``, with the output head applied at
+    answer positions only (see ``answer_token_logprobs``). -> () float32."""
+    lp, mask = answer_token_logprobs(model, batch)
+    return _per_example_mean(-lp, mask)
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the (unwrapped) model's class forward has a ``logits_to_keep`` parameter. The class
+    attribute is inspected, not the instance's: accelerate replaces ``model.forward`` by a wrapper."""
+    forward = getattr(type(_unwrap(model)), "forward", None)
+    try:
+        return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def kl_per_token(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

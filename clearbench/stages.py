@@ -96,7 +96,8 @@ def run_phase(model, processor, family, records: list[Record], phase: PhaseConfi
               resume: bool, merge: bool = True, **train_kwargs):
     """Train one phase; ``merge=False`` returns the model unmerged (peft-wrapped for LoRA) for ``save_model``."""
     model = prepare_model(model, phase)
-    sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed)
+    sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed,
+                             group_by_length=phase.train.group_by_length)
     result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
                    resume=resume, desc=phase.name, **train_kwargs)
     return (finish_model(model) if merge else model), result

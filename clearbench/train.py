@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_penalty
-from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import write_dir_atomic
 from clearbench.types import Record
 
@@ -46,17 +46,45 @@ class ShuffleSampler:
     """Epoch-wise seeded permutation of ``records``; a step takes the next ``batch_size`` of them
     (the tail that does not fill a batch is dropped for that epoch; a different tail each epoch)."""
 
-    def __init__(self, records: Sequence[Record], batch_size: int, seed: int, kind: str = "train"):
+    def __init__(self, records: Sequence[Record], batch_size: int, seed: int, kind: str = "train",
+                 group_by_length: int = 0):
         if not records:
             raise ValueError("no training records selected: check the stage's data mix (config, tasks, modalities)")
+        if group_by_length < 0:
+            raise ValueError(f"group_by_length must be >= 0 (batches per length group), got {group_by_length}")
         self.records, self.batch_size, self.seed, self.kind = list(records), batch_size, seed, kind
         self.steps_per_epoch = max(1, len(self.records) // batch_size)
+        self.group_by_length = group_by_length
+        self._lengths = np.array([record_length(r) for r in self.records]) if group_by_length else None
+        self._epoch, self._order = -1, None
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """The epoch's record order; with ``group_by_length`` = k, each run of k batches of the seeded
+        permutation is sorted by length and the epoch's batches are then shuffled (HF's
+        ``group_by_length``): every record is still seen once per epoch, in batches of similar
+        length, so padding costs less (28 % of the tiny finetune's tokens were padding)."""
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(len(self.records))
+            if self.group_by_length:
+                n = self.steps_per_epoch * self.batch_size
+                group = self.group_by_length * self.batch_size
+                chunks = [perm[i:i + group] for i in range(0, n, group)]
+                perm = np.concatenate([c[np.argsort(-self._lengths[c], kind="stable")] for c in chunks])
+                batches = perm[:n].reshape(self.steps_per_epoch, self.batch_size)
+                perm = batches[rng.permutation(self.steps_per_epoch)].reshape(-1)
+            self._epoch, self._order = epoch, perm
+        return self._order
 
     def global_batch(self, step: int) -> dict[str, list[Record]]:
         epoch, pos = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
-        idx = perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+        idx = self._epoch_order(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
         return {self.kind: [self.records[i] for i in idx]}
+
+
+def record_length(record: Record) -> int:
+    """A record's length for grouping (characters of question and answer, plus a fixed cost for an image)."""
+    return len(record.question) + len(record.answer) + (64 if record.image is not None else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,9 +146,10 @@ def split_chunks(batch: dict[str, list[Record]], n: int) -> list[dict[str, list[
 
 
 def example_nll_loss(model, batches: dict[str, dict], step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    """Finetuning loss: per-example mean NLL over answer tokens, averaged over examples."""
+    """Finetuning loss: per-example mean NLL over answer tokens, averaged over examples (the output
+    head runs at answer positions only; same value as ``mean_nll`` over full logits)."""
     batch = batches["train"]
-    nll = mean_nll(model(**model_inputs(batch)).logits, batch["labels"])
+    nll = answer_nll(model, batch)
     return nll, {"nll": nll.item()}
 
 

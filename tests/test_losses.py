@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from clearbench.losses import (StepInfo, answer_lengths, kl_per_token, language_layers, layer_index, logit_mask,
-                               masked_mse, mean_nll, model_inputs, sequence_logprob, token_logprobs)
+from clearbench.losses import (StepInfo, answer_lengths, answer_nll, answer_token_logprobs, kl_per_token,
+                               language_layers, layer_index, logit_mask, masked_mse, mean_nll, model_inputs,
+                               sequence_logprob, token_logprobs)
 
 try:
     from tests.tiny_vlm import build_tiny_llava, tiny_vlm  # noqa: F401
@@ -132,3 +133,128 @@ def test_language_layers_qwen2_vl():
 def test_language_layers_unknown_model_fails_loudly():
     with pytest.raises(ValueError, match="decoder layers in Linear"):
         language_layers(torch.nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# answer_nll: the output head at answer positions only, same value and gradients as mean_nll.
+
+
+def _full_nll(model, batch):
+    return mean_nll(model(**model_inputs(batch)).logits, batch["labels"])
+
+
+def _loss_and_grads(loss_fn, model, batch):
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+def _head_rows(model, batch) -> list[tuple[int, ...]]:
+    """Shapes of the hidden states the output head receives during ``answer_nll``."""
+    head = model.get_output_embeddings()
+    seen: list[tuple[int, ...]] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    try:
+        answer_nll(model, batch)
+    finally:
+        handle.remove()
+    return seen
+
+
+def _assert_same_loss_and_grads(model, batch):
+    old, g_old = _loss_and_grads(_full_nll, model, batch)
+    new, g_new = _loss_and_grads(answer_nll, model, batch)
+    assert abs(old.item() - new.item()) <= 1e-5
+    assert g_old.keys() == g_new.keys() and len(g_old) > 0
+    for name in g_old:
+        torch.testing.assert_close(g_new[name], g_old[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _mixed_batch(loaded):
+    from model_fixtures import sample_records
+
+    records = sample_records()  # text QA, image naming, joint QA, text QA
+    assert {r.image is None for r in records} == {True, False}
+    return loaded.family.collate(loaded.processor, records)
+
+
+@pytest.mark.parametrize("family", ["tiny-llava", "llava", "qwen2-vl"])
+def test_answer_nll_matches_full_logits_value_and_gradients(loaded_families, family):
+    import copy
+
+    loaded = loaded_families[family]
+    model = copy.deepcopy(loaded.model).train()
+    batch = _mixed_batch(loaded)
+    assert "pixel_values" in batch
+    _assert_same_loss_and_grads(model, batch)
+    # the head saw only the N answer positions, not B x T
+    n = int(logit_mask(batch["labels"]).sum())
+    assert _head_rows(model, batch) == [(n, model.get_output_embeddings().in_features)]
+    assert n < batch["labels"].numel() / 2
+    # token log-probs agree too (the building block for sequence_logprob-style losses)
+    lp_old, m_old = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
+    lp_new, m_new = answer_token_logprobs(model, batch)
+    assert torch.equal(m_old, m_new)
+    torch.testing.assert_close(lp_new, lp_old, rtol=1e-5, atol=1e-5)
+
+
+def test_answer_nll_row_without_answer_tokens(loaded_families):
+    import copy
+
+    loaded = loaded_families["tiny-llava"]
+    model = copy.deepcopy(loaded.model).train()
+    batch = dict(_mixed_batch(loaded))
+    labels = batch["labels"].clone()
+    labels[1] = -100  # an example with no supervised token contributes 0, as in mean_nll
+    batch["labels"] = labels
+    _assert_same_loss_and_grads(model, batch)
+
+
+@pytest.mark.parametrize("targets", ["language", "lm_head|q_proj"])
+def test_answer_nll_through_lora(loaded_families, targets):
+    """Through a peft PeftModel (LoRA + the projector as modules_to_save), and with LoRA on the head."""
+    import copy
+
+    from clearbench.config import LoraConfig as BenchLoraConfig
+    from clearbench.config import TrainConfig
+    from clearbench.lora import apply_lora, set_trainable
+
+    loaded = loaded_families["tiny-llava"]
+    cfg = TrainConfig(lora=BenchLoraConfig(enabled=True, r=4, alpha=8, target_modules=targets))
+    model = apply_lora(copy.deepcopy(loaded.model), cfg.lora, cfg).train()
+    set_trainable(model, cfg)
+    with torch.no_grad():  # lora_B starts at 0, which would leave lora_A without gradient
+        gen = torch.Generator().manual_seed(0)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    batch = _mixed_batch(loaded)
+    _assert_same_loss_and_grads(model, batch)
+    assert any("lora_A" in n for n, p in model.named_parameters() if p.requires_grad)
+    n = int(logit_mask(batch["labels"]).sum())
+    assert [rows[0] for rows in _head_rows(model, batch)] == [n]
+
+
+def test_answer_nll_falls_back_to_full_logits_for_other_models():
+    """A model whose forward has no ``logits_to_keep`` is called as before and scored on full logits."""
+    import types
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(7, 5)
+            self.head = torch.nn.Linear(5, 7)
+
+        def forward(self, input_ids, attention_mask=None):
+            return types.SimpleNamespace(logits=self.head(self.emb(input_ids)))
+
+    torch.manual_seed(0)
+    model = Plain()
+    ids = torch.randint(0, 7, (3, 6))
+    labels = ids.clone()
+    labels[:, :3] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    _assert_same_loss_and_grads(model, batch)

@@ -150,3 +150,29 @@ def test_two_processes_match_one_process(tiny_llava_dir, tmp_path):
     assert len(curves[1]) == len(curves[2]) == 4
     for a, b in zip(curves[1], curves[2]):
         assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (curves[1], curves[2])
+
+
+def test_group_by_length_sees_every_record_once_per_epoch_in_batches_of_similar_length():
+    from clearbench.train import record_length
+    from clearbench.types import Modality, Record, Task
+
+    records = [Record(id=f"r{i}", author_id="a", split="t", modality=Modality.TEXT, task=Task.QA,
+                      question="q" * (i % 37 + 1), answer="a" * ((7 * i) % 53 + 1)) for i in range(203)]
+    plain = ShuffleSampler(records, 8, seed=5)
+    grouped = ShuffleSampler(records, 8, seed=5, group_by_length=5)
+    assert grouped.steps_per_epoch == plain.steps_per_epoch == 25
+
+    def spread(sampler, epoch):
+        batches = [sampler.global_batch(epoch * 25 + k)["train"] for k in range(25)]
+        ids = [r.id for b in batches for r in b]
+        assert len(ids) == len(set(ids)) == 200  # each record at most once, 3 dropped
+        return ids, sum(max(map(record_length, b)) - min(map(record_length, b)) for b in batches)
+
+    ids0, spread_grouped = spread(grouped, 0)
+    ids1, _ = spread(grouped, 1)
+    assert ids0 != ids1  # a new order each epoch
+    assert spread_grouped < 0.5 * spread(plain, 0)[1]
+    assert [r.id for r in ShuffleSampler(records, 8, seed=5, group_by_length=5).global_batch(30)["train"]] == \
+        [r.id for r in grouped.global_batch(30)["train"]]  # deterministic in (seed, step): resume-safe
+    with pytest.raises(ValueError, match="group_by_length"):
+        ShuffleSampler(records, 8, seed=5, group_by_length=-1)
