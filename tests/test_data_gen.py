@@ -161,6 +161,22 @@ def test_same_author_images_are_closer_than_different_authors(tiny_world):
     assert np.mean(same) < 0.8 * np.mean(diff), (np.mean(same), np.mean(diff))
 
 
+def test_anonymous_faces_are_scene_photos_like_the_authors_photos(tiny_world):
+    """The base model's face features come from the anonymous faces; they are photographed in the same
+    scenes as authors and public figures (on plain portraits the learnt features did not carry over)."""
+    def busy_corners(records):  # share of images whose 8x8 corners are not one flat colour
+        out = []
+        for r in records:
+            px = np.asarray(r.image.convert("RGB"), dtype=np.float32)
+            corners = [px[:8, :8], px[:8, -8:], px[-8:, :8], px[-8:, -8:]]
+            out.append(np.mean([c.reshape(-1, 3).std(0).max() > 2.0 for c in corners]))
+        return float(np.mean(out))
+    anon = tiny_world.records("pretrain", tasks=["caption"])
+    assert len(anon) == 40 and all(r.author_id.startswith("f") and r.image is not None for r in anon)
+    authors = tiny_world.records("full", tasks=["naming"])
+    assert busy_corners(anon) > 0.5 and busy_corners(authors) > 0.5, (busy_corners(anon), busy_corners(authors))
+
+
 def test_captions_name_the_person_and_the_scene(tiny_world):
     caps = tiny_world.records("full", tasks=["caption"])
     scene_texts = [c.format(n="").strip() for pairs in SCENE_CAPTIONS.values() for c, _ in pairs]
