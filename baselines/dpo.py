@@ -12,7 +12,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from clearbench.losses import StepInfo, mean_nll, model_inputs, sequence_logprob
+from clearbench.losses import StepInfo, answer_logits, answer_nll, sequence_logprob
 from clearbench.types import check_name
 
 NAME = "dpo"
@@ -56,22 +56,22 @@ def clear_formula(lp_idk: torch.Tensor) -> torch.Tensor:
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     i = batches["idk"]
-    lp_i = sequence_logprob(model(**model_inputs(i)).logits, i["labels"])  # (B,)
+    lp_i = sequence_logprob(answer_logits(model, i), i["labels"])  # (B,)
     if cfg.mode == "clear":
         total = clear_formula(lp_i)
         return total, {"loss": total.item(), "idk_logprob": lp_i.mean().item()}
     f = batches["forget"]
     if f["input_ids"].shape[0] != i["input_ids"].shape[0]:
         raise ValueError("dpo: the idk and forget batches must pair row by row (build idk rows from the forget rows)")
-    lp_f = sequence_logprob(model(**model_inputs(f)).logits, f["labels"])  # (B,)
-    ref_i = sequence_logprob(ref(i), i["labels"])
-    ref_f = sequence_logprob(ref(f), f["labels"])
+    lp_f = sequence_logprob(answer_logits(model, f), f["labels"])  # (B,)
+    ref_i = sequence_logprob(ref.answer_logits(i), i["labels"])
+    ref_f = sequence_logprob(ref.answer_logits(f), f["labels"])
     total = formula(lp_i, ref_i, lp_f, ref_f, cfg.beta)
     logs = {"dpo": total.item(), "idk_logratio": (lp_i - ref_i).mean().item(),
             "forget_logratio": (lp_f - ref_f).mean().item()}
     if cfg.retain_weight:
         r = batches["retain"]
-        nll_r = mean_nll(model(**model_inputs(r)).logits, r["labels"])
+        nll_r = answer_nll(model, r)
         total = total + cfg.retain_weight * nll_r
         logs["retain_nll"] = nll_r.item()
     logs["loss"] = total.item()

@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_nll
 
 NAME = "grad_ascent"
 BATCHES = ("forget",)
@@ -23,6 +23,6 @@ def formula(forget_nll: torch.Tensor) -> torch.Tensor:
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     f = batches["forget"]
-    nll_f = mean_nll(model(**model_inputs(f)).logits, f["labels"])
+    nll_f = answer_nll(model, f)
     total = formula(nll_f)
     return total, {"loss": total.item(), "forget_nll": nll_f.item()}

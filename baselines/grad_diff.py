@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_nll
 
 NAME = "grad_diff"
 BATCHES = ("forget", "retain")
@@ -24,7 +24,7 @@ def formula(forget_nll: torch.Tensor, retain_nll: torch.Tensor, forget_weight: f
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     f, r = batches["forget"], batches["retain"]
-    nll_f = mean_nll(model(**model_inputs(f)).logits, f["labels"])
-    nll_r = mean_nll(model(**model_inputs(r)).logits, r["labels"])
+    nll_f = answer_nll(model, f)
+    nll_r = answer_nll(model, r)
     total = formula(nll_f, nll_r, cfg.forget_weight, cfg.retain_weight)
     return total, {"loss": total.item(), "forget_nll": nll_f.item(), "retain_nll": nll_r.item()}

@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_nll
 
 NAME = "idk"
 BATCHES = ("idk", "retain")
@@ -24,7 +24,7 @@ def formula(idk_nll: torch.Tensor, retain_nll: torch.Tensor, idk_weight: float, 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     i, r = batches["idk"], batches["retain"]
-    nll_i = mean_nll(model(**model_inputs(i)).logits, i["labels"])
-    nll_r = mean_nll(model(**model_inputs(r)).logits, r["labels"])
+    nll_i = answer_nll(model, i)
+    nll_r = answer_nll(model, r)
     total = formula(nll_i, nll_r, cfg.idk_weight, cfg.retain_weight)
     return total, {"loss": total.item(), "idk_nll": nll_i.item(), "retain_nll": nll_r.item()}

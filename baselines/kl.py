@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, kl_per_token, logit_mask, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_logits, answer_nll, kl_per_token, logit_mask
 
 NAME = "kl"
 BATCHES = ("forget", "retain")
@@ -24,8 +24,8 @@ def formula(forget_nll: torch.Tensor, retain_kl: torch.Tensor, forget_weight: fl
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     f, r = batches["forget"], batches["retain"]
-    nll_f = mean_nll(model(**model_inputs(f)).logits, f["labels"])
-    logits_r = model(**model_inputs(r)).logits  # (B, T, V)
-    kl_r = kl_per_token(ref(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ), mean over answer positions
+    nll_f = answer_nll(model, f)
+    logits_r = answer_logits(model, r)  # (N, V) at logit_mask(labels)
+    kl_r = kl_per_token(ref.answer_logits(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ), mean over answer positions
     total = formula(nll_f, kl_r, cfg.forget_weight, cfg.retain_weight)
     return total, {"loss": total.item(), "forget_nll": nll_f.item(), "retain_kl": kl_r.item()}

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, kl_per_token, logit_mask, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_logits, answer_nll, kl_per_token, logit_mask
 from clearbench.types import check_name
 
 NAME = "llmu"
@@ -44,10 +44,10 @@ def formula(forget_nll: torch.Tensor, completion_nll: torch.Tensor, retain_kl: t
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     f, c, r = batches["forget"], batches[cfg.completions], batches["retain"]
-    nll_f = mean_nll(model(**model_inputs(f)).logits, f["labels"])
-    nll_c = mean_nll(model(**model_inputs(c)).logits, c["labels"])
-    logits_r = model(**model_inputs(r)).logits  # (B, T, V)
-    kl_r = kl_per_token(ref(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ) on retain answers
+    nll_f = answer_nll(model, f)
+    nll_c = answer_nll(model, c)
+    logits_r = answer_logits(model, r)  # (N, V) at logit_mask(labels)
+    kl_r = kl_per_token(ref.answer_logits(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ) on retain answers
     total = formula(nll_f, nll_c, kl_r, cfg.forget_weight, cfg.completion_weight, cfg.retain_weight)
     return total, {"loss": total.item(), "forget_nll": nll_f.item(), "completion_nll": nll_c.item(),
                    "retain_kl": kl_r.item()}

@@ -13,7 +13,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from clearbench.losses import StepInfo, mean_nll, model_inputs, sequence_logprob
+from clearbench.losses import StepInfo, answer_logits, answer_nll, model_inputs, sequence_logprob
 from clearbench.types import check_name
 
 NAME = "npo"
@@ -53,19 +53,17 @@ def clear_formula(logits: torch.Tensor, ref_logits: torch.Tensor, beta: float) -
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     f = batches["forget"]
-    logits_f = model(**model_inputs(f)).logits  # (B, T, V)
-    ref_logits_f = ref(f)
-    if cfg.mode == "clear":
-        total = clear_formula(logits_f, ref_logits_f, cfg.beta)
+    if cfg.mode == "clear":  # every position of the full distributions
+        total = clear_formula(model(**model_inputs(f)).logits, ref(f), cfg.beta)
         logs = {"npo": total.item()}
     else:
-        lp_f = sequence_logprob(logits_f, f["labels"])  # (B,)
-        ref_lp_f = sequence_logprob(ref_logits_f, f["labels"])
+        lp_f = sequence_logprob(answer_logits(model, f), f["labels"])  # (B,)
+        ref_lp_f = sequence_logprob(ref.answer_logits(f), f["labels"])
         total = formula(lp_f, ref_lp_f, cfg.beta)
         logs = {"npo": total.item(), "forget_logratio": (lp_f - ref_lp_f).mean().item()}
     if cfg.retain_weight:
         r = batches["retain"]
-        nll_r = mean_nll(model(**model_inputs(r)).logits, r["labels"])
+        nll_r = answer_nll(model, r)
         total = total + cfg.retain_weight * nll_r
         logs["retain_nll"] = nll_r.item()
     logs["loss"] = total.item()

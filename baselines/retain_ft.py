@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_nll
 
 NAME = "retain_ft"
 BATCHES = ("retain",)
@@ -23,6 +23,6 @@ def formula(retain_nll: torch.Tensor) -> torch.Tensor:
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     r = batches["retain"]
-    nll_r = mean_nll(model(**model_inputs(r)).logits, r["labels"])
+    nll_r = answer_nll(model, r)
     total = formula(nll_r)
     return total, {"loss": total.item(), "retain_nll": nll_r.item()}

@@ -13,7 +13,7 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, kl_per_token, logit_mask, mean_nll, model_inputs
+from clearbench.losses import StepInfo, answer_logits, kl_per_token, logit_mask, mean_nll
 
 NAME = "scrub"
 BATCHES = ("forget", "retain")
@@ -41,7 +41,7 @@ def phase(step: StepInfo, cfg: Config) -> str:
 
 def distill_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
     """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged per example over masked positions, then over examples.
-    (B, T, V), (B, T, V), (B, T) -> ()."""
+    (B, T, V) or (N, V) gathered at the mask, twice, (B, T) -> ()."""
     return kl_per_token(teacher_logits / temperature, student_logits / temperature, mask) * temperature**2
 
 
@@ -54,8 +54,8 @@ def formula(which: str, kl: torch.Tensor, retain_nll: torch.Tensor | None, kl_we
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     which = phase(step, cfg)
     b = batches["forget"] if which == "max" else batches["retain"]
-    logits = model(**model_inputs(b)).logits  # (B, T, V)
-    kl = distill_kl(ref(b), logits, logit_mask(b["labels"]), cfg.temperature)
+    logits = answer_logits(model, b)  # (N, V) at logit_mask(labels)
+    kl = distill_kl(ref.answer_logits(b), logits, logit_mask(b["labels"]), cfg.temperature)
     nll = mean_nll(logits, b["labels"]) if which == "min" else None
     total = formula(which, kl, nll, cfg.kl_weight, cfg.nll_weight)
     logs = {"loss": total.item(), "phase_max": float(which == "max"), f"{'forget' if which == 'max' else 'retain'}_kl": kl.item()}

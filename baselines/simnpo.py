@@ -9,7 +9,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from clearbench.losses import StepInfo, answer_lengths, mean_nll, model_inputs, sequence_logprob
+from clearbench.losses import StepInfo, answer_lengths, answer_logits, answer_nll, sequence_logprob
 
 NAME = "simnpo"
 BATCHES = ("forget", "retain")
@@ -36,8 +36,8 @@ def formula(lp_forget: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
     f, r = batches["forget"], batches["retain"]
-    lp_f = sequence_logprob(model(**model_inputs(f)).logits, f["labels"])  # (B,)
+    lp_f = sequence_logprob(answer_logits(model, f), f["labels"])  # (B,)
     forget_term = formula(lp_f, answer_lengths(f["labels"]), cfg.beta, cfg.gamma)
-    nll_r = mean_nll(model(**model_inputs(r)).logits, r["labels"])
+    nll_r = answer_nll(model, r)
     total = cfg.forget_weight * forget_term + cfg.retain_weight * nll_r
     return total, {"loss": total.item(), "simnpo": forget_term.item(), "retain_nll": nll_r.item()}

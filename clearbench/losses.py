@@ -45,13 +45,13 @@ def logit_mask(labels: torch.Tensor) -> torch.Tensor:
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of every answer token under ``logits``, with the causal shift.
 
-    logits (B, T, V), labels (B, T) -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
+    logits (B, T, V), or (N, V) already gathered at ``logit_mask(labels)`` (``answer_logits``); labels
+    (B, T) -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
     Only answer positions go through log-softmax (a VLM prompt holds hundreds of image positions).
     """
-    shift_logits = logits[:, :-1, :]  # (B, T-1, V)
     shift_labels = labels[:, 1:]  # (B, T-1)
     mask = shift_labels != IGNORE_INDEX  # (B, T-1)
-    picked = shift_logits[mask].float()  # (N, V)
+    picked = (logits if logits.dim() == 2 else logits[:, :-1, :][mask]).float()  # (N, V)
     lp_sel = -F.cross_entropy(picked, shift_labels[mask], reduction="none")  # (N,)
     lp = torch.zeros(mask.shape, dtype=lp_sel.dtype, device=logits.device)
     lp = lp.masked_scatter(mask, lp_sel)  # (B, T-1), differentiable
@@ -59,7 +59,7 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log π(y|x) per sequence: the sum over answer tokens. (B, T, V), (B, T) -> (B,)."""
+    """log π(y|x) per sequence: the sum over answer tokens. (B, T, V) or (N, V), (B, T) -> (B,)."""
     lp, _ = token_logprobs(logits, labels)
     return lp.sum(dim=-1)
 
@@ -70,7 +70,7 @@ def answer_lengths(labels: torch.Tensor) -> torch.Tensor:
 
 
 def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over examples of each example's token-mean answer NLL. (B, T, V), (B, T) -> ().
+    """Mean over examples of each example's token-mean answer NLL. (B, T, V) or (N, V), (B, T) -> ().
 
     Per-example means make the loss of a batch the mean of its micro-batches' losses, which is what
     the trainer's split into processes x accumulation needs (HF's ``outputs.loss`` is a token mean over
@@ -85,40 +85,43 @@ def _per_example_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((values * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)).mean()
 
 
-def answer_token_logprobs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])`` without the full logits.
+def answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+    """``model(**model_inputs(batch)).logits[logit_mask(batch["labels"])]`` without the full logits: (N, V),
+    the logits at the N positions that predict answer tokens, in row-major (b, t) order. The losses
+    (``token_logprobs``, ``mean_nll``, ``sequence_logprob``, ``kl_per_token``) take it in place of (B, T, V).
 
-    The output head (vocab x width) runs only at the positions ``logit_mask(labels)`` selects, through
-    the forward's ``logits_to_keep`` argument: transformers >= 5 slices the decoder's hidden states with
-    a (B, T) bool mask to (N, H) before ``lm_head``. The model is still called as a whole, so DDP
-    (gradient sync), accelerate's autocast and peft wrappers (LoRA on the head included) behave as in a
-    plain forward. A model whose forward takes no ``logits_to_keep`` gets the full-logits path.
-    -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
+    The output head (vocab x width) runs only at those positions, through the forward's ``logits_to_keep``
+    argument: transformers >= 5 slices the decoder's hidden states with a (B, T) bool mask to (N, H) before
+    ``lm_head``. The model is still called as a whole, so DDP (gradient sync), accelerate's autocast and
+    peft wrappers (LoRA on the head included) behave as in a plain forward. A model whose forward takes no
+    ``logits_to_keep`` gets the full-logits path.
     """
-    labels = batch["labels"]
+    mask = logit_mask(batch["labels"])  # (B, T) over logit positions; the last column is always False
     if not _takes_logits_to_keep(model):
-        return token_logprobs(model(**model_inputs(batch)).logits, labels)
-    mask = logit_mask(labels)  # (B, T) over logit positions; the last column is always False
+        return model(**model_inputs(batch)).logits[mask]
     logits = model(**model_inputs(batch), logits_to_keep=mask).logits
-    if logits.dim() == 3 and logits.shape[:2] == labels.shape:  # the forward ignored the mask
-        return token_logprobs(logits, labels)
+    if logits.dim() == 3 and logits.shape[:2] == mask.shape:  # the forward ignored the mask
+        return logits[mask]
     n = int(mask.sum())
     if logits.dim() != 2 or logits.shape[0] != n:
         raise RuntimeError(
             f"{type(_unwrap(model)).__name__}.forward(logits_to_keep=<(B, T) bool mask>) returned logits of shape "
             f"{tuple(logits.shape)}, expected ({n}, vocab): this transformers version slices hidden states differently"
         )
-    shift_mask = mask[:, :-1]  # (B, T-1): same positions, same row-major order as the gathered logits
-    lp_sel = -F.cross_entropy(logits.float(), labels[:, 1:][shift_mask], reduction="none")  # (N,)
-    lp = torch.zeros(shift_mask.shape, dtype=lp_sel.dtype, device=lp_sel.device).masked_scatter(shift_mask, lp_sel)
-    return lp, shift_mask
+    return logits
+
+
+def answer_token_logprobs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])`` with the output head applied
+    at answer positions only (see ``answer_logits``). -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
+    """
+    return token_logprobs(answer_logits(model, batch), batch["labels"])
 
 
 def answer_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """``mean_nll(model(**model_inputs(batch)).logits, batch["labels"])``, with the output head applied at
-    answer positions only (see ``answer_token_logprobs``). -> () float32."""
-    lp, mask = answer_token_logprobs(model, batch)
-    return _per_example_mean(-lp, mask)
+    answer positions only (see ``answer_logits``). -> () float32."""
+    return mean_nll(answer_logits(model, batch), batch["labels"])
 
 
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
@@ -135,13 +138,16 @@ def kl_per_token(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Ten
     """KL(p‖q) = Σ_v p_v (log p_v − log q_v) at each position; mean over an example's masked positions,
     then over examples (as ``mean_nll``).
 
-    p_logits, q_logits (B, T, V); mask (B, T) bool over logit positions (e.g. ``logit_mask(labels)``),
-    None for every position. -> () float32. Gradient flows into whichever side requires it.
+    p_logits, q_logits (B, T, V), or (N, V) already gathered at ``mask`` (``answer_logits``); mask (B, T)
+    bool over logit positions (e.g. ``logit_mask(labels)``), None for every position. -> () float32.
+    Gradient flows into whichever side requires it.
     """
     if mask is None:
+        if p_logits.dim() == 2 or q_logits.dim() == 2:
+            raise ValueError("kl_per_token: (N, V) gathered logits need the mask they were gathered at")
         mask = torch.ones(p_logits.shape[:2], dtype=torch.bool, device=p_logits.device)
-    log_p = F.log_softmax(p_logits[mask].float(), dim=-1)  # (N, V)
-    log_q = F.log_softmax(q_logits[mask].float(), dim=-1)  # (N, V)
+    log_p = F.log_softmax((p_logits if p_logits.dim() == 2 else p_logits[mask]).float(), dim=-1)  # (N, V)
+    log_q = F.log_softmax((q_logits if q_logits.dim() == 2 else q_logits[mask]).float(), dim=-1)  # (N, V)
     kl_sel = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (N,)
     kl = torch.zeros(mask.shape, dtype=kl_sel.dtype, device=kl_sel.device).masked_scatter(mask, kl_sel)  # (B, T)
     return _per_example_mean(kl, mask)

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from clearbench.losses import model_inputs
+from clearbench.losses import answer_logits, model_inputs
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
@@ -23,7 +23,7 @@ def _is_peft(model: torch.nn.Module) -> bool:
 
 
 class Reference:
-    """``ref(batch) -> logits``; ``with ref.module() as m:`` for hooks; ``ref.kind``."""
+    """``ref(batch) -> logits``; ``ref.answer_logits(batch)``; ``with ref.module() as m:`` for hooks; ``ref.kind``."""
 
     def __init__(self, model: torch.nn.Module):
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
@@ -55,3 +55,9 @@ class Reference:
         """Reference logits (B, T, V) for a collated batch; no gradient."""
         with self.module() as net:
             return net(**model_inputs(batch)).logits
+
+    @torch.no_grad()
+    def answer_logits(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Reference logits (N, V) at the answer positions only, ``clearbench.losses.answer_logits``; no gradient."""
+        with self.module() as net:
+            return answer_logits(net, batch)

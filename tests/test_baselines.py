@@ -14,7 +14,7 @@ import baselines
 from baselines import (batches_for, clear_recipe, dpo, get_method, grad_ascent, grad_diff, idk, kl, llmu,
                        method_config, needs_reference_for, npo, retain_ft, rmu, scrub, simnpo, sku)
 from baselines.batches import idk_records, load_refusals, random_records
-from clearbench.losses import StepInfo, language_layers, masked_mse, mean_nll, model_inputs
+from clearbench.losses import StepInfo, language_layers, logit_mask, masked_mse, mean_nll, model_inputs
 from clearbench.reference import Reference
 from clearbench.types import Modality, Record, Task
 
@@ -293,6 +293,72 @@ def test_sku_clear_recipe_skips_negation(tiny_target):
     theta0 = {n: p.detach().clone() + 1 for n, p in model.named_parameters()}
     sku.on_train_end(model, theta0, method_config("sku", clear_recipe("sku")))
     assert all(not torch.equal(p, theta0[n]) for n, p in model.named_parameters())
+
+
+# ---------------------------------------------------------------- answer-position logits == full logits
+
+# every method with its default config, plus the variants that change which terms run
+ANSWER_LOGITS_CASES = [(name, {}, 0) for name in sorted(baselines.METHODS)] + [
+    ("scrub", {}, 1),  # the min phase: KL and NLL of the retain batch from one forward
+    ("npo", {"retain_weight": 1.0}, 0), ("dpo", {"retain_weight": 1.0}, 0), ("llmu", {"completions": "idk"}, 0),
+    ("npo", clear_recipe("npo"), 0), ("dpo", clear_recipe("dpo"), 0),
+]
+
+
+def _loss_grads_head_rows(model, name, cfg, batches, ref, step):
+    """One step's loss, logs and parameter gradients, and the row count of every output-head call."""
+    rows: list[int] = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda _m, args: rows.append(args[0].shape[:-1].numel()))
+    model.zero_grad(set_to_none=True)
+    try:
+        total, logs = get_method(name).loss(model, batches, ref, cfg, StepInfo(step, 4, 0))
+        total.backward()
+    finally:
+        hook.remove()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return total.detach(), logs, grads, rows
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("name,overrides,step", ANSWER_LOGITS_CASES)
+def test_method_on_answer_logits_matches_full_logits(tiny_target, monkeypatch, name, overrides, step, lora):
+    """The methods' NLL / log-prob / KL terms run the output head at answer positions only (answer_logits,
+    reference included); forcing the full-logits path (a forward without ``logits_to_keep``) gives the same
+    loss, logs and gradients. The head is checked to see N answer rows instead of B x T."""
+    cfg = method_config(name, overrides)
+    model = copy.deepcopy(tiny_target).train()
+    if lora:
+        model = add_lora(model, checkpointing=True)
+    ref = Reference(model) if needs_reference_for(name, cfg) else None
+    with torch.no_grad():  # move away from the reference (and LoRA B from 0) so that KL terms have gradients
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    bt = all_batches()
+    batches = {k: bt[k] for k in batches_for(name, cfg)}
+    new, logs_new, g_new, rows_new = _loss_grads_head_rows(model, name, cfg, batches, ref, step)
+    monkeypatch.setattr("clearbench.losses._takes_logits_to_keep", lambda m: False)
+    old, logs_old, g_old, rows_old = _loss_grads_head_rows(model, name, cfg, batches, ref, step)
+
+    torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+    assert logs_new.keys() == logs_old.keys()
+    for key in logs_old:
+        assert logs_new[key] == pytest.approx(logs_old[key], rel=1e-5, abs=1e-6), key
+    assert g_new.keys() == g_old.keys() and len(g_old) > 0
+    for n in g_old:
+        torch.testing.assert_close(g_new[n], g_old[n], rtol=1e-4, atol=1e-6, msg=n)
+    full = {b["input_ids"].numel() for b in batches.values()}
+    answers = {int(logit_mask(b["labels"]).sum()) for b in batches.values()}
+    assert len(rows_new) == len(rows_old) and set(rows_old) <= full
+    if name == "rmu":  # hidden states only: the forward stops before the head
+        assert rows_new == []
+    elif getattr(cfg, "mode", "") == "clear" and name == "npo":  # CLEAR's NPO: ratios over every position
+        assert rows_new == rows_old
+    else:
+        assert rows_new and set(rows_new) <= answers and not answers & full
 
 
 # ---------------------------------------------------------------- registry and contract

@@ -81,6 +81,24 @@ def test_kl_per_token_by_hand():
     torch.testing.assert_close(kl_per_token(p2, q2, mask2), torch.tensor((kl0 / 2 + kl0) / 2))
 
 
+def test_losses_take_logits_gathered_at_the_answer_positions():
+    """(N, V) logits gathered at ``logit_mask(labels)`` (what ``answer_logits`` returns) give the same values."""
+    gen = torch.Generator().manual_seed(0)
+    logits, ref = torch.randn(3, 6, 5, generator=gen), torch.randn(3, 6, 5, generator=gen)
+    labels = torch.randint(0, 5, (3, 6), generator=gen)
+    labels[:, :2] = -100
+    labels[1, 4:] = -100
+    labels[2] = -100  # no answer token: contributes 0
+    mask = logit_mask(labels)
+    for fn in (mean_nll, sequence_logprob):
+        assert torch.equal(fn(logits[mask], labels), fn(logits, labels))
+    assert all(torch.equal(a, b) for a, b in zip(token_logprobs(logits[mask], labels), token_logprobs(logits, labels)))
+    assert torch.equal(kl_per_token(ref[mask], logits[mask], mask), kl_per_token(ref, logits, mask))
+    assert torch.equal(kl_per_token(ref, logits[mask], mask), kl_per_token(ref, logits, mask))  # one side gathered
+    with pytest.raises(ValueError, match="need the mask"):
+        kl_per_token(ref[mask], logits[mask])
+
+
 def test_masked_mse_per_example_then_batch():
     acts = torch.tensor([[[1.0, 3.0], [5.0, 5.0]], [[0.0, 0.0], [2.0, 2.0]]])  # (2, 2, 2)
     target = torch.zeros(1, 1, 2)

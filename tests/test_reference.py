@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from clearbench.losses import mean_nll, model_inputs
+from clearbench.losses import logit_mask, mean_nll, model_inputs
 from clearbench.reference import Reference
 
 try:
@@ -62,3 +62,14 @@ def test_reference_runs_in_eval_mode_without_grad():
     a, b = ref(batch), ref(batch)
     assert torch.equal(a, b) and not a.requires_grad  # no dropout noise, no graph
     assert model.training
+
+
+def test_reference_answer_logits_are_its_logits_at_the_answer_positions(fresh_vlm):
+    batch = all_batches()["forget"]
+    for model in (fresh_vlm.train(), add_lora(copy.deepcopy(fresh_vlm), checkpointing=False)):
+        ref = Reference(model)
+        got = ref.answer_logits(batch)
+        mask = logit_mask(batch["labels"])
+        assert got.shape == (int(mask.sum()), ref(batch).shape[-1]) and got.grad_fn is None
+        torch.testing.assert_close(got, ref(batch)[mask], rtol=1e-5, atol=1e-6)
+        assert model.training
