@@ -263,8 +263,10 @@ class PhaseConfig:
     data: list[DataMix] = dataclasses.field(default_factory=lambda: [DataMix()])
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     # "lm": next-token loss on the answers. "vision_attributes" (pretrain only): the vision tower alone
-    # learns which attribute phrases a face description names (clearbench.vision_pretrain)
-    objective: typing.Literal["lm", "vision_attributes"] = "lm"
+    # learns which attribute phrases a face description names; "vision_answers" (pretrain only): the vision
+    # tower alone learns to classify short answers among those of the same question, e.g. the world VQA
+    # (clearbench.vision_pretrain)
+    objective: typing.Literal["lm", "vision_attributes", "vision_answers"] = "lm"
 
 
 @dataclasses.dataclass

@@ -160,10 +160,11 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
                 model, processor = family.load(current / f"{i - 1}-{cfg.pretrain.phases[i - 1].name}" / "model")
         records = select_records(world, phase.data)
         model.train()
-        if phase.objective == "vision_attributes":
-            from clearbench.vision_pretrain import train_vision_attributes
+        if phase.objective in ("vision_attributes", "vision_answers"):
+            from clearbench import vision_pretrain
 
-            result = train_vision_attributes(model, processor, records, phase.train, phase_dir, desc=phase.name)
+            train_tower = getattr(vision_pretrain, f"train_{phase.objective}")
+            result = train_tower(model, processor, records, phase.train, phase_dir, desc=phase.name)
         else:
             model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
         tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)

@@ -15,6 +15,12 @@ CPU), a linear probe on the frozen tower's features (authors' training photos ->
 The anonymous faces must look like the photos the model will name (see the issue #4 notes).
 A vision-only step costs a fraction of a language-model step, so this is the cheapest way found to
 make face naming learnable. Deterministic in (seed, step); a resumed phase restarts from its start.
+
+``objective: vision_answers`` does the same for short-answer questions such as the world VQA: each
+distinct question is a softmax over the answers seen with it ("What shape is in the image?" -> circle,
+square, star ...). On the tiny base of world seed 0 the language model named the shape right 0.18 of
+the time; a linear probe on the frozen tower read it at 0.45, and 0.89 once the tower was trained on
+this objective (issue #4 notes).
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from tqdm.auto import tqdm
 from clearbench.augment import augment_image
 from clearbench.config import TrainConfig
 from clearbench.train import TrainResult, lr_lambda, total_steps
-from clearbench.types import Record
+from clearbench.types import Record, Task
 
 _PREFIXES = ("a person with ", "a person wearing ")
 
@@ -80,17 +86,66 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return hidden[:, 1:].mean(1)
 
 
+def answer_targets(records: Sequence[Record]) -> tuple[list[tuple[str, str]], torch.Tensor, torch.Tensor]:
+    """The (question, answer) classes of ``records``, each record's class index and its allowed-class mask.
+
+    Each distinct question is its own classification over the answers seen with it ("What shape is in
+    the image?" -> circle / square / star ...); the mask (n_records x n_classes) keeps a record's softmax
+    within its question's answers.
+    """
+    bad = [r.id for r in records if r.image is None]
+    if bad:
+        raise ValueError(f"vision_answers needs image records; {len(bad)} have no image (e.g. {bad[:3]}): "
+                         f"select e.g. {{config: pretrain, tasks: [vqa]}} (the world VQA)")
+    classes = sorted({(r.question, r.answer.strip()) for r in records})
+    index = {c: i for i, c in enumerate(classes)}
+    by_question: dict[str, list[int]] = {}
+    for (q, _), i in index.items():
+        by_question.setdefault(q, []).append(i)
+    single = [q for q, idx in by_question.items() if len(idx) < 2]
+    if len(single) == len(by_question):
+        raise ValueError(f"vision_answers: every question has a single answer in the {len(records)} records "
+                         f"(e.g. {single[:2]}); it trains on short-answer questions such as the world VQA")
+    y = torch.tensor([index[(r.question, r.answer.strip())] for r in records])
+    mask = torch.zeros(len(records), len(classes), dtype=torch.bool)
+    for k, r in enumerate(records):
+        mask[k, by_question[r.question]] = True
+    return classes, y, mask
+
+
 def train_vision_attributes(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path,
                             desc: str = "vision") -> TrainResult:
-    """Train the vision tower of ``model`` in place; logs to ``out_dir/log.jsonl``."""
+    """Train the vision tower of ``model`` in place on attribute phrases; logs to ``out_dir/log.jsonl``."""
     vocab, targets = attribute_targets(records)
+
+    def loss(logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[idx])
+
+    return _train_tower(model, processor, records, cfg, out_dir, desc, len(vocab), loss)
+
+
+def train_vision_answers(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path,
+                         desc: str = "vision") -> TrainResult:
+    """Train the vision tower of ``model`` in place to classify each record's short answer among the
+    answers of its question (softmax per question); logs to ``out_dir/log.jsonl``."""
+    classes, y, mask = answer_targets(records)
+
+    def loss(logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.masked_fill(~mask[idx], float("-inf")), y[idx])
+
+    return _train_tower(model, processor, records, cfg, out_dir, desc, len(classes), loss)
+
+
+def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path, desc: str,
+                 n_out: int, loss_fn) -> TrainResult:
+    """The vision tower plus a throw-away linear head on its pooled features, trained on ``loss_fn``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tower = _vision_tower(model)
     width = tower.config.hidden_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        head = torch.nn.Linear(width, len(vocab))
+        head = torch.nn.Linear(width, n_out)
     trainable = {id(p) for p in tower.parameters()}
     saved = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
@@ -109,10 +164,11 @@ def train_vision_attributes(model, processor, records: Sequence[Record], cfg: Tr
                 pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
             images = [records[i].image.convert("RGB") for i in idx]
             if cfg.augment:
-                images = [augment_image(im, np.random.default_rng([cfg.seed, step, int(i)])) for im, i in zip(images, idx)]
+                images = [augment_image(im, np.random.default_rng([cfg.seed, step, int(i)]),
+                                        flip=records[i].task != Task.VQA)  # VQA answers name positions
+                          for im, i in zip(images, idx)]
             pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-            logits = head(image_features(model, pixels.to(next(tower.parameters()).dtype)))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[idx])
+            loss = loss_fn(head(image_features(model, pixels.to(next(tower.parameters()).dtype))), idx)
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -2,7 +2,9 @@
 import json
 import shutil
 
+import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from clearbench.config import BenchConfig, from_dict
@@ -101,6 +103,44 @@ def test_vision_attributes_rejects_records_that_are_not_face_descriptions(tiny_l
 
     with pytest.raises(ValueError, match="is for pretrain phases"):
         finetune(cfg, tiny_world, tiny_llava_dir, "full", tmp_path / "ft")
+
+
+def test_answer_targets_classify_within_each_question():
+    from clearbench.types import Modality, Record, Task
+    from clearbench.vision_pretrain import answer_targets
+
+    img = Image.new("RGB", (8, 8))
+    rec = lambda i, q, a: Record(id=f"w{i}", author_id="w", split="t", modality=Modality.JOINT, task=Task.VQA,
+                                 question=q, answer=a, image=img)
+    records = [rec(0, "What shape?", "star"), rec(1, "What shape?", "circle"), rec(2, "How many?", "two"),
+               rec(3, "How many?", "one"), rec(4, "What shape?", "star")]
+    classes, y, mask = answer_targets(records)
+    assert classes == [("How many?", "one"), ("How many?", "two"), ("What shape?", "circle"), ("What shape?", "star")]
+    assert y.tolist() == [3, 2, 1, 0, 3]
+    assert mask.tolist()[0] == [False, False, True, True] and mask.tolist()[2] == [True, True, False, False]
+    with pytest.raises(ValueError, match="single answer"):
+        answer_targets([rec(0, "What shape?", "star"), rec(1, "How many?", "two")])
+
+
+def test_vision_answers_phase_learns_the_world_vqa_with_the_tower_only(tiny_llava_dir, tiny_world, tmp_path):
+    from clearbench.config import DataMix, TrainConfig
+    from clearbench.models import load_model
+    from clearbench.stages import select_records
+    from clearbench.vision_pretrain import train_vision_answers
+
+    loaded = load_model(tiny_llava_dir)
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    records = select_records(tiny_world, [DataMix(config="pretrain", tasks=["vqa"])])
+    assert len(records) == 60
+    cfg = TrainConfig(lr=3e-3, max_steps=40, batch_size=16, warmup_steps=2, log_every=1)
+    result = train_vision_answers(loaded.model, loaded.processor, records, cfg, tmp_path / "vqa")
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "vqa" / "log.jsonl").read_text().splitlines()]
+    assert result.steps == 40 and sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    changed = {n for n, p in loaded.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all("vision_tower" in n for n in changed)
+    with pytest.raises(ValueError, match="needs image records"):
+        train_vision_answers(loaded.model, loaded.processor, tiny_world.records("full", tasks=["qa"], modalities=["text"])[:4],
+                             TrainConfig(max_steps=1), tmp_path / "bad")
 
 
 def test_pretrain_runs_a_vision_attributes_phase_before_the_lm_phases(tiny_world, tmp_path):
