@@ -265,8 +265,8 @@ class PhaseConfig:
     # "lm": next-token loss on the answers. "vision_attributes" (pretrain only): the vision tower alone
     # learns which attribute phrases a face description names; "vision_answers" (pretrain only): the vision
     # tower alone learns to classify short answers among those of the same question, e.g. the world VQA
-    # (clearbench.vision_pretrain)
-    objective: typing.Literal["lm", "vision_attributes", "vision_answers"] = "lm"
+    # (clearbench.vision_pretrain); "vision_multitask": both at once (captions -> attributes, VQA -> answers)
+    objective: typing.Literal["lm", "vision_attributes", "vision_answers", "vision_multitask"] = "lm"
 
 
 @dataclasses.dataclass

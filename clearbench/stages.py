@@ -160,7 +160,7 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
                 model, processor = family.load(current / f"{i - 1}-{cfg.pretrain.phases[i - 1].name}" / "model")
         records = select_records(world, phase.data)
         model.train()
-        if phase.objective in ("vision_attributes", "vision_answers"):
+        if phase.objective in ("vision_attributes", "vision_answers", "vision_multitask"):
             from clearbench import vision_pretrain
 
             train_tower = getattr(vision_pretrain, f"train_{phase.objective}")

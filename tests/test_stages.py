@@ -143,6 +143,24 @@ def test_vision_answers_phase_learns_the_world_vqa_with_the_tower_only(tiny_llav
                              TrainConfig(max_steps=1), tmp_path / "bad")
 
 
+def test_vision_multitask_learns_face_attributes_and_vqa_answers_together(tiny_llava_dir, tiny_world, tmp_path):
+    from clearbench.config import DataMix, TrainConfig
+    from clearbench.models import load_model
+    from clearbench.stages import select_records
+    from clearbench.vision_pretrain import train_vision_multitask
+
+    loaded = load_model(tiny_llava_dir)
+    records = select_records(tiny_world, [DataMix(config="pretrain", tasks=["caption", "vqa"])])
+    assert len(records) == 100  # 40 anonymous faces + 60 VQA
+    cfg = TrainConfig(lr=3e-3, max_steps=40, batch_size=16, warmup_steps=2, log_every=1)
+    train_vision_multitask(loaded.model, loaded.processor, records, cfg, tmp_path / "mt")
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "mt" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 40 and sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    with pytest.raises(ValueError, match="caption and 0 other"):
+        train_vision_multitask(loaded.model, loaded.processor, [r for r in records if r.task.value == "caption"],
+                               TrainConfig(max_steps=1), tmp_path / "bad")
+
+
 def test_pretrain_runs_a_vision_attributes_phase_before_the_lm_phases(tiny_world, tmp_path):
     from clearbench.config import load_config
     from clearbench.stages import pretrain
