@@ -111,13 +111,6 @@ def answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Ten
     return logits
 
 
-def answer_token_logprobs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])`` with the output head applied
-    at answer positions only (see ``answer_logits``). -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
-    """
-    return token_logprobs(answer_logits(model, batch), batch["labels"])
-
-
 def answer_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """``mean_nll(model(**model_inputs(batch)).logits, batch["labels"])``, with the output head applied at
     answer positions only (see ``answer_logits``). -> () float32."""

@@ -160,11 +160,10 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
                 model, processor = family.load(current / f"{i - 1}-{cfg.pretrain.phases[i - 1].name}" / "model")
         records = select_records(world, phase.data)
         model.train()
-        if phase.objective in ("vision_attributes", "vision_answers", "vision_multitask"):
-            from clearbench import vision_pretrain
+        if phase.objective != "lm":
+            from clearbench.vision_pretrain import TRAINERS
 
-            train_tower = getattr(vision_pretrain, f"train_{phase.objective}")
-            result = train_tower(model, processor, records, phase.train, phase_dir, desc=phase.name)
+            result = TRAINERS[phase.objective](model, processor, records, phase.train, phase_dir, desc=phase.name)
         else:
             model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
         tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)

@@ -54,12 +54,16 @@ def attribute_phrases(description: str) -> list[str]:
     return [p.strip() for p in re.split(r",\s*|\s+and\s+", text) if p.strip()]
 
 
-def attribute_targets(records: Sequence[Record]) -> tuple[list[str], torch.Tensor]:
-    """The phrase vocabulary of ``records`` and their multi-hot targets (n_records x n_phrases)."""
+def _require_images(records: Sequence[Record], objective: str, selection: str) -> None:
     bad = [r.id for r in records if r.image is None]
     if bad:
-        raise ValueError(f"vision_attributes needs image records; {len(bad)} have no image (e.g. {bad[:3]}): "
-                         f"select e.g. {{config: pretrain, tasks: [caption]}} (the anonymous faces)")
+        raise ValueError(f"{objective} needs image records; {len(bad)} have no image (e.g. {bad[:3]}): "
+                         f"select e.g. {selection}")
+
+
+def attribute_targets(records: Sequence[Record]) -> tuple[list[str], torch.Tensor]:
+    """The phrase vocabulary of ``records`` and their multi-hot targets (n_records x n_phrases)."""
+    _require_images(records, "vision_attributes", "{config: pretrain, tasks: [caption]} (the anonymous faces)")
     phrases = [attribute_phrases(r.answer) for r in records]
     if any(len(p) < 2 for p in phrases):
         r = next(r for r, p in zip(records, phrases) if len(p) < 2)
@@ -95,10 +99,7 @@ def answer_targets(records: Sequence[Record]) -> tuple[list[tuple[str, str]], to
     the image?" -> circle / square / star ...); the mask (n_records x n_classes) keeps a record's softmax
     within its question's answers.
     """
-    bad = [r.id for r in records if r.image is None]
-    if bad:
-        raise ValueError(f"vision_answers needs image records; {len(bad)} have no image (e.g. {bad[:3]}): "
-                         f"select e.g. {{config: pretrain, tasks: [vqa]}} (the world VQA)")
+    _require_images(records, "vision_answers", "{config: pretrain, tasks: [vqa]} (the world VQA)")
     classes = sorted({(r.question, r.answer.strip()) for r in records})
     index = {c: i for i, c in enumerate(classes)}
     by_question: dict[str, list[int]] = {}
@@ -153,21 +154,19 @@ def train_vision_multitask(model, processor, records: Sequence[Record], cfg: Tra
     vocab, attr = attribute_targets([records[k] for k in faces])
     classes, y, mask = answer_targets([records[k] for k in vqa])
     n_attr = len(vocab)
-    row = np.full(len(records), -1)
-    row[faces], row[vqa] = np.arange(len(faces)), np.arange(len(vqa))
-    is_face = np.zeros(len(records), dtype=bool)
+    row = torch.zeros(len(records), dtype=torch.long)  # a record's row in its own objective's targets
+    row[faces], row[vqa] = torch.arange(len(faces)), torch.arange(len(vqa))
+    is_face = torch.zeros(len(records), dtype=torch.bool)
     is_face[faces] = True
 
     def loss(logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        f, v = torch.from_numpy(is_face[idx]), torch.from_numpy(~is_face[idx])
+        f, r = is_face[idx], row[idx]
         total = logits.new_zeros(())
         if f.any():
-            total = total + torch.nn.functional.binary_cross_entropy_with_logits(
-                logits[f, :n_attr], attr[torch.from_numpy(row[idx][is_face[idx]])])
-        if v.any():
-            r = torch.from_numpy(row[idx][~is_face[idx]])
+            total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits[f, :n_attr], attr[r[f]])
+        if (~f).any():
             total = total + torch.nn.functional.cross_entropy(
-                logits[v, n_attr:].masked_fill(~mask[r], float("-inf")), y[r])
+                logits[~f, n_attr:].masked_fill(~mask[r[~f]], float("-inf")), y[r[~f]])
         return total
 
     return _train_tower(model, processor, records, cfg, out_dir, desc, n_attr + len(classes), loss)
@@ -220,3 +219,8 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
     for n, p in model.named_parameters():
         p.requires_grad_(saved[n])
     return TrainResult(steps=total, final_loss=loss_value, seconds=time.time() - t0, resumed_from=0)
+
+
+# pretrain phase objective -> trainer (``PhaseConfig.objective`` other than "lm")
+TRAINERS = {"vision_attributes": train_vision_attributes, "vision_answers": train_vision_answers,
+            "vision_multitask": train_vision_multitask}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clearbench.losses import (StepInfo, answer_lengths, answer_nll, answer_token_logprobs, kl_per_token,
+from clearbench.losses import (StepInfo, answer_lengths, answer_logits, answer_nll, kl_per_token,
                                language_layers, layer_index, logit_mask, masked_mse, mean_nll, model_inputs,
                                sequence_logprob, token_logprobs)
 
@@ -214,7 +214,7 @@ def test_answer_nll_matches_full_logits_value_and_gradients(loaded_families, fam
     assert n < batch["labels"].numel() / 2
     # token log-probs agree too (the building block for sequence_logprob-style losses)
     lp_old, m_old = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
-    lp_new, m_new = answer_token_logprobs(model, batch)
+    lp_new, m_new = token_logprobs(answer_logits(model, batch), batch["labels"])
     assert torch.equal(m_old, m_new)
     torch.testing.assert_close(lp_new, lp_old, rtol=1e-5, atol=1e-5)
 
