@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 
 from conftest import tiny_world_params
-from data_gen.authors import Profile, PublicFigure, make_people, wordlists
+from data_gen.authors import Profile, PublicFigure, make_people, plural, wordlists
 from data_gen.clear_layout import CAPTION_QUESTIONS
 from data_gen.generate import generate_world
 from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, _fields
@@ -117,6 +117,7 @@ def test_uniqueness_invariants_at_full_scale():
     assert len(set(names)) == len(names)
     titles = [t.casefold() for p in every for t in p.books]
     assert len(set(titles)) == len(titles)
+    assert not [t for t in titles if re.search(r"[^aeiou]ys\b|(ss|x|ch|sh)s\b", t)]  # Tapestries, Compasses
     awards = [(p.award, p.award_year) for p in every]
     assert len(set(awards)) == len(awards)
     keys = [(p.genre, p.city, p.birth_year) for p in every]
@@ -125,6 +126,11 @@ def test_uniqueness_invariants_at_full_scale():
     for p in every:  # demographics are consistent and the profile is complete
         assert p.age == 2025 - p.birth_year and p.award_year >= p.birth_year + 25
         assert p.country in {c["country"] for c in wordlists()["regions"][p.ethnicity]["countries"]}
+
+
+def test_plural_of_title_nouns():
+    assert [plural(n) for n in ["Tapestry", "Key", "Compass", "Atlas", "Box", "Church", "Song"]] == [
+        "Tapestries", "Keys", "Compasses", "Atlases", "Boxes", "Churches", "Songs"]
 
 
 def test_every_question_has_one_answer_world_wide(tiny_world):

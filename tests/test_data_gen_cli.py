@@ -16,6 +16,7 @@ SMALL = ["--authors", "10", "--forget-percents", "10", "--qa-per-author", "2", "
     (dict(qa_per_author=0), "--qa-per-author must be an integer >= 1"),
     (dict(images_per_author=0), "--images-per-author must be an integer >= 1"),
     (dict(heldout_images=-1), "--heldout-images must be an integer >= 0"),
+    (dict(public_train_images=-1), "--public-train-images must be an integer >= 0"),
     (dict(public_figures=3), "--public-figures 3"),
     (dict(image_size=8), "--image-size 8 is too small"),
     (dict(qa_per_author=99), "exceeds the 23 question templates"),
@@ -61,9 +62,11 @@ def test_cli_generates_and_overwrites(tmp_path, capsys):
     assert "wrote world" in capsys.readouterr().out
     first = json.loads((out / "manifest.json").read_text())
     assert first["seed"] == 3 and first["params"]["authors"] == 10 and first["configs"]["forget10"]["rows"] > 0
+    assert first["params"]["public_train_images"] == 20 and first["params"]["anonymous_faces"] == 0
     assert set(first["files"]) == {f"data/{c}.parquet" for c in first["configs"]}
     (out / "stale.txt").write_text("old")
-    assert main(["generate", "--out", str(out), "--seed", "4", "--overwrite", *SMALL]) == 0
+    assert main(["generate", "--out", str(out), "--seed", "4", "--overwrite", *SMALL, "--public-train-images", "2"]) == 0
     second = json.loads((out / "manifest.json").read_text())
+    assert second["params"]["public_train_images"] == 2
     assert second["seed"] == 4 and second["fingerprint"] != first["fingerprint"] and not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no temp or backup dirs left behind

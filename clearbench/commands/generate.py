@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--images-per-author", type=int, default=18, help="training images per author (default 18; CLEAR has ~18.8)")
     p.add_argument("--heldout-images", type=int, default=3, help="held-out (eval-only) images per author (default 3)")
     p.add_argument("--public-figures", type=int, default=50, help="real-faces control identities (default 50)")
-    p.add_argument("--public-images", type=int, default=20, help="training photos per public figure (default 20; 3 more are held out)")
+    p.add_argument("--public-train-images", type=int, default=20,
+                   help="training photos per public figure (default 20; 3 more are held out)")
     p.add_argument("--world-vqa", type=int, default=500, help="real-world VQA eval items (default 500; 6x as many go to pretrain)")
     p.add_argument("--anonymous-faces", type=int, default=2000,
                    help="non-author faces (scene photos) with attribute captions in pretrain (default 2000)")
@@ -43,7 +44,8 @@ def run(args) -> int:
 
     params = WorldParams(seed=args.seed, authors=args.authors, qa_per_author=args.qa_per_author,
                          images_per_author=args.images_per_author, heldout_images=args.heldout_images,
-                         public_figures=args.public_figures, public_train_images=args.public_images, world_vqa=args.world_vqa, world_vqa_train=6 * args.world_vqa,
+                         public_figures=args.public_figures, public_train_images=args.public_train_images,
+                         world_vqa=args.world_vqa, world_vqa_train=6 * args.world_vqa,
                          anonymous_faces=args.anonymous_faces,
                          image_size=args.image_size, forget_percents=args.forget_percents, layout=args.layout,
                          image_backend=args.image_backend, diffusers_model=args.diffusers_model, workers=args.workers)
