@@ -230,7 +230,8 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
 
     ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)
     p = plan(ucfg, world, target)
-    gold_dir = Path(ucfg.stop.gold_model) if ucfg.stop.threshold == "gold" else None
+    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
+    gold_dir = Path(ucfg.stop.gold_model) if ucfg.stop.threshold == "gold" and p.stop_records else None
     if resume and (out_dir / "run.json").exists():
         raise FileExistsError(f"{out_dir} is a finished run (run.json exists); pass --overwrite to run it again")
     config = to_dict(cfg) | {"target": str(target), "resolved": {"train": to_dict(p.train),

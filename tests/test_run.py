@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from clearbench.config import BenchConfig, load_config, to_dict
-from clearbench.run import build_study, run_study, seed_config
+from clearbench.run import StageFailed, build_study, run_study, seed_config
 
 OVERRIDES = ["study.methods=[grad_ascent]"]
 
@@ -116,6 +118,86 @@ def test_killed_study_finishes_on_rerun_without_redoing_work(tmp_path):
     assert set(done_before) <= skipped  # nothing finished was redone
     assert (out / "report" / "index.html").exists()
 
+
+
+def test_every_stage_needs_the_stages_it_reads(tmp_path):
+    """--jobs starts a stage once its needs are done: each need is an earlier stage (the sequential order
+    stays valid), the models need their base, evaluations their model and the gold's, unlearning the target."""
+    cfg = load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent,npo]"])
+    stages = build_study(cfg, tmp_path)
+    order = {s.name: i for i, s in enumerate(stages)}
+    for s in stages:
+        assert all(order[n] < order[s.name] for n in s.needs), s.name
+    needs = {s.name: set(s.needs) for s in stages}
+    assert needs["world"] == set() and needs["base"] == {"world"}
+    assert needs["target"] == needs["gold-10"] == {"world", "base"}
+    assert needs["evaluate/gold-10"] == {"world", "gold-10"}
+    assert needs["evaluate/target-10"] == {"world", "target", "evaluate/gold-10"}
+    assert needs["unlearn/npo-l1-multimodal-10"] == {"world", "target"}
+    assert needs["evaluate/npo-l1-multimodal-10"] == {"world", "unlearn/npo-l1-multimodal-10", "evaluate/gold-10"}
+    assert needs["report"] == {s.name for s in stages if s.kind == "evaluate"}
+    seeded = build_study(load_config(BenchConfig, "tiny-smoke", ["study.seeds=[0,1]"]), tmp_path)
+    assert {s.name: s.needs for s in seeded}["seed-1/target"] == ("seed-1/world", "seed-1/base")
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory):
+    """The smoke study run by the CLI with --jobs 2."""
+    out = tmp_path_factory.mktemp("jobs") / "smoke"
+    done = subprocess.run([sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
+                           "--jobs", "2", *OVERRIDES], env=dict(os.environ, OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_jobs_run_independent_stages_side_by_side_with_the_same_results(study, parallel):
+    out, stdout = parallel
+    events = _events(out)
+    when = {(e["event"], e["stage"]): i for i, e in enumerate(events)}
+    # the target and the gold (both ready once the base is) trained at the same time
+    assert when[("start", "gold-10")] < when[("end", "target")] and when[("start", "target")] < when[("end", "gold-10")]
+    assert {e["stage"] for e in events if e["event"] == "end"} == set(study[2])
+    assert "logs/unlearn/grad_ascent-multimodal-10.log" in stdout
+    assert "unlearn" in (out / "logs" / "unlearn" / "grad_ascent-multimodal-10.log").read_text()
+    # one torch thread per worker instead of two: the same models and scores up to float rounding
+    from safetensors.torch import load_file
+    for name in ("target", "gold-10"):
+        a, b = (load_file(next((d / name / "model").glob("*.safetensors"))) for d in (study[0], out))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a), name
+    for name in ("gold-10", "target-10", "grad_ascent-l1-multimodal-10"):
+        ra, rb = (json.loads((d / "results" / f"{name}.json").read_text()) for d in (study[0], out))
+        ma, mb = ra["aggregates"]["metrics"], rb["aggregates"]["metrics"]
+        assert ma.keys() == mb.keys()
+        for k, v in ma.items():
+            if isinstance(v, float) and v == v:
+                assert mb[k] == pytest.approx(v, abs=0.02), (name, k)
+    # and a rerun with any number of jobs skips everything
+    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES)
+    assert set(run_study(cfg, out, echo=lambda s: None, jobs=2).values()) == {"skipped"}
+
+
+def test_a_failing_stage_under_jobs_names_itself_and_its_log(parallel, tmp_path):
+    """A stage that fails in its worker stops the study: the error names it and its log holds the
+    traceback; the stages that ended keep their markers and are skipped on the next run."""
+    out = tmp_path / "smoke"
+    shutil.copytree(parallel[0], out)
+    # valid config, but unlearning with a gold-threshold stop rule and no gold model fails when it starts
+    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.stop.rule=forget_prob_below",
+                                                              "unlearn.stop.threshold=gold"])
+    lines: list[str] = []
+    with pytest.raises(StageFailed, match=r"stage unlearn/grad_ascent-(l1-)?multimodal-10 failed.*logs/unlearn") as err:
+        run_study(cfg, out, echo=lines.append, jobs=2)
+    name = str(err.value).split()[1]
+    assert f"its log is {out / 'logs' / name}.log" in str(err.value)
+    log = (out / "logs" / f"{name}.log").read_text()
+    assert "needs unlearn.stop.gold_model" in log and "Traceback" in log
+    assert any("FAILED (exit code 1)" in l for l in lines)
+    assert not (out / "report" / "stage.json").exists() or json.loads(
+        (out / "report" / "stage.json").read_text())["key"] != build_study(cfg, out)[-1].key
+    assert (out / "target" / "stage.json").exists()
+    with pytest.raises(ValueError, match="jobs=0"):
+        run_study(cfg, out, echo=lambda s: None, jobs=0)
 
 # ------------------------------------------------------------------------------ replicate seeds
 SEEDS = ["study.seeds=[0,1]"]

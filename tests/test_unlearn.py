@@ -140,6 +140,10 @@ def test_early_stopping_stops_at_the_rules_step(unlearn_target, tiny_world, tmp_
     assert run["stop"]["threshold_value"] == pytest.approx(values[0]) and run["stop"]["chosen_step"] == 1
     curve = [json.loads(line) for line in (gold / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in curve] == [0, 1] and "forget/image/prob" in curve[0] and "retain/text/prob" in curve[0]
+    # the fixed rule reads no threshold: "gold" without a gold model is not loaded (it loaded "." before)
+    fixed = unlearn(_cfg(train=deep_merge(FAST, {"max_steps": 1}), stop={"rule": "fixed", "threshold": "gold"}),
+                    tiny_world, unlearn_target, tmp_path / "fixed")
+    assert json.loads((fixed / "run.json").read_text())["steps"] == 1
 
 
 def test_l1_is_logged_and_full_parameter_uses_a_copy(unlearn_target, tiny_world, tmp_path):

@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--only-seed", type=int, metavar="SEED",
                    help="run only this replicate's stages (no combined report): start one process per seed to "
                         "run replicates in parallel, then the same command without it writes the combined report")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run up to N independent stages at once (target and golds, unlearning runs, "
+                        "evaluations), each in its own process with the CPU threads split between them; "
+                        "their output goes to OUT/logs/ (default: 1, in order, in this process)")
     p.set_defaults(func=run)
 
 
@@ -43,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         for i, stage in enumerate(build_study(cfg, Path(args.out))):
             print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")
         return 0
-    run_study(cfg, args.out, only_seed=args.only_seed)
+    if args.jobs < 1:
+        raise SystemExit(f"clearbench run: --jobs {args.jobs}: give a number of stages >= 1")
+    run_study(cfg, args.out, only_seed=args.only_seed, jobs=args.jobs)
     if args.only_seed is not None:
         print(f"replicate seed {args.only_seed} written to {args.out}/seed-{args.only_seed}")
         return 0
