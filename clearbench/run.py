@@ -137,7 +137,8 @@ def execute(stages: list[Stage], log_path: Path, echo: Callable[[str], None] = p
     """Run the stages; returns {stage name: what happened}.
 
     ``jobs`` = 1 runs them in order in this process. ``jobs`` > 1 runs up to that many at once, each in
-    its own worker process with this process's torch threads divided among them, a stage starting once
+    its own worker process with this process's torch threads divided among them (all of them for a stage
+    that every pending stage waits for, such as the base model), a stage starting once
     every stage it ``needs`` has finished (list order breaks ties); a worker's output goes to
     ``<log dir>/logs/<stage name>.log``. Workers come from a fork server (a clean process: a child forked
     from a process whose torch thread pool has run hangs in its first multi-threaded op), so they cannot
@@ -204,6 +205,7 @@ def _worker(rebuild: Callable[[], list[Stage]], name: str, resume: bool, log_fil
     import torch
 
     torch.set_num_threads(threads)
+    print(f"clearbench run worker: stage {name}, {threads} torch thread{'s' * (threads > 1)}", flush=True)
     next(s for s in rebuild() if s.name == name).action(resume)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -223,7 +225,12 @@ def _execute_parallel(stages: list[Stage], log: RunLog, echo, outcome: dict[str,
             raise ValueError(f"stage {s.name} needs {missing}, which are not stages of this study")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["clearbench.run", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"])
-    threads = max(1, torch.get_num_threads() // jobs)
+    all_threads = torch.get_num_threads()
+    threads = max(1, all_threads // jobs)
+    # a stage that every other pending stage waits for (the world, the base) runs alone: it gets every thread
+    upstream: dict[str, set[str]] = {}
+    for s in stages:  # needs are earlier stages (build order), so one pass gives the transitive closure
+        upstream[s.name] = set(s.needs).union(*(upstream.get(n, set()) for n in s.needs))
     index = {s.name: i for i, s in enumerate(stages)}
     pending = list(stages)
     running: dict[Any, tuple[Any, Stage, str, float, Path]] = {}  # sentinel -> (process, stage, state, t0, log)
@@ -243,7 +250,9 @@ def _execute_parallel(stages: list[Stage], log: RunLog, echo, outcome: dict[str,
                 resume, state, t0 = start
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 log_file.write_text("")
-                proc = ctx.Process(target=_worker, args=(rebuild, ready.name, resume, log_file, threads),
+                alone = not running and all(ready.name in upstream[s.name] for s in pending)
+                proc = ctx.Process(target=_worker, args=(rebuild, ready.name, resume, log_file,
+                                                         all_threads if alone else threads),
                                    name=ready.name)
                 proc.start()
                 running[proc.sentinel] = (proc, ready, state, t0, log_file)

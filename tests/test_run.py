@@ -159,12 +159,15 @@ def test_jobs_run_independent_stages_side_by_side_with_the_same_results(study, p
     assert when[("start", "gold-10")] < when[("end", "target")] and when[("start", "target")] < when[("end", "gold-10")]
     assert {e["stage"] for e in events if e["event"] == "end"} == set(study[2])
     assert "logs/unlearn/grad_ascent-multimodal-10.log" in stdout
+    # the base, which every other stage waits for, had both threads; the target shared them with the gold
+    assert "stage base, 2 torch threads" in (out / "logs" / "base.log").read_text()
+    assert "stage target, 1 torch thread\n" in (out / "logs" / "target.log").read_text()
     assert "unlearn" in (out / "logs" / "unlearn" / "grad_ascent-multimodal-10.log").read_text()
     # one torch thread per worker instead of two: the same models and scores up to float rounding
     from safetensors.torch import load_file
     for name in ("target", "gold-10"):
         a, b = (load_file(next((d / name / "model").glob("*.safetensors"))) for d in (study[0], out))
-        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a), name
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-3) for k in a), name
     for name in ("gold-10", "target-10", "grad_ascent-l1-multimodal-10"):
         ra, rb = (json.loads((d / "results" / f"{name}.json").read_text()) for d in (study[0], out))
         ma, mb = ra["aggregates"]["metrics"], rb["aggregates"]["metrics"]
