@@ -4,9 +4,9 @@
 
 Runs the three model stages of the preset (base, target on ``full``, gold on ``retain90``),
 timing each (``--jobs 2``: the target and the gold side by side in two processes with the torch
-threads split between them, as ``clearbench run --jobs 2`` does), then prints the quick-check table (ROUGE-L recall on authors' text QA, naming
-accuracy on training and held-out photos, forget10 vs retain, real faces, real world) for each
-model. Issue targets: base >= 0.8 real-faces naming, >= 0.7 real-world VQA; target >= 0.9 text
+threads split between them, as ``clearbench run --jobs 2`` does), then prints the quick-check
+table (ROUGE-L recall on authors' text QA, naming accuracy on training and held-out photos,
+forget10 vs retain, real faces, real world) for each model. Issue targets: base >= 0.8 real-faces naming, >= 0.7 real-world VQA; target >= 0.9 text
 ROUGE-L, >= 0.9 / 0.7 naming on training / held-out photos; gold near chance on forget10.
 """
 from __future__ import annotations

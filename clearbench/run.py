@@ -471,8 +471,9 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
 
                         unlearn(ucfg, world(), target.path, path, resume=resume, overwrite=not resume)
 
-                    # a gold-threshold stop rule reads a gold model: wait for this study's golds
-                    golds = tuple(g for g in gold_names if ucfg.unlearn.stop.threshold == "gold")
+                    # a stop rule with a gold threshold reads a gold model: wait for this study's golds
+                    stop = ucfg.unlearn.stop
+                    golds = tuple(gold_names) if stop.rule != "fixed" and stop.threshold == "gold" else ()
                     u = Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", _unlearn_key(ucfg.unlearn), target.key),
                               act, ("world", target.name) + golds)
                     e = eval_stage(name, u, forget, gold_eval, u.key)

@@ -136,6 +136,13 @@ def test_every_stage_needs_the_stages_it_reads(tmp_path):
     assert needs["unlearn/npo-l1-multimodal-10"] == {"world", "target"}
     assert needs["evaluate/npo-l1-multimodal-10"] == {"world", "unlearn/npo-l1-multimodal-10", "evaluate/gold-10"}
     assert needs["report"] == {s.name for s in stages if s.kind == "evaluate"}
+    # an early-stopping rule with a gold threshold reads the gold model; the fixed rule reads no threshold
+    def unlearn_needs(*stop):
+        cfg = load_config(BenchConfig, "tiny-smoke", ["study.methods=[npo]", *stop])
+        return {s.name: set(s.needs) for s in build_study(cfg, tmp_path)}["unlearn/npo-multimodal-10"]
+    gold_stop = ["unlearn.stop.threshold=gold", "unlearn.stop.gold_model=runs/gold-10"]
+    assert unlearn_needs("unlearn.stop.rule=forget_prob_below", *gold_stop) == {"world", "target", "gold-10"}
+    assert unlearn_needs("unlearn.stop.rule=fixed", *gold_stop) == {"world", "target"}
     seeded = build_study(load_config(BenchConfig, "tiny-smoke", ["study.seeds=[0,1]"]), tmp_path)
     assert {s.name: s.needs for s in seeded}["seed-1/target"] == ("seed-1/world", "seed-1/base")
 

@@ -167,11 +167,22 @@ def test_pretrain_runs_a_vision_attributes_phase_before_the_lm_phases(tiny_world
 
     cfg = load_config(BenchConfig, "tiny-smoke", [
         "pretrain.phases=[{name: faces, objective: vision_attributes, data: [{config: pretrain, tasks: [caption]}],"
+        " train: {max_steps: 3, batch_size: 8}},"
+        " {name: vqa_tower, objective: vision_multitask, data: [{config: pretrain, tasks: [caption, vqa]}],"
         " train: {max_steps: 3, batch_size: 8}}, {name: instruct, data: [{config: pretrain}],"
         " train: {max_steps: 2, batch_size: 8, micro_batch_size: 8}}]"])
     out = pretrain(cfg, tiny_world, tmp_path / "base")
     run = json.loads((out / "run.json").read_text())
-    assert [(p["phase"], p["steps"]) for p in run["phases"]] == [("faces", 3), ("instruct", 2)]
-    v0 = load_file(str(out / "phases" / "0-faces" / "model" / "model.safetensors"))
-    v1 = load_file(str(out / "phases" / "1-instruct" / "model" / "model.safetensors"))
-    assert any(not torch.equal(v0[k], v1[k]) for k in v0 if "language_model" in k)
+    assert [(p["phase"], p["steps"]) for p in run["phases"]] == [("faces", 3), ("vqa_tower", 3), ("instruct", 2)]
+    v0, v1, v2 = (load_file(str(out / "phases" / d / "model" / "model.safetensors"))
+                  for d in ("0-faces", "1-vqa_tower", "2-instruct"))
+    # every non-LM objective the config accepts runs its own trainer
+    import typing
+    from clearbench.config import PhaseConfig
+    from clearbench.vision_pretrain import TRAINERS
+    objectives = [o for o in typing.get_args(typing.get_type_hints(PhaseConfig)["objective"]) if o != "lm"]
+    assert objectives and {o: TRAINERS[o].__name__ for o in objectives} == {o: f"train_{o}" for o in objectives}
+    # the multitask phase (the tiny preset's second phase) trains the vision tower only
+    changed = {k for k in v0 if not torch.equal(v0[k], v1[k])}
+    assert changed and all("vision_tower" in k for k in changed)
+    assert any(not torch.equal(v1[k], v2[k]) for k in v1 if "language_model" in k)
