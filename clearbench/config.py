@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from clearbench.types import unknown_name_message
+from clearbench.types import FORGET_MODALITIES, unknown_name_message
 
 T = TypeVar("T")
 
@@ -341,7 +341,7 @@ class UnlearnConfig:
     clear_recipe: bool = False  # apply baselines.clear_recipe(method) before method_options
     forget: str = "forget10"
     # text: text QA only; visual: image records (naming, captions, joint QA); multimodal: both (CLEAR)
-    forget_modality: typing.Literal["text", "visual", "multimodal"] = "multimodal"
+    forget_modality: typing.Literal[tuple(FORGET_MODALITIES)] = "multimodal"  # type: ignore[valid-type]
     random_k: int = 3  # answers per forget record in the "random" batch (CLEAR: "K=3 other forget items")
     refusals: str = ""  # refusal phrasings file for "idk" batches; "" = baselines/data/refusals.txt
     # auto: adapters disabled with LoRA, else a frozen copy; adapter-disabled: never copy the model

@@ -13,16 +13,19 @@ from typing import Any, Callable
 
 import clearbench
 
-LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "numpy", "scipy")
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "numpy", "scipy",
+             "scikit-learn", "rouge-score")
 
 
-def library_versions() -> dict[str, str]:
-    out = {"clearbench": clearbench.__version__, "python": platform.python_version()}
+def library_versions() -> dict[str, str | None]:
+    """clearbench, Python and the libraries a number depends on (None when not installed), read from
+    package metadata without importing them."""
+    out: dict[str, str | None] = {"clearbench": clearbench.__version__, "python": platform.python_version()}
     for name in LIBRARIES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+            out[name] = None
     return out
 
 
@@ -132,16 +135,60 @@ def write_dir_atomic(out: str | os.PathLike, write: Callable[[Path], None]) -> P
     return out
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a fresh temp file beside ``path``, fsync it, then rename it onto ``path``: a reader
+    (or a crash) sees the old file or the whole new one. A symlink at ``path`` is replaced, never followed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no run.json; is this a clearbench run directory?")
-    return json.loads(path.read_text())
+def write_json_atomic(path: str | os.PathLike, data: Any, *, compact: bool = False) -> Path:
+    """JSON through ``write_text_atomic``: indented and key-sorted, or ``compact`` (result files: no NaN)."""
+    if compact:
+        text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    else:
+        text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    return write_text_atomic(path, text)
+
+
+def model_dir(run_or_model: str | os.PathLike) -> Path:
+    """A stage directory (with ``model/``) or a model directory itself -> the model directory."""
+    p = Path(run_or_model)
+    return p / "model" if (p / "model").is_dir() else p
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A stage directory's ``run.json`` (what was run on what); for a ``model/`` directory, its stage's."""
+    p = Path(run_dir)
+    for path in (p / "run.json", *([p.parent / "run.json"] if p.name == "model" else [])):
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(f"{run_dir}: no run.json; is this a clearbench run directory?")
+
+
+def run_world(run_or_model: str | os.PathLike) -> str | None:
+    """The world fingerprint a model was trained on (from its run.json), or None when it has no run record."""
+    try:
+        return read_run(run_or_model).get("world_fingerprint")
+    except FileNotFoundError:
+        return None
+
+
+def check_model_world(run_or_model: str | os.PathLike, world_fingerprint: str, what: str = "model") -> None:
+    """A model with a run record must have been trained on the world being used (the forget split would
+    name other people otherwise); a model without one (a plain checkpoint) passes."""
+    fp = run_world(run_or_model)
+    if fp and fp != world_fingerprint:
+        raise ValueError(f"{what} {run_or_model} was trained on world {fp[:12]}..., not on this world "
+                         f"({world_fingerprint[:12]}...): pass the matching --world")

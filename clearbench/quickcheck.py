@@ -69,7 +69,7 @@ def quick_check(loaded, world, n: int = 200, forget: str = "forget10", batch_siz
 
 def main(argv: list[str] | None = None) -> int:
     from clearbench.data import open_world
-    from clearbench.stages import model_dir
+    from clearbench.provenance import model_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)

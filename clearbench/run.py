@@ -365,16 +365,16 @@ def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
 def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     from baselines import get_method
     from clearbench.config import deep_merge, UnlearnConfig
-    from clearbench.types import RETAIN_FOR_FORGET, check_name, FORGET_SPLITS
+    from clearbench.types import FORGET_MODALITIES, check_forget_split, check_name, retain_split
     from eval.evaluate import EvalConfig
 
     study = cfg.study
     for forget in study.forget_splits:
-        check_name("forget split", forget, FORGET_SPLITS)
+        check_forget_split(forget)
     for method in study.methods:
         get_method(method)  # unknown names fail now, with a suggestion, not an hour in
     for modality in study.forget_modalities:
-        check_name("forget modality", modality, ("text", "visual", "multimodal"))
+        check_name("forget modality", modality, list(FORGET_MODALITIES))
 
     world_dir, results = out / "world", out / "results"
     stages: list[Stage] = []
@@ -447,7 +447,7 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     gold_names = [f"gold-{_pct(f)}" for f in study.forget_splits]
     for forget in study.forget_splits:
         pct = _pct(forget)
-        gold = finetune_stage(f"gold-{pct}", RETAIN_FOR_FORGET[forget])
+        gold = finetune_stage(f"gold-{pct}", retain_split(forget))
         stages.append(gold)
         gold_eval = eval_stage(f"gold-{pct}", gold, forget, None, gold.key)
         stages.append(gold_eval)

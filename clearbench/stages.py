@@ -19,17 +19,12 @@ import torch
 
 from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
-from clearbench.provenance import device_info, library_versions, model_fingerprint, read_run, write_json_atomic
+from clearbench.provenance import (device_info, library_versions, model_dir, model_fingerprint, read_run,
+                                   write_json_atomic)
 from clearbench.train import ShuffleSampler, TrainResult, example_nll_loss, train
 from clearbench.types import Record
 
 FINETUNE_SPLITS = ("full", "retain99", "retain95", "retain90")
-
-
-def model_dir(run_or_model: str | Path) -> Path:
-    """Accept a stage directory (with model/) or a model directory itself."""
-    p = Path(run_or_model)
-    return p / "model" if (p / "model").is_dir() else p
 
 
 def select_records(world, mixes: list[DataMix], split: str | None = None) -> list[Record]:

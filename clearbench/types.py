@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import re
 from typing import Any, Iterable, Sequence
 
 
@@ -42,10 +43,61 @@ class Task(str, enum.Enum):
 MODALITIES: tuple[str, ...] = tuple(m.value for m in Modality)
 TASKS: tuple[str, ...] = tuple(t.value for t in Task)
 
-# Forget percentages the generator knows, with their retain complements (TOFU/CLEAR naming).
-FORGET_SPLITS: tuple[str, ...] = ("forget01", "forget05", "forget10")
-RETAIN_FOR_FORGET: dict[str, str] = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-HOLDOUT_FOR_FORGET: dict[str, str] = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
+# Forget settings (CLEAR's names) -> the record modalities a forget set of that setting holds.
+FORGET_MODALITIES: dict[str, tuple[str, ...]] = {
+    "text": (Modality.TEXT.value,),
+    "visual": (Modality.IMAGE.value, Modality.JOINT.value),
+    "multimodal": MODALITIES,
+}
+# The forget percentages the default world generates (any 1..99 is valid; a world lists its own).
+DEFAULT_FORGET_PERCENTS: tuple[int, ...] = (1, 5, 10)
+_FORGET_RE = re.compile(r"forget(\d{2})")
+
+
+def forget_split(percent: int) -> str:
+    """1 -> "forget01" (TOFU/CLEAR naming); retain and holdout splits follow from it."""
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 99:
+        raise ValueError(f"forget percentage {percent!r} is not an integer between 1 and 99")
+    return f"forget{percent:02d}"
+
+
+def forget_percent(split: str) -> int:
+    """"forget10" -> 10; anything else is an error naming the form."""
+    m = _FORGET_RE.fullmatch(str(split))
+    if not m or not 1 <= int(m.group(1)) <= 99:
+        raise ValueError(f"{split!r} is not a forget split name (forgetNN, e.g. forget01, forget05, forget10)")
+    return int(m.group(1))
+
+
+def is_forget_split(name: str) -> bool:
+    m = _FORGET_RE.fullmatch(str(name))
+    return bool(m) and 1 <= int(m.group(1)) <= 99
+
+
+def retain_split(forget: str) -> str:
+    """forgetXX -> retainYY with YY = 100 - XX (its complement among the authors)."""
+    return f"retain{100 - forget_percent(forget):02d}"
+
+
+def holdout_split(forget: str) -> str:
+    """forgetXX -> holdoutXX (never-trained authors, as many as forgetXX)."""
+    return f"holdout{forget_percent(forget):02d}"
+
+
+def forget_splits_in(configs: Iterable[str]) -> tuple[str, ...]:
+    """The forget splits among a world's config names, smallest first."""
+    return tuple(sorted((c for c in configs if is_forget_split(c)), key=forget_percent))
+
+
+def check_forget_split(split: str, configs: Iterable[str] | None = None) -> str:
+    """``split`` must be a forgetNN name, and one of ``configs`` (a world's) when they are given."""
+    forget_percent(split)
+    if configs is not None:
+        known = forget_splits_in(configs)
+        if split not in known:
+            raise ValueError(unknown_name_message("forget split", split, known)
+                             + " (this world's forget splits are listed; regenerate it with that percentage)")
+    return split
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,10 +24,8 @@ import numpy as np
 import torch
 
 from clearbench.config import BenchConfig, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
-from clearbench.provenance import model_fingerprint, read_run, write_json_atomic
-from clearbench.types import FORGET_SPLITS, RETAIN_FOR_FORGET, Record, unknown_name_message
-
-MODALITIES = {"text": ["text"], "visual": ["image", "joint"], "multimodal": None}
+from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
+from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
 class UnlearnSampler:
@@ -96,24 +94,10 @@ def _append(path: Path, row: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- validation
-def _world_of(run_or_model: Path) -> str | None:
-    for d in (run_or_model, run_or_model.parent):
-        try:
-            return read_run(d).get("world_fingerprint")
-        except FileNotFoundError:
-            continue
-    return None
-
-
 def _check_model_world(path: Path, world, what: str) -> None:
-    from clearbench.stages import model_dir
-
     if not model_dir(path).is_dir():
         raise FileNotFoundError(f"{what} {path} does not exist: pass a run directory (runs/target) or a model directory")
-    fp = _world_of(Path(path))
-    if fp is not None and fp != world.fingerprint:
-        raise ValueError(f"{what} {path} was trained on world {fp[:12]}..., not on this world "
-                         f"({world.fingerprint[:12]}...): the forget split would name other people; use the matching --world")
+    check_model_world(path, world.fingerprint, what)
 
 
 @dataclasses.dataclass
@@ -154,14 +138,11 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     if not (math.isfinite(train.l1_lambda) and train.l1_lambda >= 0):
         raise ValueError(f"unlearn.train.l1_lambda={train.l1_lambda}: the L1 weight must be a finite number >= 0 "
                          f"(0 turns it off)")
-    forgets = [c for c in world.configs if c in FORGET_SPLITS]
-    if cfg.forget not in forgets:
-        raise ValueError(unknown_name_message("forget split", cfg.forget, forgets or FORGET_SPLITS)
-                         + " (this world's forget splits are listed; regenerate it to get others)")
-    retain_config = RETAIN_FOR_FORGET[cfg.forget]
+    check_forget_split(cfg.forget, world.configs)
+    retain_config = retain_split(cfg.forget)
     if retain_config not in world.configs:
         raise ValueError(f"world {world.path} has {cfg.forget} but no {retain_config}: regenerate the world")
-    forget = world.records(cfg.forget, modalities=MODALITIES[cfg.forget_modality])
+    forget = world.records(cfg.forget, modalities=FORGET_MODALITIES[cfg.forget_modality])
     if not forget:
         raise ValueError(f"forget_modality={cfg.forget_modality!r}: {cfg.forget} of this world has no "
                          f"{'image' if cfg.forget_modality == 'visual' else 'text'} records (a world generated without "
@@ -209,7 +190,7 @@ def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list
         _check_model_world(Path(s.gold_model), world, "gold model")
     heldout: list[Record] = []
     if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text":
-        heldout = world.records(f"{cfg.forget}_perturbed", modalities=MODALITIES[cfg.forget_modality],
+        heldout = world.records(f"{cfg.forget}_perturbed", modalities=FORGET_MODALITIES[cfg.forget_modality],
                                 image_roles=["heldout"])
     if s.source == "heldout" and not heldout:
         raise ValueError(f"unlearn.stop.source=heldout: {cfg.forget}_perturbed has no held-out-image records for "
@@ -225,7 +206,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     from clearbench.models import load_model
     from clearbench.models.common import default_device
     from clearbench.reference import Reference
-    from clearbench.stages import _check_out, _run_record, model_dir, prepare_model, save_model
+    from clearbench.stages import _check_out, _run_record, prepare_model, save_model
     from clearbench.train import get_accelerator, train as train_loop
 
     ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.config import config_hash
-from clearbench.provenance import device_info, model_fingerprint, write_json_atomic
-from clearbench.types import FORGET_SPLITS, HOLDOUT_FOR_FORGET, check_name
+from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
+                                   read_run, write_json_atomic)
+from clearbench.types import check_forget_split, holdout_split
 from eval import outputs
 from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput
-from eval.results import build_result, examples_of, library_versions, load_gold_result, write_result
+from eval.results import build_result, examples_of, load_gold_result, write_result
 
 
 @dataclasses.dataclass
@@ -33,8 +34,8 @@ class EvalConfig:
 
 
 def eval_configs(world, forget: str) -> list[str]:
-    check_name("forget split", forget, FORGET_SPLITS)
-    wanted = [f"{forget}_perturbed", "retain_perturbed", HOLDOUT_FOR_FORGET[forget], "real_faces", "real_world"]
+    check_forget_split(forget)
+    wanted = [f"{forget}_perturbed", "retain_perturbed", holdout_split(forget), "real_faces", "real_world"]
     missing = [c for c in wanted[:2] if c not in world.configs]
     if missing:
         raise ValueError(f"world has no {missing} config(s); it was generated without {forget}: "
@@ -55,10 +56,9 @@ def _parents(model_path: Path) -> list[dict[str, Any]]:
     """The chain of runs this model derives from, read from run.json files (nearest first)."""
     chain, path = [], Path(model_path)
     for _ in range(10):
-        run = path / "run.json"
-        if not run.exists():
+        if not (path / "run.json").is_file():
             break
-        info = json.loads(run.read_text())
+        info = read_run(path)
         chain.append({"path": str(path), "stage": info.get("stage"), "model_fingerprint": info.get("model_fingerprint")})
         parent = info.get("parent")
         if not parent:
@@ -70,26 +70,12 @@ def _parents(model_path: Path) -> list[dict[str, Any]]:
 def _run_summary(model_path: Path) -> dict[str, Any]:
     """``{"run": {method, forget_modality, l1_lambda, lora}}`` for an unlearned model (the leaderboard's
     row label and table), read from its run.json; empty for other models."""
-    run = Path(model_path) / "run.json"
-    if not run.exists():
+    if not (Path(model_path) / "run.json").is_file():
         return {}
-    info = json.loads(run.read_text())
+    info = read_run(model_path)
     if info.get("stage") != "unlearn":
         return {}
     return {"run": {k: info.get(k) for k in ("method", "forget_modality", "l1_lambda", "lora")}}
-
-
-def _check_model_world(model_path: Path, world) -> None:
-    """The model's run.json (in the run dir, or beside a ``model/`` dir) must name this world."""
-    path = Path(model_path)
-    runs = [path / "run.json"] + ([path.parent / "run.json"] if path.name == "model" else [])
-    for run in runs:
-        if run.exists():
-            fp = json.loads(run.read_text()).get("world_fingerprint")
-            if fp and fp != world.fingerprint:
-                raise ValueError(f"model {model_path} was trained on world {fp[:12]}..., not on the world being "
-                                 f"evaluated ({world.fingerprint[:12]}...): pass the matching --world")
-            return
 
 
 def scoring_key(cfg: EvalConfig) -> dict[str, Any]:
@@ -129,12 +115,10 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
     """Score every eval config; returns (examples, expected ids, provenance)."""
     from clearbench.models import load_model
     from clearbench.models.common import default_device
-    from clearbench.stages import model_dir
-
     run_dir = Path(model)
     configs = eval_configs(world, cfg.forget)  # a missing split fails before the model loads
     mdir = model_dir(run_dir)
-    _check_model_world(run_dir, world)
+    check_model_world(run_dir, world.fingerprint)
     loaded = load_model(mdir, device=default_device())  # bf16 on a GPU, fp32 on the CPU
     fingerprint = model_fingerprint(mdir)
     cfg_dict = dataclasses.asdict(cfg)

@@ -8,16 +8,15 @@ PrivLeak were computed against, so any reader can recompute every aggregate
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
 import clearbench
+from clearbench.provenance import write_json_atomic
 from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput, split_of
 from eval.metrics import metric_versions
@@ -44,17 +43,6 @@ ABS_FLOOR = 1e-15
 _UNIT = {"rouge_l", "probability", "probability_raw", "probability_norm", "truth_ratio", "naming_acc",
          "naming_choice_acc", "forget_quality", "forget_quality_js", "model_utility", "real", "retain",
          "forget", "fq"}
-
-
-def library_versions(names: Sequence[str] = (*REQUIRED_LIBRARIES, "numpy", "scipy", "scikit-learn", "rouge-score")) -> dict[str, str | None]:
-    """Installed versions (None when absent), read from package metadata without importing."""
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -105,19 +93,7 @@ def write_result(path: str | os.PathLike, result: dict[str, Any]) -> Path:
     problems = validate(result)
     if problems:
         raise ValueError(f"refusing to write an invalid result to {path}:\n  " + "\n  ".join(problems))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, allow_nan=False, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, result, compact=True)
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:

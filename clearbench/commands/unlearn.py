@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from clearbench.commands._common import add_config_args, load_bench_config, open_world_arg
+from clearbench.types import FORGET_MODALITIES
 
 
 def add_parser(sub) -> None:
@@ -19,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="the target: a run dir (runs/target) or a model dir")
     p.add_argument("--method", help="a baselines method (npo, grad_diff, ...); default: unlearn.method of the preset")
     p.add_argument("--forget", help="forget01 | forget05 | forget10; default: unlearn.forget of the preset")
-    p.add_argument("--forget-modality", choices=["text", "visual", "multimodal"],
+    p.add_argument("--forget-modality", choices=list(FORGET_MODALITIES),
                    help="which forget records are trained on; default: unlearn.forget_modality of the preset")
     p.add_argument("--out", required=True, help="output run directory, e.g. runs/npo-10")
     add_config_args(p)
