@@ -127,6 +127,7 @@ class Record:
     name: str = ""
     group: str = ""
     image_role: str = ""
+    paraphrased_question: str = ""  # the question reworded (paraphrase probes); "" where the world has none
 
     def __post_init__(self) -> None:
         if self.modality != Modality.TEXT and self.image is None:
