@@ -79,7 +79,7 @@ def save_model(model, processor, family, outs: list[Path], train: TrainConfig, p
 
     if adapter_only(train):
         for out in outs:
-            adapter.save(model, processor, out, parent, family.NAME)
+            adapter.save(model, processor, out, parent, family.name)
         return finish_model(model)
     model = finish_model(model)
     for out in outs:

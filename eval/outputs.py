@@ -60,11 +60,6 @@ def read_cache(path: Path | None) -> dict[str, ExampleOutput]:
     return done
 
 
-# Families whose language model takes plain 1-D rotary positions, so several answers can share one
-# prompt in a packed row. Qwen2-VL's M-RoPE positions are derived from the image grid: per-row path.
-PACKED_FAMILIES = ("tiny-llava", "llava")
-
-
 @torch.no_grad()
 def teacher_forced(loaded, items: list[tuple[Record, str]], batch_size: int, stats: bool
                    ) -> list[tuple[list[float], list[float], list[float]]]:
@@ -76,7 +71,7 @@ def teacher_forced(loaded, items: list[tuple[Record, str]], batch_size: int, sta
     prompt and the image are encoded once per record instead of once per answer variant, and
     the vocabulary projection runs on answer positions only. Equal to one forward per item
     (tests check 1e-5)."""
-    base = _packable(loaded.model) if loaded.name in PACKED_FAMILIES else None
+    base = _packable(loaded.model) if loaded.family.packable else None
     if base is not None:
         return _teacher_forced_packed(loaded, base, items, batch_size, stats)
     return _teacher_forced_rows(loaded, items, batch_size, stats)
