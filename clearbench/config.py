@@ -70,6 +70,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         _, vt = typing.get_args(tp) or (Any, Any)
         return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
             try:
@@ -373,7 +377,7 @@ class StudyConfig:
     report: bool = True
     # Replicates: [] runs the study once with the preset's own seeds (OUT/ as above). [s0, s1, ...] runs
     # one full study per seed under OUT/seed-<s>/ with world.seed and every train.seed (pretrain phases,
-    # finetune, unlearn) set to s (clearbench.run.seed_config), and writes OUT/report/: mean ± sd over seeds.
+    # finetune, unlearn) set to s (clearbench.study.seed_config), and writes OUT/report/: mean ± sd over seeds.
     seeds: list[int] = dataclasses.field(default_factory=list)
 
 

@@ -275,7 +275,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
                         chunk = augment_records(chunk, seed=cfg.seed, step=step)
                     batches = {k: _to_device(family.collate(processor, recs, max_length=cfg.max_length or None), acc.device)
                                for k, recs in chunk.items() if recs}
-                    loss, logs = loss_fn(wrapped, batches, info)
+                    loss, logs = loss_fn(wrapped, batches, step=info)
                     if cfg.l1_lambda > 0:
                         penalty = l1_penalty(acc.unwrap_model(wrapped), initial_state)
                         loss = loss + cfg.l1_lambda * penalty

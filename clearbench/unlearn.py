@@ -13,18 +13,24 @@ in-loop evaluation is on. Checkpoint selection is declared in ``unlearn.stop`` (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from clearbench import stages
 from clearbench.config import BenchConfig, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
+from clearbench.models import load_model
+from clearbench.models.common import default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
+from clearbench.reference import Reference
+from clearbench.train import get_accelerator, train as train_loop
 from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
@@ -115,6 +121,7 @@ class Plan:
     refusals: list[str]
     stop_records: list[Record]
     stop_source: str
+    gold_model: Path | None  # the gold model whose level is the stop threshold ("gold"), when a rule reads one
 
 
 def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
@@ -172,8 +179,10 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     stop_records, stop_source = _stop_records(cfg, world, forget)
     if cfg.eval_every < 0 or cfg.curve_n < 1:
         raise ValueError("unlearn.eval_every must be >= 0 (0: off) and unlearn.curve_n >= 1")
+    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
+    gold = Path(cfg.stop.gold_model) if cfg.stop.threshold == "gold" and stop_records else None
     return Plan(method, method_cfg, kinds, needs_ref, train, forget, retain, retain_config, refusals,
-                stop_records, stop_source)
+                stop_records, stop_source, gold)
 
 
 def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list[Record], str]:
@@ -203,16 +212,39 @@ def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list
 def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *, resume: bool = False,
             overwrite: bool = False, stop_at_step: int | None = None) -> Path:
     """Run ``cfg.unlearn.method`` on ``cfg.unlearn.forget`` of ``target``; returns the run directory."""
-    from clearbench.models import load_model
-    from clearbench.models.common import default_device
-    from clearbench.reference import Reference
-    from clearbench.stages import _check_out, _run_record, prepare_model, save_model
-    from clearbench.train import get_accelerator, train as train_loop
+    world, target, out_dir = stages.as_world(world), Path(target), Path(out_dir)
+    p = plan(cfg.unlearn, world, target)
+    _open_run_dir(cfg, p, target, out_dir, resume, overwrite)
+    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
+    loaded = load_model(model_dir(target), family=family_name)
+    threshold = _threshold(cfg.unlearn, p, family_name)
+    t0 = time.time()
+    acc = get_accelerator(p.train.mixed_precision)
+    model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
+    monitor = _Monitor(functools.partial(answer_probability, model, loaded.processor, loaded.family), cfg.unlearn, p,
+                       out_dir, acc.is_main_process)  # every process evaluates (same stop decision); one writes
+    ckpt = out_dir / "checkpoints" / "last" / "state.json"
+    monitor.start(world, json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0, threshold)
+    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
+                             cfg.unlearn.random_k)
+    loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
+    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train, out_dir, resume=resume,
+                        desc=f"unlearn {cfg.unlearn.method}", initial_state=None if p.train.lora.enabled else initial,
+                        on_step=monitor.on_step, stop_at_step=stop_at_step)
+    if hasattr(p.method, "on_train_end"):
+        p.method.on_train_end(model, initial, p.method_cfg)
+    if not acc.is_main_process:
+        return out_dir
+    stages.save_model(model, loaded.processor, loaded.family, [out_dir / "model"], p.train, model_dir(target))
+    info = _run_info(cfg.unlearn, p, loaded.name, target, out_dir) | {
+        "reference": ref.kind if ref else None, "steps": result.steps, "train": dataclasses.asdict(result),
+        "stop": monitor.summary(result.steps), "seconds": time.time() - t0}
+    write_json_atomic(out_dir / "run.json", stages._run_record("unlearn", cfg, world, info))
+    return out_dir
 
-    ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)
-    p = plan(ucfg, world, target)
-    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
-    gold_dir = Path(ucfg.stop.gold_model) if ucfg.stop.threshold == "gold" and p.stop_records else None
+
+def _open_run_dir(cfg: BenchConfig, p: Plan, target: Path, out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to resume a finished run or one with another config; write the resolved config."""
     if resume and (out_dir / "run.json").exists():
         raise FileExistsError(f"{out_dir} is a finished run (run.json exists); pass --overwrite to run it again")
     config = to_dict(cfg) | {"target": str(target), "resolved": {"train": to_dict(p.train),
@@ -220,98 +252,106 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     if resume and (out_dir / "config.json").exists() and json.loads((out_dir / "config.json").read_text()) != config:
         raise ValueError(f"--resume: the config differs from the interrupted run's {out_dir}/config.json; "
                          f"resume with the same preset and overrides, or pass --overwrite")
-    _check_out(out_dir, resume, overwrite)
+    stages._check_out(out_dir, resume, overwrite)
     write_json_atomic(out_dir / "config.json", config)
 
-    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
-    loaded = load_model(model_dir(target), family=family_name)
-    model, processor, family = loaded.model, loaded.processor, loaded.family
-    threshold = float(ucfg.stop.threshold) if p.stop_records and not gold_dir else math.nan
-    if gold_dir:  # the gold model's level on the same records, computed once
-        gold = load_model(model_dir(gold_dir), family=family_name, device=default_device())
-        threshold = answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
-        del gold
-    t0 = time.time()
-    acc = get_accelerator(p.train.mixed_precision)
-    main = acc.is_main_process  # every process evaluates (same stop decision); one writes
-    model.train().to(acc.device)  # before a reference copy is taken
+
+def _threshold(ucfg: UnlearnConfig, p: Plan, family_name: str | None) -> float:
+    """The early-stopping threshold: the configured number, or the gold model's level on the same records
+    (computed once); NaN when no rule reads one."""
+    if not p.stop_records:
+        return math.nan
+    if p.gold_model is None:
+        return float(ucfg.stop.threshold)
+    gold = load_model(model_dir(p.gold_model), family=family_name, device=default_device())
+    return answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
+
+
+def _prepare(model, p: Plan, reference: str):
+    """The model to train (LoRA, freezing), the reference the method compares with, and theta0 when the
+    method's ``on_train_end`` or the full-parameter L1 penalty reads it."""
     lora = p.train.lora.enabled
-    ref = Reference(model) if p.needs_ref and lora and ucfg.reference == "copy" else None  # copy of the target
+    ref = Reference(model) if p.needs_ref and lora and reference == "copy" else None  # a copy of the target
     torch.manual_seed(p.train.seed)  # LoRA A is drawn from the global RNG: same adapters in every attempt
-    model = prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
+    model = stages.prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
     if p.needs_ref and ref is None:
         ref = Reference(model)  # LoRA: the same network, adapters disabled; full-parameter: a frozen copy
     needs_init = hasattr(p.method, "on_train_end") or (p.train.l1_lambda > 0 and not lora)
     initial = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad} if needs_init else None
+    return model, ref, initial
 
-    ckpt = out_dir / "checkpoints" / "last" / "state.json"
-    done = json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0
-    stop_rows = _jsonl_resume(out_dir / "stop.jsonl", done > 0, done) if p.stop_records else []
-    curve_views = _curve_views(world, ucfg) if ucfg.eval_every else {}
-    if curve_views:
-        _jsonl_resume(out_dir / "curve.jsonl", done > 0, done)
-    state: dict[str, Any] = {"chosen": None}
 
-    def criterion(step: int) -> bool:
-        value = answer_probability(model, processor, family, p.stop_records)
-        row = {"step": step, "forget_prob": value, "below": value < threshold}
-        stop_rows.append(row)
-        if main:
-            _append(out_dir / "stop.jsonl", row)
+def _run_info(ucfg: UnlearnConfig, p: Plan, family: str, target: Path, out_dir: Path) -> dict[str, Any]:
+    mcfg = dataclasses.asdict(p.method_cfg)
+    return {
+        "family": family, "method": ucfg.method, "method_config": mcfg, "method_config_hash": config_hash(mcfg),
+        "clear_recipe": ucfg.clear_recipe, "batch_kinds": list(p.kinds), "forget": ucfg.forget,
+        "forget_modality": ucfg.forget_modality, "retain": p.retain_config,
+        "records": {"forget": len(p.forget), "retain": len(p.retain)},
+        "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
+        "model_fingerprint": model_fingerprint(out_dir / "model"), "lr": p.train.lr, "l1_lambda": p.train.l1_lambda,
+        "lora": p.train.lora.enabled,
+    }
+
+
+class _Monitor:
+    """In-loop answer probabilities of the model being trained: the early-stopping criterion (``stop.jsonl``)
+    and the curve (``curve.jsonl``); ``score(records)`` computes one."""
+
+    def __init__(self, score: Callable[[list[Record]], float], ucfg: UnlearnConfig, p: Plan, out_dir: Path,
+                 write: bool):
+        self.score, self.cfg, self.records, self.out_dir, self.write = score, ucfg, p.stop_records, out_dir, write
+        self.source, self.gold_model = p.stop_source, p.gold_model
+        self.rows: list[dict] = []
+        self.views: dict[str, list[Record]] = {}
+        self.threshold, self.chosen = math.nan, None
+
+    def start(self, world, done: int, threshold: float) -> None:
+        """Keep the rows of an interrupted attempt up to step ``done``; at step 0 record the starting point."""
+        self.threshold = threshold
+        if self.records:
+            self.rows = _jsonl_resume(self.out_dir / "stop.jsonl", done > 0, done)
+        self.views = _curve_views(world, self.cfg) if self.cfg.eval_every else {}
+        if self.views:
+            _jsonl_resume(self.out_dir / "curve.jsonl", done > 0, done)
+        if done == 0:
+            if self.records:
+                self.criterion(0)
+            if self.views:
+                self.curve(0)
+
+    def criterion(self, step: int) -> bool:
+        value = self.score(self.records)
+        row = {"step": step, "forget_prob": value, "below": value < self.threshold}
+        self.rows.append(row)
+        if self.write:
+            _append(self.out_dir / "stop.jsonl", row)
         return row["below"]
 
-    def curve(step: int) -> None:
-        row = {"step": step} | {k: answer_probability(model, processor, family, recs) for k, recs in curve_views.items()}
-        if main:
-            _append(out_dir / "curve.jsonl", row)
+    def curve(self, step: int) -> None:
+        row = {"step": step} | {k: self.score(recs) for k, recs in self.views.items()}
+        if self.write:
+            _append(self.out_dir / "curve.jsonl", row)
 
-    if done == 0:  # the starting point, for the record
-        if p.stop_records:
-            criterion(0)
-        if curve_views:
-            curve(0)
-
-    def on_step(step: int, logs: dict) -> bool:
+    def on_step(self, step: int, logs: dict) -> bool:
+        """train()'s callback: True stops training at this step (the rule triggered)."""
         stop = False
-        if p.stop_records and step % ucfg.stop.every == 0 and criterion(step):
-            state["chosen"], stop = step, True
-        if curve_views and step % ucfg.eval_every == 0:
-            curve(step)
+        if self.records and step % self.cfg.stop.every == 0 and self.criterion(step):
+            self.chosen, stop = step, True
+        if self.views and step % self.cfg.eval_every == 0:
+            self.curve(step)
         return stop
 
-    method, mcfg = p.method, p.method_cfg
-
-    def loss_fn(m, batches, step):
-        return method.loss(m, batches, ref, mcfg, step)
-
-    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals, ucfg.random_k)
-    result = train_loop(model, processor, family, sampler, loss_fn, p.train, out_dir, resume=resume,
-                        desc=f"unlearn {ucfg.method}", initial_state=None if lora else initial, on_step=on_step,
-                        stop_at_step=stop_at_step)
-    if hasattr(method, "on_train_end"):
-        method.on_train_end(model, initial, mcfg)
-    final = out_dir / "model"
-    if not main:
-        return out_dir
-    model = save_model(model, processor, family, [final], p.train, model_dir(target))  # adapter-only or merged
-    stop = {"rule": ucfg.stop.rule}
-    if p.stop_records:
-        stop |= {"every": ucfg.stop.every, "n": len(p.stop_records), "source": p.stop_source,
-                 "threshold": ucfg.stop.threshold, "threshold_value": threshold,
-                 "gold_model": str(gold_dir) if gold_dir else None, "triggered": state["chosen"] is not None,
-                 "criterion": stop_rows}
-    stop["chosen_step"] = state["chosen"] if state["chosen"] is not None else result.steps
-    write_json_atomic(out_dir / "run.json", _run_record("unlearn", cfg, world, {
-        "family": loaded.name, "method": ucfg.method, "method_config": dataclasses.asdict(mcfg),
-        "method_config_hash": config_hash(dataclasses.asdict(mcfg)), "clear_recipe": ucfg.clear_recipe,
-        "batch_kinds": list(p.kinds), "forget": ucfg.forget, "forget_modality": ucfg.forget_modality,
-        "retain": p.retain_config, "records": {"forget": len(p.forget), "retain": len(p.retain)},
-        "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
-        "model_fingerprint": model_fingerprint(final), "reference": ref.kind if ref else None,
-        "lr": p.train.lr, "l1_lambda": p.train.l1_lambda, "lora": lora, "steps": result.steps,
-        "train": dataclasses.asdict(result), "stop": stop, "seconds": time.time() - t0,
-    }))
-    return out_dir
+    def summary(self, steps: int) -> dict[str, Any]:
+        """run.json's ``stop``: the rule, its criterion rows and the step chosen (the last one without a trigger)."""
+        s = self.cfg.stop
+        out: dict[str, Any] = {"rule": s.rule}
+        if self.records:
+            out |= {"every": s.every, "n": len(self.records), "source": self.source, "threshold": s.threshold,
+                    "threshold_value": self.threshold, "gold_model": str(self.gold_model) if self.gold_model else None,
+                    "triggered": self.chosen is not None, "criterion": self.rows}
+        out["chosen_step"] = self.chosen if self.chosen is not None else steps
+        return out
 
 
 def _curve_views(world, cfg: UnlearnConfig) -> dict[str, list[Record]]:

@@ -31,7 +31,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -125,7 +125,7 @@ def train_vision_attributes(model, processor, records: Sequence[Record], cfg: Tr
     def loss(logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[idx])
 
-    return _train_tower(model, processor, records, cfg, out_dir, desc, len(vocab), loss)
+    return _train_tower(model, processor, records, cfg, out_dir, desc, (len(vocab), loss))
 
 
 def train_vision_answers(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path,
@@ -137,7 +137,7 @@ def train_vision_answers(model, processor, records: Sequence[Record], cfg: Train
     def loss(logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits.masked_fill(~mask[idx], float("-inf")), y[idx])
 
-    return _train_tower(model, processor, records, cfg, out_dir, desc, len(classes), loss)
+    return _train_tower(model, processor, records, cfg, out_dir, desc, (len(classes), loss))
 
 
 def train_vision_multitask(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path,
@@ -170,12 +170,14 @@ def train_vision_multitask(model, processor, records: Sequence[Record], cfg: Tra
                 logits[~f, n_attr:].masked_fill(~mask[r[~f]], float("-inf")), y[r[~f]])
         return total
 
-    return _train_tower(model, processor, records, cfg, out_dir, desc, n_attr + len(classes), loss)
+    return _train_tower(model, processor, records, cfg, out_dir, desc, (n_attr + len(classes), loss))
 
 
 def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, out_dir: Path, desc: str,
-                 n_out: int, loss_fn) -> TrainResult:
-    """The vision tower plus a throw-away linear head on its pooled features, trained on ``loss_fn``."""
+                 objective: tuple[int, Callable[[torch.Tensor, np.ndarray], torch.Tensor]]) -> TrainResult:
+    """The vision tower plus a throw-away linear head on its pooled features, trained on ``objective``:
+    (the head's width, the loss of its logits (B, n_out) given the batch's record indices)."""
+    n_out, loss_fn = objective
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tower = _vision_tower(model)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from clearbench.config import PRESET_DIR, BenchConfig, ConfigError, TrainConfig, load_config, load_yaml, preset_path
 from clearbench.provenance import ADAPTER_MARKER, local_model_dir, model_fingerprint
-from clearbench.run import build_study, run_study
+from clearbench.executor import run_study
+from clearbench.study import build_study
 
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 GPU_PRESETS = {"llava-1.5-7b": ("llava", "llava-hf/llava-1.5-7b-hf"), "qwen2-vl-2b": ("qwen2-vl", "Qwen/Qwen2-VL-2B-Instruct")}
@@ -34,7 +34,7 @@ def test_every_preset_loads_and_builds_its_study(preset, tmp_path):
 
 def test_an_unknown_key_in_a_preset_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"inherit: llava-1.5-7b\nunlearn:\n  train:\n    lora: {{rank: 8}}\n")
+    bad.write_text("inherit: llava-1.5-7b\nunlearn:\n  train:\n    lora: {rank: 8}\n")
     with pytest.raises(ConfigError, match="unlearn.train.lora.rank"):
         load_config(BenchConfig, str(bad))
 

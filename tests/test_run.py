@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from clearbench.config import BenchConfig, load_config, to_dict
-from clearbench.run import StageFailed, build_study, run_study, seed_config
+from clearbench.executor import StageFailed, run_study
+from clearbench.study import build_study, seed_config
 
 OVERRIDES = ["study.methods=[grad_ascent]"]
 
@@ -343,7 +344,7 @@ def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
 
 
 def test_phase_objective_counts_in_stage_keys_only_when_not_the_default(tmp_path):
-    from clearbench.run import stage_key
+    from clearbench.study import stage_key
 
     cfg = load_config(BenchConfig, "tiny-smoke")  # its phases all use the default objective
     d = to_dict(cfg.pretrain)
