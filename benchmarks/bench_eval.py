@@ -125,7 +125,7 @@ def main() -> None:
         outputs.teacher_forced = timed("teacher_forced", outputs.teacher_forced)
         outputs.generate = timed("generate", outputs.generate)
         t0 = time.perf_counter()
-        suite = {c: outputs.score(loaded, recs, c, batch_size=args.batch_size, progress=False)
+        suite = {c: outputs.score(loaded, recs, c, batch_size=args.batch_size, run=outputs.ScoreRun(progress=False))
                  for c, recs in records.items()}
         t_suite = time.perf_counter() - t0
         gen_tokens = sum(len(loaded.processor.tokenizer(e.generation, add_special_tokens=False)["input_ids"])
