@@ -207,7 +207,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     from clearbench.models.common import default_device
     from clearbench.reference import Reference
     from clearbench.stages import _check_out, _run_record, prepare_model, save_model
-    from clearbench.train import get_accelerator, train as train_loop
+    from clearbench.train import TrainRun, get_accelerator, train as train_loop
 
     ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)
     p = plan(ucfg, world, target)
@@ -241,7 +241,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     model = prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
     if p.needs_ref and ref is None:
         ref = Reference(model)  # LoRA: the same network, adapters disabled; full-parameter: a frozen copy
-    needs_init = hasattr(p.method, "on_train_end") or (p.train.l1_lambda > 0 and not lora)
+    needs_init = hasattr(p.method, "on_train_end")
     initial = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad} if needs_init else None
 
     ckpt = out_dir / "checkpoints" / "last" / "state.json"
@@ -285,9 +285,9 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
         return method.loss(m, batches, ref, mcfg, step)
 
     sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals, ucfg.random_k)
-    result = train_loop(model, processor, family, sampler, loss_fn, p.train, out_dir, resume=resume,
-                        desc=f"unlearn {ucfg.method}", initial_state=None if lora else initial, on_step=on_step,
-                        stop_at_step=stop_at_step)
+    result = train_loop(model, processor, family, sampler, loss_fn, p.train,
+                        TrainRun(out_dir, resume=resume, desc=f"unlearn {ucfg.method}", on_step=on_step,
+                                 stop_at_step=stop_at_step))
     if hasattr(method, "on_train_end"):
         method.on_train_end(model, initial, mcfg)
     final = out_dir / "model"

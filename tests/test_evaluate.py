@@ -17,7 +17,7 @@ from clearbench.config import TrainConfig
 from clearbench.lora import set_trainable
 from clearbench.models import load_model, tiny_llava
 from clearbench.provenance import model_fingerprint, write_json_atomic
-from clearbench.train import ShuffleSampler, example_nll_loss, train
+from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
 from eval import outputs
 from eval.aggregate import MissingGoldError
 from eval.evaluate import EvalConfig, eval_configs, evaluate, merge, write_shard
@@ -48,7 +48,7 @@ def _build_models(world_path: str, root: str) -> dict[str, Path]:
         set_trainable(model, cfg)
         records = world.records(split, image_roles=["train", ""])
         train(model, loaded.processor, loaded.family, ShuffleSampler(records, cfg.batch_size, seed=0),
-              example_nll_loss, cfg, root_p / name / "train", desc=name)
+              example_nll_loss, cfg, TrainRun(root_p / name / "train", desc=name))
         run = root_p / name
         tiny_llava.save(model.eval(), loaded.processor, run / "model", SHAPE)
         write_json_atomic(run / "run.json", {
