@@ -100,16 +100,27 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     model.config.use_cache = False
 
 
-def l1_penalty(model: nn.Module, initial: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """sum |w| over trainable LoRA weights; without LoRA, sum |theta - theta0| (``initial``)."""
+def l1_anchor(model: nn.Module) -> dict[str, torch.Tensor]:
+    """theta0 for ``l1_penalty``: a copy of every trainable parameter except LoRA's adapter weights (the
+    projector's ``modules_to_save`` copy in a LoRA run, every trainable parameter in a full-parameter run)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+
+
+def l1_penalty(model: nn.Module, anchor: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """L1 over every trainable parameter: sum |w| over LoRA adapter weights (CLEAR's L1 on LoRA; they start
+    at or near 0) plus sum |theta - theta0| over every other trainable parameter (theta0 from ``l1_anchor``
+    at the start of training), so a run has the same trainable parameters with and without L1."""
     terms = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if "lora_" in name:
             terms.append(param.abs().sum())
-        elif initial is not None and name in initial:
-            terms.append((param - initial[name]).abs().sum())
+        elif anchor is not None and name in anchor:
+            terms.append((param - anchor[name]).abs().sum())
+        else:
+            raise ValueError(f"L1 penalty: trainable parameter {name!r} has no starting value (theta0); take "
+                             f"l1_anchor(model) after the trainable parameters are set")
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()

@@ -22,7 +22,7 @@ from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, co
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
 from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
                                    write_json_atomic)
-from clearbench.train import ShuffleSampler, TrainResult, example_nll_loss, train
+from clearbench.train import ShuffleSampler, TrainResult, TrainRun, example_nll_loss, train
 from clearbench.types import Record, check_name
 
 FINETUNE_SPLITS = ("full", "retain99", "retain95", "retain90")
@@ -93,8 +93,8 @@ def run_phase(model, processor, family, records: list[Record], phase: PhaseConfi
     model = prepare_model(model, phase)
     sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed,
                              group_by_length=phase.train.group_by_length)
-    result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
-                   resume=resume, desc=phase.name)
+    result = train(model, processor, family, sampler, example_nll_loss, phase.train,
+                   TrainRun(out_dir, resume=resume, desc=phase.name))
     return model, result
 
 

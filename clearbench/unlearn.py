@@ -30,7 +30,7 @@ from clearbench.models import load_model
 from clearbench.models.common import default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
-from clearbench.train import get_accelerator, train as train_loop
+from clearbench.train import TrainRun, get_accelerator, train as train_loop
 from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
@@ -228,9 +228,9 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
                              cfg.unlearn.random_k)
     loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
-    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train, out_dir, resume=resume,
-                        desc=f"unlearn {cfg.unlearn.method}", initial_state=None if p.train.lora.enabled else initial,
-                        on_step=monitor.on_step, stop_at_step=stop_at_step)
+    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train,
+                        TrainRun(out_dir, resume=resume, desc=f"unlearn {cfg.unlearn.method}", on_step=monitor.on_step,
+                                 stop_at_step=stop_at_step))
     if hasattr(p.method, "on_train_end"):
         p.method.on_train_end(model, initial, p.method_cfg)
     if not acc.is_main_process:
@@ -276,7 +276,7 @@ def _prepare(model, p: Plan, reference: str):
     model = stages.prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
     if p.needs_ref and ref is None:
         ref = Reference(model)  # LoRA: the same network, adapters disabled; full-parameter: a frozen copy
-    needs_init = hasattr(p.method, "on_train_end") or (p.train.l1_lambda > 0 and not lora)
+    needs_init = hasattr(p.method, "on_train_end")
     initial = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad} if needs_init else None
     return model, ref, initial
 

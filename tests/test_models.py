@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from clearbench.models import FAMILIES, Family, Loaded, detect_family, generate, get_family, load_model
 from clearbench.models.common import MARKER_FILE
@@ -225,3 +225,29 @@ def test_a_new_family_is_one_module_and_one_registry_line(fake_family, tmp_path)
     model.add_module("extra", torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="'extra.weight' lies in no part of model family 'fake-idefics3'"):
         set_trainable(model, TrainConfig())
+
+
+def test_missing_or_unexpected_weights_fail_the_load(family_checkpoints, tmp_path):
+    """transformers would fill a missing weight with random values and ignore an unexpected one."""
+    src = family_checkpoints["tiny-llava"]
+    weights = load_file(src / "model.safetensors")
+    head = next(k for k in weights if k.endswith("lm_head.weight"))  # saved under the checkpoint's legacy name
+    for case, edit in {"missing": lambda w: w.pop(head),
+                       "unexpected": lambda w: w.__setitem__("extra.weight", torch.zeros(2))}.items():
+        bad = tmp_path / case
+        shutil.copytree(src, bad)
+        changed = dict(weights)
+        edit(changed)
+        save_file(changed, bad / "model.safetensors", metadata={"format": "pt"})
+        key = "lm_head.weight" if case == "missing" else "extra.weight"
+        with pytest.raises(ValueError, match=rf"weights do not match LlavaForConditionalGeneration .*1 {case} \({key}\)"):
+            load_model(bad)
+
+
+def test_a_marker_on_another_familys_config_is_an_error(family_checkpoints, tmp_path):
+    """The tiny marker on a Qwen2-VL checkpoint loaded it as a LLaVA with a random lm_head."""
+    bad = tmp_path / "bad"
+    shutil.copytree(family_checkpoints["qwen2-vl"], bad)
+    shutil.copy(family_checkpoints["tiny-llava"] / MARKER_FILE, bad / MARKER_FILE)
+    with pytest.raises(ValueError, match="names model family 'tiny-llava' .* config.json has model_type 'qwen2_vl'"):
+        load_model(bad)

@@ -52,13 +52,17 @@ def detect_family(path: str | os.PathLike) -> str:
     path = adapter.root_of(path)
     p = Path(path)
     if p.is_dir():
-        if (p / MARKER_FILE).is_file():
-            return get_family(json.loads((p / MARKER_FILE).read_text())["clearbench_family"]).name
         config = p / "config.json"
         if not config.is_file():
             found = sorted(x.name for x in p.iterdir())
             raise ValueError(f"{p}: no config.json, not a model checkpoint. Found: {found or 'nothing'}")
         model_type = json.loads(config.read_text()).get("model_type")
+        if (p / MARKER_FILE).is_file():
+            family = get_family(json.loads((p / MARKER_FILE).read_text())["clearbench_family"])
+            if model_type not in family.model_types:
+                raise ValueError(f"{p}: {MARKER_FILE} names model family {family.name!r} (model_type "
+                                 f"{' or '.join(family.model_types)}) but config.json has model_type {model_type!r}")
+            return family.name
     elif p.exists() or str(path).startswith((".", "/", "~")):
         raise ValueError(f"{path}: not a checkpoint directory")
     else:  # a hub id: resolved by transformers (fails fast with HF_HUB_OFFLINE=1 when not cached)

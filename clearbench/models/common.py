@@ -294,8 +294,18 @@ def unwrap(model: Any) -> Any:
 
 
 def from_pretrained(model_class: Any, path: str | os.PathLike, dtype: torch.dtype) -> Any:
-    """``model_class.from_pretrained`` from safetensors."""
-    return model_class.from_pretrained(str(path), dtype=dtype, use_safetensors=True)
+    """``model_class.from_pretrained`` from safetensors, every weight of the model found in the checkpoint and
+    every checkpoint weight used: transformers would fill a missing one (an ``lm_head``) with random values."""
+    model, info = model_class.from_pretrained(str(path), dtype=dtype, use_safetensors=True, output_loading_info=True)
+    problems = [f"{len(keys)} {what} ({', '.join(sorted(map(str, keys))[:3])}{', ...' if len(keys) > 3 else ''})"
+                for what, keys in (("missing", info.get("missing_keys") or ()),
+                                   ("unexpected", info.get("unexpected_keys") or ()),
+                                   ("of another shape", info.get("mismatched_keys") or ())) if keys]
+    if problems:
+        raise ValueError(f"{path}: the checkpoint's weights do not match {model_class.__name__} "
+                         f"(model_type {model.config.model_type!r}): {'; '.join(problems)}; "
+                         f"it is incomplete or belongs to another model family")
+    return model
 
 
 def save_pretrained(model: Any, processor: Any, out_dir: str | os.PathLike, marker: dict | None = None) -> Path:
