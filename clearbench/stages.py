@@ -107,7 +107,8 @@ def as_world(world):
     return world
 
 
-def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+def check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """A stage's output directory, created: a non-empty one needs ``resume`` (continue it) or ``overwrite`` (emptied)."""
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise FileExistsError(f"{out_dir} exists and is not empty; pass --resume to continue it "
                               f"or --overwrite to start again")
@@ -116,7 +117,8 @@ def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> dict[str, Any]:
+def run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> dict[str, Any]:
+    """The fields every stage's ``run.json`` holds (config hash, world, libraries, device), plus ``extra``."""
     return {
         "stage": stage,
         "config_hash": config_hash(cfg),
@@ -141,7 +143,7 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
             raise ValueError(f"pretrain phase {phase.name!r}: save_merged: false (adapter-only) is for finetune and "
                              f"unlearn; pretrain builds the base, which is saved whole: set save_merged: true")
     world, out_dir = as_world(world), Path(out_dir)
-    _check_out(out_dir, resume, overwrite)
+    check_out(out_dir, resume, overwrite)
     write_json_atomic(out_dir / "config.json", to_dict(cfg))
     family = get_family("tiny-llava")
     tiny_cfg = tiny_llava.TinyConfig(**cfg.model.tiny)
@@ -177,7 +179,7 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
         phases_done.append(info)
     final = out_dir / "model"
     tiny_llava.save(model, processor, final, tiny_cfg)
-    write_json_atomic(out_dir / "run.json", _run_record("pretrain", cfg, world, {
+    write_json_atomic(out_dir / "run.json", run_record("pretrain", cfg, world, {
         "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
         "phases": phases_done, "seconds": time.time() - t0,
     }))
@@ -196,7 +198,7 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
             raise ValueError(f"finetune phase {phase.name!r}: objective {phase.objective!r} is for pretrain phases; "
                              f"finetuning trains the answers (objective: lm)")
     world, out_dir = as_world(world), Path(out_dir)
-    _check_out(out_dir, resume, overwrite)
+    check_out(out_dir, resume, overwrite)
     write_json_atomic(out_dir / "config.json", to_dict(cfg) | {"split": split, "parent": str(parent)})
     parent_dir = model_dir(parent)
     check_model_world(parent, world.fingerprint, "parent model")
@@ -207,7 +209,7 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
                                             seconds=sum(r["seconds"] for r in results),
                                             resumed_from=results[0]["resumed_from"]))
-    write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
+    write_json_atomic(out_dir / "run.json", run_record("finetune", cfg, world, {
         "family": loaded.name, "split": split, "records": n_records,
         "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
         "model_fingerprint": model_fingerprint(out_dir / "model"), "warmup_steps": results[-1]["warmup_steps"],

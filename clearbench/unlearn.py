@@ -67,6 +67,7 @@ class UnlearnSampler:
 # ------------------------------------------------------------------------------------- criterion
 def answer_probability(model, processor, family, records: Sequence[Record], batch_size: int = 32) -> float:
     """Mean over records of exp(mean token log p(answer)) (TOFU's Prob.), teacher-forced, eval mode."""
+    # TODO(lead, at merge of families): use clearbench.scoring.answer_probability (no eval import in unlearn)
     from clearbench.models.common import Loaded
     from eval.metrics.probability import probability
     from eval.outputs import teacher_forced
@@ -100,7 +101,7 @@ def _append(path: Path, row: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- validation
-def _check_model_world(path: Path, world, what: str) -> None:
+def _require_model(path: Path, world, what: str) -> None:
     if not model_dir(path).is_dir():
         raise FileNotFoundError(f"{what} {path} does not exist: pass a run directory (runs/target) or a model directory")
     check_model_world(path, world.fingerprint, what)
@@ -175,7 +176,7 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
         train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * max(1, len(forget) // train.batch_size)))
     if cfg.random_k < 1:
         raise ValueError(f"unlearn.random_k={cfg.random_k} must be >= 1")
-    _check_model_world(target, world, "target model")
+    _require_model(target, world, "target model")
     stop_records, stop_source = _stop_records(cfg, world, forget)
     if cfg.eval_every < 0 or cfg.curve_n < 1:
         raise ValueError("unlearn.eval_every must be >= 0 (0: off) and unlearn.curve_n >= 1")
@@ -196,7 +197,7 @@ def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list
             raise ValueError(f"unlearn.stop.threshold={s.threshold!r}: a probability in [0, 1] or 'gold'")
         if not s.gold_model:
             raise ValueError("unlearn.stop.threshold=gold needs unlearn.stop.gold_model (e.g. runs/gold-10)")
-        _check_model_world(Path(s.gold_model), world, "gold model")
+        _require_model(Path(s.gold_model), world, "gold model")
     heldout: list[Record] = []
     if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text":
         heldout = world.records(f"{cfg.forget}_perturbed", modalities=FORGET_MODALITIES[cfg.forget_modality],
@@ -239,7 +240,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     info = _run_info(cfg.unlearn, p, loaded.name, target, out_dir) | {
         "reference": ref.kind if ref else None, "steps": result.steps, "train": dataclasses.asdict(result),
         "stop": monitor.summary(result.steps), "seconds": time.time() - t0}
-    write_json_atomic(out_dir / "run.json", stages._run_record("unlearn", cfg, world, info))
+    write_json_atomic(out_dir / "run.json", stages.run_record("unlearn", cfg, world, info))
     return out_dir
 
 
@@ -252,7 +253,7 @@ def _open_run_dir(cfg: BenchConfig, p: Plan, target: Path, out_dir: Path, resume
     if resume and (out_dir / "config.json").exists() and json.loads((out_dir / "config.json").read_text()) != config:
         raise ValueError(f"--resume: the config differs from the interrupted run's {out_dir}/config.json; "
                          f"resume with the same preset and overrides, or pass --overwrite")
-    stages._check_out(out_dir, resume, overwrite)
+    stages.check_out(out_dir, resume, overwrite)
     write_json_atomic(out_dir / "config.json", config)
 
 
