@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from clearbench import stages
+from clearbench import scoring, stages
 from clearbench.config import BenchConfig, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
 from clearbench.models import load_model
-from clearbench.models.common import default_device
+from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
 from clearbench.train import TrainRun, get_accelerator, train as train_loop
@@ -67,18 +67,7 @@ class UnlearnSampler:
 # ------------------------------------------------------------------------------------- criterion
 def answer_probability(model, processor, family, records: Sequence[Record], batch_size: int = 32) -> float:
     """Mean over records of exp(mean token log p(answer)) (TOFU's Prob.), teacher-forced, eval mode."""
-    # TODO(lead, at merge of families): use clearbench.scoring.answer_probability (no eval import in unlearn)
-    from clearbench.models.common import Loaded
-    from eval.metrics.probability import probability
-    from eval.outputs import teacher_forced
-
-    was_training = model.training
-    model.eval()
-    try:
-        out = teacher_forced(Loaded(model, processor, family), [(r, r.answer) for r in records], batch_size, stats=False)
-    finally:
-        model.train(was_training)
-    return float(np.mean([probability(lp) for lp, _, _ in out]))
+    return scoring.answer_probability(Loaded(model, processor, family), records, batch_size)
 
 
 def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
