@@ -22,10 +22,13 @@ from typing import Any, Callable
 from baselines import get_method
 from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
+from clearbench.models import FAMILIES
+from clearbench.models.tiny_llava import TinyConfig
 from clearbench.stages import finetune, pretrain
-from clearbench.types import FORGET_MODALITIES, check_forget_split, check_name, retain_split
-from clearbench.unlearn import unlearn
+from clearbench.types import check_name, forget_percent, forget_split, retain_split, unknown_name_message
+from clearbench.unlearn import check_method_tables, resolve_method, unlearn
 from data_gen import generate as data_gen_generate
+from eval.aggregate import MetricOptions
 from eval.evaluate import EvalConfig, evaluate
 from eval.leaderboard import build_report, make_reference
 from eval.replicates import build_replicate_report
@@ -144,28 +147,42 @@ def seed_config(cfg: BenchConfig, seed: int) -> BenchConfig:
     return from_dict(BenchConfig, d)
 
 
-def _check_seeds(seeds: list[int]) -> None:
-    dup = sorted({s for s in seeds if seeds.count(s) > 1})
-    if dup:
-        raise ConfigError(f"study.seeds lists {dup} more than once; give each replicate seed once")
-    if any(s < 0 for s in seeds):
-        raise ConfigError(f"study.seeds {seeds}: seeds must be >= 0 (they seed numpy generators)")
+# ---------------------------------------------------------------------------------- validation
+def check_config(cfg: BenchConfig) -> BenchConfig:
+    """The sections the config types keep as plain mappings, checked against the types that read them, and the
+    study grid against the world its params generate: a mistake fails when the config is loaded, not an hour in,
+    as one ConfigError naming the key (with "did you mean")."""
+    from_dict(MetricOptions, cfg.study.metric_options, "study.metric_options")
+    _checked(check_name, "model.family", "model family", cfg.model.family, list(FAMILIES))
+    from_dict(TinyConfig, cfg.model.tiny, "model.tiny")
+    params = from_dict(data_gen_generate.WorldParams, {**cfg.world.params, "seed": cfg.world.seed}, "world.params")
+    _checked(params.validate, "world.params")
+    check_method_tables(cfg.unlearn)
+    if cfg.unlearn.method:
+        resolve_method(cfg.unlearn)
+    known = [forget_split(p) for p in params.forget_percents]
+    for i, forget in enumerate(cfg.study.forget_splits):
+        if forget not in known:
+            raise ConfigError(f"study.forget_splits[{i}]: {unknown_name_message('forget split', forget, known)} The "
+                              f"world of world.params has these; add {forget_percent(forget)} to "
+                              f"world.params.forget_percents to make it")
+    for i, method in enumerate(cfg.study.methods):
+        _checked(get_method, f"study.methods[{i}]", method)
+    return cfg
 
 
-def _check_grid(cfg: BenchConfig) -> None:
-    """Unknown names in the grid fail now, with a suggestion, not an hour in."""
-    for forget in cfg.study.forget_splits:
-        check_forget_split(forget)
-    for method in cfg.study.methods:
-        get_method(method)
-    for modality in cfg.study.forget_modalities:
-        check_name("forget modality", modality, list(FORGET_MODALITIES))
+def _checked(fn: Callable[..., Any], where: str, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ the plan
 def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
     """The ordered stages of the study described by ``cfg`` under directory ``out`` (with
     ``study.seeds``: every replicate's stages, then the combined report)."""
+    check_config(cfg)
     if cfg.study.seeds:
         return _build_replicates(cfg, Path(out))
     return _build_one(cfg, Path(out))
@@ -183,7 +200,6 @@ def plan_study(cfg: BenchConfig, out: Path, only_seed: int | None = None) -> tup
 
 
 def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
-    _check_seeds(cfg.study.seeds)
     stages: list[Stage] = []
     evals: dict[int, list[Stage]] = {}
     for seed in cfg.study.seeds:
@@ -208,7 +224,6 @@ def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
 
 
 def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
-    _check_grid(cfg)
     # the generator's version is an input too: a world written by another generator is regenerated,
     # and everything trained or scored on it re-runs (open_world would refuse an older schema anyway)
     world_key = stage_key("generate", cfg.world, f"generator {data_gen_generate.GENERATOR_VERSION}")
@@ -261,6 +276,11 @@ def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, base: Stage |
 
 def _unlearn_stage(cfg: BenchConfig, out: Path, name: str, section: dict[str, Any], target: Stage) -> Stage:
     ucfg = dataclasses.replace(cfg, unlearn=from_dict(UnlearnConfig, section, "unlearn"))
+    try:  # the variant's overrides and the method's options, before anything runs
+        check_method_tables(ucfg.unlearn)
+        resolve_method(ucfg.unlearn)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (stage unlearn/{name})") from None
     path = out / "unlearn" / name
     # a stop rule with a gold threshold reads a gold model: wait for this study's golds
     stop = ucfg.unlearn.stop

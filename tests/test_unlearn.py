@@ -121,6 +121,20 @@ def test_resume_ends_with_same_weights(unlearn_target, tiny_world, tmp_path):
     assert [v for _, v in rows[0]] == pytest.approx([v for _, v in rows[1]], abs=1e-6)
 
 
+def test_resume_refuses_other_settings_but_not_other_methods_tuning(unlearn_target, tiny_world, tmp_path):
+    cfg = _cfg(method="npo", train=deep_merge(FAST, {"max_steps": 3, "save_every": 1}))
+    with pytest.raises(Interrupt):
+        unlearn(cfg, tiny_world, unlearn_target, tmp_path / "cut", stop_at_step=1)
+    with pytest.raises(ValueError, match=r"--resume: resolved.train.lr \(0.01 -> 0.02\) differs"):
+        unlearn(_cfg(method="npo", train=deep_merge(FAST, {"max_steps": 3, "save_every": 1, "lr": 2e-2})),
+                tiny_world, unlearn_target, tmp_path / "cut", resume=True)
+    # another method's entry in the per-method tables (a study tuning rmu) does not change this run
+    tuned = _cfg(method="npo", train=deep_merge(FAST, {"max_steps": 3, "save_every": 1}),
+                 lr_by_method={"rmu": 1e-3}, options_by_method={"rmu": {"alpha": 3.0}})
+    out = unlearn(tuned, tiny_world, unlearn_target, tmp_path / "cut", resume=True)
+    assert json.loads((out / "run.json").read_text())["train"]["resumed_from"] == 1
+
+
 def test_early_stopping_stops_at_the_rules_step(unlearn_target, tiny_world, tmp_path):
     stop = {"rule": "forget_prob_below", "every": 1, "n": 8, "source": "forget", "threshold": 0.0}
     probe = unlearn(_cfg(train=deep_merge(FAST, {"max_steps": 3}), stop=stop), tiny_world, unlearn_target, tmp_path / "probe")
