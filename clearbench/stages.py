@@ -23,7 +23,7 @@ from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, co
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
 from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
                                    write_json_atomic)
-from clearbench.train import ShuffleSampler, TrainResult, example_nll_loss, train
+from clearbench.train import ShuffleSampler, TrainResult, TrainRun, example_nll_loss, train
 from clearbench.types import Record, check_name, forget_splits_in, retain_split
 
 
@@ -79,7 +79,7 @@ def save_model(model, processor, family, outs: list[Path], train: TrainConfig, p
 
     if adapter_only(train):
         for out in outs:
-            adapter.save(model, processor, out, parent, family.NAME)
+            adapter.save(model, processor, out, parent, family.name)
         return finish_model(model)
     model = finish_model(model)
     for out in outs:
@@ -92,8 +92,8 @@ def run_phase(model, processor, family, records: list[Record], phase: PhaseConfi
     model = prepare_model(model, phase)
     sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed,
                              group_by_length=phase.train.group_by_length)
-    result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
-                   resume=resume, desc=phase.name)
+    result = train(model, processor, family, sampler, example_nll_loss, phase.train,
+                   TrainRun(out_dir, resume=resume, desc=phase.name))
     return model, result
 
 

@@ -26,13 +26,13 @@ import torch
 
 from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
 from baselines.batches import REFUSALS_PATH, idk_records, load_refusals, random_records
-from clearbench import stages
+from clearbench import scoring, stages
 from clearbench.config import BenchConfig, ConfigError, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
 from clearbench.models import load_model
-from clearbench.models.common import default_device
+from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
-from clearbench.train import get_accelerator, train as train_loop
+from clearbench.train import TrainRun, get_accelerator, train as train_loop
 from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
@@ -62,23 +62,6 @@ class UnlearnSampler:
             elif kind == "random":  # donors: the whole forget set (CLEAR: "other forget items")
                 out[kind] = random_records(rows, self.forget, random.Random(f"{self.seed}:{step}:random"), self.random_k)
         return out
-
-
-# ------------------------------------------------------------------------------------- criterion
-def answer_probability(model, processor, family, records: Sequence[Record], batch_size: int = 32) -> float:
-    """Mean over records of exp(mean token log p(answer)) (TOFU's Prob.), teacher-forced, eval mode."""
-    # TODO(lead, at merge of families): use clearbench.scoring.answer_probability (no eval import in unlearn)
-    from clearbench.models.common import Loaded
-    from eval.metrics.probability import probability
-    from eval.outputs import teacher_forced
-
-    was_training = model.training
-    model.eval()
-    try:
-        out = teacher_forced(Loaded(model, processor, family), [(r, r.answer) for r in records], batch_size, stats=False)
-    finally:
-        model.train(was_training)
-    return float(np.mean([probability(lp) for lp, _, _ in out]))
 
 
 def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
@@ -232,16 +215,17 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     t0 = time.time()
     acc = get_accelerator(p.train.mixed_precision)
     model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
-    monitor = _Monitor(functools.partial(answer_probability, model, loaded.processor, loaded.family), cfg.unlearn, p,
-                       out_dir, acc.is_main_process)  # every process evaluates (same stop decision); one writes
+    trained = Loaded(model, loaded.processor, loaded.family)
+    # every process evaluates (the same stop decision); one writes
+    monitor = _Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir, acc.is_main_process)
     ckpt = out_dir / "checkpoints" / "last" / "state.json"
     monitor.start(world, json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0, threshold)
     sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
                              cfg.unlearn.random_k)
     loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
-    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train, out_dir, resume=resume,
-                        desc=f"unlearn {cfg.unlearn.method}", initial_state=None if p.train.lora.enabled else initial,
-                        on_step=monitor.on_step, stop_at_step=stop_at_step)
+    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train,
+                        TrainRun(out_dir, resume=resume, desc=f"unlearn {cfg.unlearn.method}", on_step=monitor.on_step,
+                                 stop_at_step=stop_at_step))
     if hasattr(p.method, "on_train_end"):
         p.method.on_train_end(model, initial, p.method_cfg)
     if not acc.is_main_process:
@@ -279,7 +263,7 @@ def _threshold(ucfg: UnlearnConfig, p: Plan, family_name: str | None) -> float:
     if p.gold_model is None:
         return float(ucfg.stop.threshold)
     gold = load_model(model_dir(p.gold_model), family=family_name, device=default_device())
-    return answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
+    return scoring.answer_probability(gold, p.stop_records)
 
 
 def _prepare(model, p: Plan, reference: str):
@@ -291,7 +275,7 @@ def _prepare(model, p: Plan, reference: str):
     model = stages.prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
     if p.needs_ref and ref is None:
         ref = Reference(model)  # LoRA: the same network, adapters disabled; full-parameter: a frozen copy
-    needs_init = hasattr(p.method, "on_train_end") or (p.train.l1_lambda > 0 and not lora)
+    needs_init = hasattr(p.method, "on_train_end")
     initial = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad} if needs_init else None
     return model, ref, initial
 

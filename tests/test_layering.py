@@ -15,9 +15,6 @@ UPPER = {"clearbench.study", "clearbench.executor", "clearbench.run", "clearbenc
 MAY_USE_BASELINES = {"clearbench.stages", "clearbench.unlearn"}
 # (importer, imported) pairs allowed for now, each with the reason; the lead removes them as branches merge
 ALLOWED = {
-    # TODO(lead, at merge of families): early stopping scores through clearbench.scoring.answer_probability
-    ("clearbench.unlearn", "eval.outputs"): "teacher-forced scorer, moving to clearbench.scoring",
-    ("clearbench.unlearn", "eval.metrics.probability"): "teacher-forced scorer, moving to clearbench.scoring",
 }
 ALLOWED_PRIVATE = {
     # TODO(lead, at merge of metrics): the replicate report shares the report page's CSS/JS/cell helpers

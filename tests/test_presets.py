@@ -101,7 +101,7 @@ def test_finetune_warmup_epochs_is_one_epoch_of_the_selected_records():
 
 def test_train_max_length_reaches_collate(loaded_families, tmp_path):
     """A max_length shorter than a prompt (image tokens included) is the collate error: the loop passes it on."""
-    from clearbench.train import ShuffleSampler, example_nll_loss, train
+    from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
     from model_fixtures import sample_records
 
     loaded = loaded_families["llava"]
@@ -109,9 +109,10 @@ def test_train_max_length_reaches_collate(loaded_families, tmp_path):
     cfg = TrainConfig(max_length=8, max_steps=1, batch_size=4, micro_batch_size=4, augment=False)
     sampler = ShuffleSampler(sample_records(), 4, seed=0)
     with pytest.raises(ValueError, match="max_length=8"):
-        train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, tmp_path / "short")
+        train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, TrainRun(tmp_path / "short"))
     ok = train(model, loaded.processor, loaded.family, sampler, example_nll_loss,
-               TrainConfig(max_length=1024, max_steps=1, batch_size=4, micro_batch_size=4, augment=False), tmp_path / "ok")
+               TrainConfig(max_length=1024, max_steps=1, batch_size=4, micro_batch_size=4, augment=False),
+               TrainRun(tmp_path / "ok"))
     assert ok.steps == 1
 
 
