@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+import baselines
 from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
 from baselines.batches import REFUSALS_PATH, idk_records, load_refusals, random_records
 from clearbench import scoring, stages
@@ -32,7 +33,7 @@ from clearbench.models import load_model
 from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
-from clearbench.train import TrainRun, get_accelerator, train as train_loop
+from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
 from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
@@ -59,9 +60,19 @@ class UnlearnSampler:
                 out[kind] = [self.retain[i] for i in idx]
             elif kind == "idk":  # same order as the forget rows: DPO pairs them row by row
                 out[kind] = idk_records(rows, self.refusals, random.Random(f"{self.seed}:{step}:idk"))
-            elif kind == "random":  # donors: the whole forget set (CLEAR: "other forget items")
-                out[kind] = random_records(rows, self.forget, random.Random(f"{self.seed}:{step}:random"), self.random_k)
+            elif kind in ("random", "random_forget"):  # each forget row with other records' answers
+                rng = random.Random(f"{self.seed}:{step}:{kind}")
+                out[kind] = random_records(rows, self._donors(kind), rng, self.random_k)
         return out
+
+    def _donors(self, kind: str) -> list[Record]:
+        """"random": the run's retain records (LLMU's "normal data"); "random_forget": the other forget records
+        (CLEAR's "other forget items", SKU)."""
+        # TODO(lead, at merge of baselines): drop the fallback; until baselines knows "random_forget", "random"
+        # keeps its old donors (the forget records), so no method changes what it trains on before then
+        if kind == "random_forget" or "random_forget" not in baselines.BATCH_KINDS:
+            return self.forget
+        return self.retain
 
 
 def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
@@ -112,14 +123,18 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     """Validate every input (one clear error each) and resolve the run."""
     check_method_tables(cfg)
     method, method_cfg = resolve_method(cfg)
-    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
     forget, retain, retain_config = _forget_and_retain(cfg, world)
     train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
     if len(forget) < train.batch_size:
         raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
                          f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
+    per_epoch = max(1, len(forget) // train.batch_size)  # as UnlearnSampler counts steps
     if cfg.warmup_epochs > 0:
-        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * max(1, len(forget) // train.batch_size)))
+        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * per_epoch))
+    resolve = getattr(baselines, "resolve_config", None)  # TODO(lead, at merge of baselines): a plain call
+    if resolve is not None:  # options given in epochs become steps of this run
+        method_cfg = resolve(cfg.method, method_cfg, per_epoch, total_steps(train, per_epoch))
+    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
     if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
         raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "
                          f"needs LoRA (unlearn.train.lora.enabled=true); enable LoRA or allow a frozen copy "
