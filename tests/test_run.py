@@ -41,9 +41,22 @@ def test_study_produces_every_stage_and_a_report(study):
     names = list(first)
     assert names[:3] == ["world", "base", "target"]
     assert "unlearn/grad_ascent-multimodal-10" in names and "unlearn/grad_ascent-l1-multimodal-10" in names
-    for name in ("gold-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10"):
-        result = json.loads((out / "results" / f"{name}.json").read_text())
-        assert result["schema_version"] >= 1
+    from eval.results import recompute, validate
+
+    results = {name: json.loads((out / "results" / f"{name}.json").read_text()) for name in (
+        "gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10")}
+    for name, result in results.items():  # every aggregate recomputes from the stored per-example values
+        assert validate(result, None if name == "gold-10" else results["gold-10"]) == [], name
+        fresh, stored = recompute(result)["metrics"], result["aggregates"]["metrics"]
+        assert fresh.keys() == stored.keys() and all(fresh[k] == pytest.approx(stored[k], abs=1e-12) for k in stored)
+    m = {name: r["aggregates"]["metrics"] for name, r in results.items()}
+    # the gold against itself: the same distribution, KS p = 1 in every modality
+    assert [m["gold-10"][f"forget/{x}/forget_quality"] for x in ("all", "text", "image", "joint")] == [1.0] * 4
+    # four finetuning steps on every author (the target) vs the retain authors only (the gold)
+    assert m["target-10"]["forget/all/probability"] > m["gold-10"]["forget/all/probability"]
+    assert m["target-10"]["forget/all/rouge_l"] > m["gold-10"]["forget/all/rouge_l"]
+    # gradient ascent on the forget set lowers its answers' probability below the target's
+    assert m["grad_ascent-multimodal-10"]["forget/all/probability"] < m["target-10"]["forget/all/probability"]
     html = (out / "report" / "index.html").read_text()
     assert "grad_ascent-l1-multimodal-10" in html
     assert json.loads((out / "config.json").read_text())["study"]["methods"] == ["grad_ascent"]
