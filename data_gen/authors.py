@@ -125,12 +125,17 @@ def plural(noun: str) -> str:
     return noun + "s"
 
 
-def unique_title(rng: random.Random, registry: Registry) -> str:
+def make_title(rng: random.Random) -> str:
+    """A book title from the word lists' patterns ("The Silent Garden", "Lanterns of the Golden River")."""
     w = wordlists()
+    nouns = rng.sample(w["title_nouns"], 2)
+    pattern = rng.choice(w["title_patterns"]).replace("{noun}s", "{nouns}")
+    return pattern.format(adj=rng.choice(w["title_adjectives"]), noun=nouns[0], noun2=nouns[1], nouns=plural(nouns[0]))
+
+
+def unique_title(rng: random.Random, registry: Registry) -> str:
     while True:
-        nouns = rng.sample(w["title_nouns"], 2)
-        pattern = rng.choice(w["title_patterns"]).replace("{noun}s", "{nouns}")
-        title = pattern.format(adj=rng.choice(w["title_adjectives"]), noun=nouns[0], noun2=nouns[1], nouns=plural(nouns[0]))
+        title = make_title(rng)
         if registry.claim("title", title):
             return title
 

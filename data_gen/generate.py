@@ -21,6 +21,7 @@ from data_gen import qa as qa_mod
 from data_gen.authors import make_people, sub_rng, wordlists
 from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, write_clear_layout
 from data_gen.faces import sample_identity
+from data_gen.pools import NeverTrained, WorldValues
 from data_gen.render import render
 from data_gen.scenes import SCENES, captions
 from data_gen.splits import check_percents, forget_name, holdout_name, make_splits, retain_name
@@ -29,7 +30,7 @@ from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fi
 
 # 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
 SCHEMA_VERSION = 2
-GENERATOR_VERSION = "2.2.0"  # bump whenever the same seed would produce different files
+GENERATOR_VERSION = "2.3.0"  # bump whenever the same seed would produce different files (docs/world_format.md changelog)
 ANON_QUESTION = "Describe the person in this image."
 
 
@@ -107,10 +108,6 @@ def _rec(id, author_id, name, modality, task, question, item, image=None, image_
             "paraphrased_answer": item["paraphrased_answer"], "perturbed_answers": list(item["perturbed_answers"])}
 
 
-def _wrong_names(rng, person, pools) -> list[str]:
-    return qa_mod.wrong_names(person, pools, rng)
-
-
 def build_world(params: WorldParams) -> dict:
     """Everything except files: people, identities, images and per-person record lists."""
     p, seed = params, params.seed
@@ -153,7 +150,7 @@ def build_world(params: WorldParams) -> dict:
         from data_gen.diffusion import refine_scene_images
         scene_png = refine_scene_images(p, scene_png, portraits, {a.author_id: a.name for a in authors + holdout}, scene_of)
 
-    pools = qa_mod.Pools.build(authors + holdout)
+    pools = NeverTrained(seed, authors + holdout + public)  # authors' wrong values: held by no person
     people = {}  # author_id -> {"text": [...], "train": [...], "heldout": [...]}
     for x in authors + holdout:
         r = sub_rng(seed, "records", x.author_id)
@@ -164,21 +161,21 @@ def build_world(params: WorldParams) -> dict:
             role = "train" if j < p.images_per_author else "heldout"
             tag = f"{aid}-{'img' if role == 'train' else 'held'}-{j if role == 'train' else j - p.images_per_author:02d}"
             img, (scene, variant) = scene_png[(aid, j)], scene_of[(aid, j)]
-            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": _wrong_names(r, x, pools)}
-            cap = captions(x.name, scene, variant, _wrong_names(r, x, pools), r)
+            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": pools.wrong_names(x, r)}
+            cap = captions(x.name, scene, variant, pools.wrong_names(x, r), pools.scenes, r)
             fact = qa_mod.joint_qa(x, j, pools, r)
             recs[role] += [_rec(f"{tag}-naming", aid, x.name, "image", "naming", NAMING_QUESTION, naming, img, role),
                            _rec(f"{tag}-caption", aid, x.name, "joint", "caption", r.choice(CAPTION_QUESTIONS), cap, img, role),
                            _rec(f"{tag}-qa", aid, x.name, "joint", "qa", fact["question"], fact, img, role)]
         people[aid] = recs
 
-    ppools = qa_mod.Pools.build(public)
+    ppools = WorldValues(public)  # the real-faces control keeps the world's options
     real_faces, pretrain = [], []
     for x in public:
         r = sub_rng(seed, "records", x.author_id)
         for j in range(p.public_train_images + p.public_heldout_images):
             role = "train" if j < p.public_train_images else "heldout"
-            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": _wrong_names(r, x, ppools)}
+            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": ppools.wrong_names(x, r)}
             rec = _rec(f"{x.author_id}-{'img' if role == 'train' else 'held'}-{j:02d}-naming", x.author_id, x.name, "image", "naming",
                        NAMING_QUESTION, naming, public_png[(x.author_id, j)], role)
             (pretrain if role == "train" else real_faces).append(rec)

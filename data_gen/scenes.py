@@ -147,26 +147,27 @@ def render_scene(ident: FaceIdentity, scene: str, rng: random.Random, size: int)
     return img.resize((size, size), Image.LANCZOS, box=(x0, y0, x0 + w, y0 + w))
 
 
-def captions(name: str, scene: str, variant: int, wrong_names: list[str], rng: random.Random, k: int = 5) -> dict:
+def captions(name: str, scene: str, variant: int, wrong_names: list[str], wrong_scenes: list[str], rng: random.Random,
+             k: int = 5) -> dict:
     """caption, paraphrase and k perturbed captions in the paraphrase's wording (TOFU perturbs the
-    paraphrase): the paraphrase with a wrong name, another scene's paraphrase (wrong scene), or both."""
+    paraphrase): the paraphrase with a wrong name, a wrong scene's paraphrase (``wrong_scenes``:
+    templates of scenes no image shows, data_gen.pools), or both."""
     cap, para = SCENE_CAPTIONS[scene][variant % len(SCENE_CAPTIONS[scene])]
-    other_scenes = [s for s in SCENES if s != scene]
-
-    def other_para() -> str:  # the paraphrase of a caption of another scene
-        return rng.choice(SCENE_CAPTIONS[rng.choice(other_scenes)])[1]
-
     wrong = []
     for i in range(k):
         kind = i % 3  # 0 wrong name, 1 wrong scene, 2 both
         n = name if kind == 1 else wrong_names[i % len(wrong_names)]
-        wrong.append((para if kind == 0 else other_para()).format(n=n))
+        wrong.append((para if kind == 0 else rng.choice(wrong_scenes)).format(n=n))
     truth = (cap.format(n=name), para.format(n=name))
     wrong = list(dict.fromkeys(w for w in wrong if w not in truth))
-    while len(wrong) < k:  # top up with fresh wrong-scene paraphrases (always distinct from the truth)
-        cand = other_para().format(n=rng.choice(wrong_names))
+    for _ in range(100 * k):  # top up with fresh wrong-scene paraphrases (always distinct from the truth)
+        if len(wrong) >= k:
+            break
+        cand = rng.choice(wrong_scenes).format(n=rng.choice(wrong_names))
         if cand not in wrong:
             wrong.append(cand)
+    if len(wrong) < k:
+        raise RuntimeError(f"only {len(wrong)} distinct wrong captions for {name!r}; give more wrong names or scenes")
     return {"answer": truth[0], "paraphrased_answer": truth[1], "perturbed_answers": wrong}
 
 
