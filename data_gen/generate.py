@@ -21,10 +21,11 @@ from data_gen import qa as qa_mod
 from data_gen.authors import make_people, sub_rng, wordlists
 from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, write_clear_layout
 from data_gen.faces import sample_identity
+from data_gen.params import WorldParams
 from data_gen.pools import NeverTrained, WorldValues
 from data_gen.render import render
 from data_gen.scenes import SCENES, captions
-from data_gen.splits import check_percents, forget_name, holdout_name, make_splits, retain_name
+from data_gen.splits import forget_name, holdout_name, make_splits, retain_name
 from clearbench.provenance import sha256_file
 from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, write_card, write_manifest, write_parquet
 
@@ -32,66 +33,6 @@ from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fi
 SCHEMA_VERSION = 2
 GENERATOR_VERSION = "2.3.0"  # bump whenever the same seed would produce different files (docs/world_format.md changelog)
 ANON_QUESTION = "Describe the person in this image."
-
-
-@dataclasses.dataclass
-class WorldParams:
-    """Every knob of a world (defaults follow CLEAR: 200 authors, ~18.8 images each, 20 QA each)."""
-
-    seed: int = 0
-    authors: int = 200
-    holdout_authors: int | None = None  # None: the size of the largest forget split
-    qa_per_author: int = 20
-    images_per_author: int = 18
-    heldout_images: int = 3
-    public_figures: int = 50
-    public_train_images: int = 20  # 10 left held-out naming of the tiny base at 0.57 (issue #4 note)
-    public_heldout_images: int = 3
-    world_vqa: int = 500
-    world_vqa_train: int = 3000
-    anonymous_faces: int = 2000  # scene photos; the base's vision tower learns face attributes from them
-    retain_eval_authors: int = 20
-    image_size: int = 64
-    forget_percents: tuple[int, ...] = (1, 5, 10)
-    layout: str = "clearbench"  # "clear" also writes DIR/clear/<config>/train-00000-of-00001.parquet
-    image_backend: str = "procedural"  # or "diffusers" (data_gen.diffusion)
-    diffusers_model: str = ""  # local diffusers pipeline directory for the diffusers backend
-    diffusion_steps: int = 20
-    identity_threshold: float = 0.7  # open_clip cosine to the author's portrait below this -> retry
-    identity_max_tries: int = 3
-    workers: int = 2
-
-    def validate(self) -> "WorldParams":
-        positive = ("authors", "qa_per_author", "images_per_author", "image_size", "workers")
-        non_negative = ("heldout_images", "public_figures", "public_train_images", "public_heldout_images", "world_vqa",
-                        "world_vqa_train", "anonymous_faces", "retain_eval_authors")
-        for name in positive + non_negative:
-            v = getattr(self, name)
-            low = 1 if name in positive else 0
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be an integer >= {low}, got {v!r}")
-        if self.image_size < 16:
-            raise ValueError(f"--image-size {self.image_size} is too small to draw a face; use at least 16 (default 64)")
-        self.forget_percents = check_percents(tuple(self.forget_percents), self.authors)
-        largest = max(self.forget_percents) * self.authors // 100
-        if self.holdout_authors is None:
-            self.holdout_authors = largest
-        if self.holdout_authors < largest:
-            raise ValueError(f"holdout_authors={self.holdout_authors} is smaller than the largest forget split ({largest}); use at least {largest}")
-        if self.qa_per_author > len(qa_mod.TEXT_TEMPLATES):
-            raise ValueError(f"--qa-per-author {self.qa_per_author} exceeds the {len(qa_mod.TEXT_TEMPLATES)} question templates; use at most {len(qa_mod.TEXT_TEMPLATES)}")
-        if self.public_figures and self.public_figures < 6:
-            raise ValueError(f"--public-figures {self.public_figures}: need 0 or at least 6 (5 wrong names are the options of each)")
-        if self.layout not in ("clearbench", "clear"):
-            raise ValueError(f"--layout {self.layout!r} is unknown; use 'clearbench' or 'clear'")
-        if self.image_backend not in ("procedural", "diffusers"):
-            raise ValueError(f"--image-backend {self.image_backend!r} is unknown; use 'procedural' or 'diffusers'")
-        if self.diffusion_steps < 1 or self.identity_max_tries < 1 or not -1.0 <= self.identity_threshold <= 1.0:
-            raise ValueError("diffusion_steps and identity_max_tries must be >= 1 and identity_threshold within [-1, 1]")
-        if self.image_backend == "diffusers" and not self.diffusers_model:
-            raise ValueError("--image-backend diffusers needs --diffusers-model DIR (a local diffusers pipeline directory)")
-        return self
 
 
 def render_all(jobs: list[tuple], workers: int) -> list[tuple[bytes, dict]]:

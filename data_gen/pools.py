@@ -80,7 +80,7 @@ def _fresh(rng: random.Random, make, taken: set, n: int, what: str) -> list[str]
             if len(out) == n:
                 break
     if len(out) < _MIN_POOL:
-        raise RuntimeError(f"only {len(out)} never-trained {what} left: the world uses up the word lists; use fewer people")
+        raise ValueError(f"only {len(out)} never-trained {what} left: the world uses up the word lists; use fewer people")
     return list(out)
 
 

@@ -167,7 +167,7 @@ def captions(name: str, scene: str, variant: int, wrong_names: list[str], wrong_
         if cand not in wrong:
             wrong.append(cand)
     if len(wrong) < k:
-        raise RuntimeError(f"only {len(wrong)} distinct wrong captions for {name!r}; give more wrong names or scenes")
+        raise ValueError(f"only {len(wrong)} distinct wrong captions for {name!r}; give more wrong names or scenes")
     return {"answer": truth[0], "paraphrased_answer": truth[1], "perturbed_answers": wrong}
 
 

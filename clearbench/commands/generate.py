@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from data_gen.generate import WorldParams, generate_world
+    from data_gen.params import WorldParams
 
     params = WorldParams(seed=args.seed, authors=args.authors, qa_per_author=args.qa_per_author,
                          images_per_author=args.images_per_author, heldout_images=args.heldout_images,
@@ -49,9 +50,11 @@ def run(args) -> int:
                          anonymous_faces=args.anonymous_faces,
                          image_size=args.image_size, forget_percents=args.forget_percents, layout=args.layout,
                          image_backend=args.image_backend, diffusers_model=args.diffusers_model, workers=args.workers)
+    params.validate()  # every size is checked before the generator and its image libraries load
+    from data_gen.generate import generate_world
+
     start = time.perf_counter()
     out = generate_world(args.out, params, overwrite=args.overwrite)
-    import json
     manifest = json.loads((out / "manifest.json").read_text())
     rows = sum(c["rows"] for c in manifest["configs"].values())
     print(f"wrote world {manifest['fingerprint'][:12]} to {out}: {len(manifest['configs'])} configs, {rows} rows, "
