@@ -25,12 +25,12 @@ from data_gen.params import WorldParams
 from data_gen.pools import NeverTrained, WorldValues
 from data_gen.render import render
 from data_gen.scenes import SCENES, captions
-from data_gen.splits import forget_name, holdout_name, make_splits, retain_name
+from clearbench.types import forget_split, holdout_split, retain_split
+from data_gen.splits import make_splits
 from clearbench.provenance import sha256_file
-from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, write_card, write_manifest, write_parquet
+from data_gen.schema import RECORD_COLUMNS, SCHEMA_VERSION, world_fingerprint
+from data_gen.writer import AUTHOR_FEATURES, RECORD_FEATURES, write_card, write_manifest, write_parquet
 
-# 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
-SCHEMA_VERSION = 2
 GENERATOR_VERSION = "2.3.0"  # bump whenever the same seed would produce different files (docs/world_format.md changelog)
 ANON_QUESTION = "Describe the person in this image."
 
@@ -186,14 +186,15 @@ def config_rows(world: dict, params: WorldParams) -> dict[str, list[dict]]:
 
     author_ids = [a.author_id for a in world["authors"]]
     configs = {"full": gather(author_ids, ("text", "train"), "author")}
-    for pc in params.forget_percents:
-        configs[forget_name(pc)] = gather(splits[forget_name(pc)], ("text", "train"), "forget")
-        configs[retain_name(pc)] = gather(splits[retain_name(pc)], ("text", "train"), "retain")
-    for pc in params.forget_percents:
-        configs[forget_name(pc) + "_perturbed"] = gather(splits[forget_name(pc)], ("text", "train", "heldout"), "forget")
+    forgets = [forget_split(pc) for pc in params.forget_percents]
+    for f in forgets:
+        configs[f] = gather(splits[f], ("text", "train"), "forget")
+        configs[retain_split(f)] = gather(splits[retain_split(f)], ("text", "train"), "retain")
+    for f in forgets:
+        configs[f + "_perturbed"] = gather(splits[f], ("text", "train", "heldout"), "forget")
     configs["retain_perturbed"] = gather(splits["retain_perturbed"], ("text", "train", "heldout"), "retain")
-    for pc in params.forget_percents:
-        configs[holdout_name(pc)] = gather(splits[holdout_name(pc)], ("text", "train", "heldout"), "holdout")
+    for f in forgets:
+        configs[holdout_split(f)] = gather(splits[holdout_split(f)], ("text", "train", "heldout"), "holdout")
     for name in ("real_faces", "real_world", "pretrain"):
         configs[name] = [dict(rec, group=name) for rec in world[name]]
     return configs
@@ -241,7 +242,7 @@ def generate_world(out_dir, params: WorldParams | None = None, overwrite: bool =
         write_parquet(tmp / "data" / "authors.parquet", rows, AUTHOR_FEATURES)
         configs_info["authors"] = {"file": "data/authors.parquet", "rows": len(rows["author_id"])}
         for name, recs in tqdm(config_rows(world, params).items(), desc="writing configs", mininterval=1.0):
-            cols = {c: [r[c] for r in recs] for c in RECORD_COLUMNS}
+            cols = {c: [r[c] for r in recs] for c in RECORD_COLUMNS}  # every column, in the schema's order
             n = write_parquet(tmp / "data" / f"{name}.parquet", cols, RECORD_FEATURES)
             configs_info[name] = {"file": f"data/{name}.parquet", "rows": n}
         if params.layout == "clear":
@@ -252,8 +253,8 @@ def generate_world(out_dir, params: WorldParams | None = None, overwrite: bool =
         param_dict["forget_percents"] = list(params.forget_percents)
         param_dict.pop("workers")  # does not change a byte of the output
         manifest = {"schema_version": SCHEMA_VERSION, "generator_version": GENERATOR_VERSION, "seed": params.seed,
-                    "params": param_dict, "configs": configs_info, "files": files, "splits": world["splits"],
-                    "fingerprint": fingerprint(files, param_dict)}
+                    "params": param_dict, "configs": configs_info, "files": files, "splits": world["splits"]}
+        manifest["fingerprint"] = world_fingerprint(manifest)
         write_manifest(tmp, manifest)
         write_card(tmp, manifest)
         if out.exists():

@@ -8,7 +8,6 @@ naming, caption and QA records of an image is stored once per file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,13 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 
-RECORD_COLUMNS = ("id", "author_id", "name", "group", "modality", "task", "image", "image_role", "question",
-                  "answer", "paraphrased_answer", "perturbed_answers")
-RECORD_FEATURES = Features({c: Image() if c == "image" else List(Value("string")) if c == "perturbed_answers" else Value("string")
-                            for c in RECORD_COLUMNS})
-AUTHOR_FEATURES = Features({"author_id": Value("string"), "name": Value("string"), "role": Value("string"),
-                            "splits": List(Value("string")), "profile": Value("string"), "face": Value("string"),
-                            "image": Image()})
+from data_gen.schema import AUTHOR_COLUMNS, RECORD_COLUMNS
+
+
+def _features(columns: dict[str, str]) -> Features:
+    kinds = {"string": Value("string"), "list": List(Value("string")), "image": Image()}
+    return Features({name: kinds[kind] for name, kind in columns.items()})
+
+
+RECORD_FEATURES = _features(RECORD_COLUMNS)
+AUTHOR_FEATURES = _features(AUTHOR_COLUMNS)
 
 
 def write_parquet(path: Path, columns: dict[str, list], features: Features) -> int:
@@ -35,11 +37,6 @@ def write_parquet(path: Path, columns: dict[str, list], features: Features) -> i
     pq.write_table(table, path, compression="snappy", use_dictionary=True, dictionary_pagesize_limit=1 << 30,
                    row_group_size=1 << 20, write_statistics=False, store_schema=True)
     return table.num_rows
-
-
-def fingerprint(files: dict[str, str], params: dict) -> str:
-    blob = json.dumps({"files": dict(sorted(files.items())), "params": params}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
