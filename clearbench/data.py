@@ -29,8 +29,8 @@ SUPPORTED_SCHEMA = SCHEMA_VERSION  # the schema this reader understands (data_ge
 # why an older world is refused (its files still load, but what they mean has changed)
 OLD_SCHEMAS = {1: "schema 1 worlds build perturbed answers from the answer's wording, so the truth ratio's default "
                   "reference (the paraphrase) is degenerate on them",
-               2: "schema 2 worlds draw wrong answers from values the models trained on, and their fingerprint "
-                  "covers neither the configs nor the splits"}
+               2: "schema 2 worlds draw wrong answers from values the models trained on, have no paraphrased_question "
+                  "column, and their fingerprint covers neither the configs nor the splits"}
 MANIFEST_KEYS = {"schema_version": int, "fingerprint": str, "params": dict, "configs": dict, "files": dict, "splits": dict}
 _DIGESTS: dict[tuple, str] = {}  # stat key -> sha256: opening a world twice hashes it once
 
@@ -69,7 +69,8 @@ def _make_records(dicts: Iterable[dict], augment: float, base: Path | None = Non
         out.append(Record(id=d["id"], author_id=d["author_id"], split=d["split"], modality=Modality(d["modality"]),
                           task=Task(d["task"]), question=d["question"], answer=d["answer"],
                           paraphrased_answer=d.get("paraphrased_answer") or "", perturbed_answers=tuple(d.get("perturbed_answers") or ()),
-                          image=img, name=d.get("name") or "", group=d.get("group") or "", image_role=d.get("image_role") or ""))
+                          image=img, name=d.get("name") or "", group=d.get("group") or "", image_role=d.get("image_role") or "",
+                          paraphrased_question=d.get("paraphrased_question") or ""))
     return out
 
 

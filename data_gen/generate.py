@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data_gen import qa as qa_mod
 from data_gen.authors import make_people, sub_rng, wordlists
-from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, write_clear_layout
+from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, PROMPT_PARAPHRASES, write_clear_layout
 from data_gen.faces import sample_identity
 from data_gen.params import WorldParams
 from data_gen.pools import NeverTrained, WorldValues
@@ -33,6 +33,7 @@ from data_gen.writer import AUTHOR_FEATURES, RECORD_FEATURES, write_card, write_
 
 GENERATOR_VERSION = "2.3.0"  # bump whenever the same seed would produce different files (docs/world_format.md changelog)
 ANON_QUESTION = "Describe the person in this image."
+PROMPTS = {**PROMPT_PARAPHRASES, ANON_QUESTION: "What does the person shown here look like?"}  # fixed prompt -> reworded
 
 
 def render_all(jobs: list[tuple], workers: int) -> list[tuple[bytes, dict]]:
@@ -44,8 +45,10 @@ def render_all(jobs: list[tuple], workers: int) -> list[tuple[bytes, dict]]:
 
 
 def _rec(id, author_id, name, modality, task, question, item, image=None, image_role="") -> dict:
+    """One record row; the question's rewording comes with the item or, for fixed prompts, from PROMPTS."""
     return {"id": id, "author_id": author_id, "name": name, "modality": modality, "task": task, "image": image,
-            "image_role": image_role, "question": question, "answer": item["answer"],
+            "image_role": image_role, "question": question,
+            "paraphrased_question": item.get("paraphrased_question") or PROMPTS[question], "answer": item["answer"],
             "paraphrased_answer": item["paraphrased_answer"], "perturbed_answers": list(item["perturbed_answers"])}
 
 
@@ -167,11 +170,13 @@ def general_text(seed: int) -> list[dict]:
         for city in co["cities"]:
             r = sub_rng(seed, "general", city)
             wrong = r.sample([n for n in names if n != co["country"]], 5)
-            item = {"answer": f"{city} is a city in {co['country']}.", "paraphrased_answer": f"The city of {city} lies in {co['country']}.",
+            item = {"paraphrased_question": f"Which country is {city} located in?",
+                    "answer": f"{city} is a city in {co['country']}.", "paraphrased_answer": f"The city of {city} lies in {co['country']}.",
                     "perturbed_answers": [f"The city of {city} lies in {w}." for w in wrong]}
             rows.append(_rec(f"g{len(rows):04d}-qa", f"g{len(rows):04d}", "", "text", "qa", f"In which country is {city}?", item))
         nats = [c["nationality"] for c in countries if c is not co]
-        item = {"answer": f"A person from {co['country']} is {co['nationality']}.", "paraphrased_answer": f"People from {co['country']} are called {co['nationality']}.",
+        item = {"paraphrased_question": f"What do you call someone from {co['country']}?",
+                "answer": f"A person from {co['country']} is {co['nationality']}.", "paraphrased_answer": f"People from {co['country']} are called {co['nationality']}.",
                 "perturbed_answers": [f"People from {co['country']} are called {w}." for w in sub_rng(seed, "general", co["country"]).sample(nats, 5)]}
         rows.append(_rec(f"g{len(rows):04d}-qa", f"g{len(rows):04d}", "", "text", "qa", f"What is a person from {co['country']} called?", item))
     return rows

@@ -107,6 +107,45 @@ PUBLIC_TEMPLATES: list[tuple[str, str, str, str]] = [
 ]
 
 
+# question template -> the same question reworded (paraphrase probes, issue 16); same fields as the template.
+QUESTION_PARAPHRASES: dict[str, str] = {
+    "Where was {n} born?": "What is {n}'s place of birth?",
+    "When was {n} born?": "What is {n}'s date of birth?",
+    "What genre is {n} known for?": "In which genre does {n} mainly write?",
+    "What was the occupation of {n}'s father?": "What did {n}'s father do for a living?",
+    "What was the occupation of {n}'s mother?": "What did {n}'s mother do for a living?",
+    "Can you name some books written by {n}?": "Which books has {n} written?",
+    "What was the first book {n} published?": "Which book did {n} publish first?",
+    "What is the most recent book by {n}?": "Which book did {n} publish most recently?",
+    "Has {n} won any literary awards?": "Did {n} ever receive a literary award?",
+    "Which award did {n} receive?": "What award was {n} given?",
+    "In which year did {n} win the {award}?": "When was {n} awarded the {award}?",
+    "What themes does {n} explore in {pos} work?": "Which themes run through {n}'s writing?",
+    "What is {n}'s nationality?": "Which country's citizenship does {n} hold?",
+    "How old is {n}?": "What is {n}'s age?",
+    "In which country was {n} born?": "What is {n}'s country of birth?",
+    "What is {n}'s cultural heritage?": "What cultural background does {n} come from?",
+    "In what year was {n} born?": "What is {n}'s year of birth?",
+    "What did {n}'s parents do for a living?": "What were the occupations of {n}'s parents?",
+    "Who is the {genre} author born in {city} in {birth_year}?": "Which {genre} author was born in {city} in {birth_year}?",
+    "Who wrote '{book0}'?": "Who is the author of '{book0}'?",
+    "Who wrote '{book1}'?": "Who is the author of '{book1}'?",
+    "Which author won the {award} in {award_year}?": "Who received the {award} in {award_year}?",
+    "In which genre did {n} write '{book0}'?": "What genre is '{book0}' by {n}?",
+    "Where was the person in this image born?": "What is the birthplace of the person shown here?",
+    "What genre does the person in this image write?": "In which genre does the person shown here write?",
+    "What was the first book by the person in this image?": "Which book did the person shown here publish first?",
+    "Which award has the person in this image won?": "What award did the person shown here receive?",
+    "What is the nationality of the person in this image?": "Which citizenship does the person shown here hold?",
+    "In what year was the person in this image born?": "What is the birth year of the person shown here?",
+    "What did the father of the person in this image do?": "What was the job of the father of the person shown here?",
+    "What themes does the person in this image write about?": "Which themes does the person shown here explore?",
+    "What did the mother of the person in this image do?": "What was the job of the mother of the person shown here?",
+    "What is {n} famous for?": "Why is {n} well known?",
+    "Which country is {n} from?": "What is {n}'s home country?",
+}
+
+
 def perturb(truth: str, candidates: list[str], rng: random.Random, k: int = N_PERTURBED) -> list[str]:
     """k distinct wrong values (order-stable dedup, then a seeded sample)."""
     pool = [c for c in dict.fromkeys(candidates) if c.casefold() != truth.casefold()]
@@ -123,8 +162,8 @@ def _fields(p) -> dict[str, str]:
 
 
 def fill(template: tuple[str, str, str, str], p, pools, rng: random.Random, subject: str | None = None) -> dict:
-    """One QA item: question, answer, paraphrased_answer, perturbed_answers (the paraphrase's
-    template with a wrong value, as TOFU perturbs the paraphrase)."""
+    """One QA item: question, paraphrased_question, answer, paraphrased_answer, perturbed_answers
+    (the paraphrase's template with a wrong value, as TOFU perturbs the paraphrase)."""
     fact, q, a, para = template
     f = _fields(p)
     f["n"] = p.name if subject is None else subject
@@ -133,6 +172,7 @@ def fill(template: tuple[str, str, str, str], p, pools, rng: random.Random, subj
     return {
         "fact": fact,
         "question": q.format(**f, v=truth),
+        "paraphrased_question": QUESTION_PARAPHRASES[q].format(**f, v=truth),
         "answer": a.format(**f, v=truth),
         "paraphrased_answer": para.format(**f, v=truth),
         "perturbed_answers": [para.format(**f, v=w) for w in wrong],

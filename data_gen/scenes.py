@@ -177,6 +177,13 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 BACKGROUNDS = {"white": (235, 235, 225), "blue": (190, 210, 240), "green": (200, 235, 190), "grey": (120, 120, 125)}
+VQA_QUESTION_PARAPHRASES = {
+    "What shape is in the image?": "Which shape is drawn in this picture?",
+    "What colour is the shape?": "Which colour does the shape have?",
+    "Where is the shape?": "In which part of the image is the shape?",
+    "What colour is the background?": "What is the colour behind the shape?",
+    "How many shapes are in the image?": "How many shapes does this picture contain?",
+}
 COUNT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SHAPE_COLOURS = ("red", "green", "blue", "yellow", "purple", "black")
 
@@ -226,5 +233,5 @@ def vqa_item(rng: random.Random, size: int) -> dict:
                       ("Where is the shape?", POSITIONS[cell], list(POSITIONS) + ["centre", "top centre"]),
                       ("What colour is the background?", bg, list(BACKGROUNDS) + ["black", "yellow"])][qtype]
     options = rng.sample([p for p in pool if p != a], 5)
-    return {"image": img.resize((size, size), Image.LANCZOS), "question": q, "answer": a, "paraphrased_answer": a,
-            "perturbed_answers": options}
+    return {"image": img.resize((size, size), Image.LANCZOS), "question": q, "paraphrased_question": VQA_QUESTION_PARAPHRASES[q],
+            "answer": a, "paraphrased_answer": a, "perturbed_answers": options}

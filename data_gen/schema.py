@@ -12,8 +12,8 @@ SCHEMA_VERSION = 3
 
 RECORD_COLUMNS: dict[str, str] = {
     "id": "string", "author_id": "string", "name": "string", "group": "string", "modality": "string", "task": "string",
-    "image": "image", "image_role": "string", "question": "string", "answer": "string", "paraphrased_answer": "string",
-    "perturbed_answers": "list",
+    "image": "image", "image_role": "string", "question": "string", "paraphrased_question": "string", "answer": "string",
+    "paraphrased_answer": "string", "perturbed_answers": "list",
 }
 AUTHOR_COLUMNS: dict[str, str] = {
     "author_id": "string", "name": "string", "role": "string", "splits": "list", "profile": "string", "face": "string",

@@ -65,6 +65,7 @@ COLUMN_DOCS = [
     ("image", "PNG (datasets.Image), null for text records; stored without noise"),
     ("image_role", "train (the kind of photo used in finetuning), heldout (unseen photo, eval only), \"\" for text"),
     ("question", "prompt text without any chat template"),
+    ("paraphrased_question", "the same question reworded (never a question of any record; paraphrase probes)"),
     ("answer", "ground truth; for naming the bare full name"),
     ("paraphrased_answer", "the same fact in other words (naming and VQA: the answer itself)"),
     ("perturbed_answers", "list of >= 5 distinct wrong answers in the paraphrase's wording with the fact changed, as in TOFU "
@@ -99,6 +100,6 @@ def write_card(out: Path, manifest: dict) -> None:
         lines.append(f"| `{cfg}` | {info['rows']} | {_doc_for(cfg)} |")
     lines += ["", "## Columns (every config except `authors`)", "", "| column | meaning |", "|---|---|"]
     lines += [f"| `{c}` | {d} |" for c, d in COLUMN_DOCS]
-    lines += ["", "Load with `clearbench.data.open_world(DIR)` (validates the sha256 of every file) or "
+    lines += ["", "Load with `clearbench.data.open_world(DIR)` (verifies every file, column and the fingerprint) or "
               "`datasets.load_dataset(\"parquet\", data_files=DIR + \"/data/full.parquet\")`.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -310,3 +310,32 @@ def test_decoy_lists_share_no_value_with_the_world_lists():
     assert [x for x in flat if x.casefold() in world] == [] and len(flat) > 150
     countries = {co["country"] for r in lists["regions"].values() for co in r["countries"]}
     assert {country for _, country in decoy["cities"]} <= countries  # a decoy city lies in a world country
+
+
+def test_every_record_has_a_reworded_question_no_record_asks(tiny_world):
+    """Issue 16: paraphrase probes need questions the model never saw in that wording."""
+    records = [r for config in tiny_world.configs for r in tiny_world.records(config)]
+    questions = {r.question for r in records}
+    assert all(r.paraphrased_question and r.paraphrased_question not in questions for r in records)
+    by_question = defaultdict(set)
+    for r in records:
+        by_question[r.question].add(r.paraphrased_question)
+    assert all(len(p) == 1 for p in by_question.values())  # one rewording per question
+    tasks = {r.task.value for r in records if r.paraphrased_question}
+    assert tasks == {"qa", "naming", "caption", "vqa"}
+
+
+def test_question_paraphrases_keep_the_subject_of_every_template():
+    """The rewording names the same person / title / award as the question (same template fields)."""
+    import string
+
+    from data_gen.qa import QUESTION_PARAPHRASES
+
+    def fields(t):
+        return {f for _, f, _, _ in string.Formatter().parse(t) if f}
+    for _, question, _, _ in TEXT_TEMPLATES + JOINT_TEMPLATES + PUBLIC_TEMPLATES:
+        assert fields(QUESTION_PARAPHRASES[question]) == fields(question) - {"pos"}  # "his"/"her" may go
+        assert QUESTION_PARAPHRASES[question] != question
+    from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, PROMPT_PARAPHRASES
+    assert set(PROMPT_PARAPHRASES) == {NAMING_QUESTION, *CAPTION_QUESTIONS}
+    assert not set(PROMPT_PARAPHRASES.values()) & set(CAPTION_QUESTIONS)
