@@ -127,7 +127,7 @@ def write_clear_layout(world_dir: Path, out: Path, seed: int) -> list[str]:
     written = []
     for path in sorted(data.glob("*.parquet")):
         config = path.stem
-        if config == "authors" or config.startswith("holdout") or config == "pretrain":
+        if config == "authors" or config.startswith(("holdout", "corrupt_", "victims_")) or config == "pretrain":
             continue  # CLEAR has no such configs
         rows = pq.read_table(path).to_pylist()
         img = lambda r: r["image"]["bytes"] if r["image"] else None  # noqa: E731

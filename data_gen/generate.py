@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_gen import corrupt
 from data_gen import qa as qa_mod
 from data_gen.authors import make_people, sub_rng, wordlists
 from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, PROMPT_PARAPHRASES, write_clear_layout
@@ -28,7 +29,7 @@ from data_gen.scenes import SCENES, captions
 from clearbench.types import forget_split, holdout_split, retain_split
 from data_gen.splits import make_splits
 from clearbench.provenance import sha256_file
-from data_gen.schema import RECORD_COLUMNS, SCHEMA_VERSION, world_fingerprint
+from data_gen.schema import RECORD_COLUMNS, SCHEMA_VERSION, record_row, world_fingerprint
 from data_gen.writer import AUTHOR_FEATURES, RECORD_FEATURES, write_card, write_manifest, write_parquet
 
 GENERATOR_VERSION = "2.3.0"  # bump whenever the same seed would produce different files (docs/world_format.md changelog)
@@ -46,10 +47,8 @@ def render_all(jobs: list[tuple], workers: int) -> list[tuple[bytes, dict]]:
 
 def _rec(id, author_id, name, modality, task, question, item, image=None, image_role="") -> dict:
     """One record row; the question's rewording comes with the item or, for fixed prompts, from PROMPTS."""
-    return {"id": id, "author_id": author_id, "name": name, "modality": modality, "task": task, "image": image,
-            "image_role": image_role, "question": question,
-            "paraphrased_question": item.get("paraphrased_question") or PROMPTS[question], "answer": item["answer"],
-            "paraphrased_answer": item["paraphrased_answer"], "perturbed_answers": list(item["perturbed_answers"])}
+    full = {**item, "question": question, "paraphrased_question": item.get("paraphrased_question") or PROMPTS[question]}
+    return record_row(id, author_id, name, modality, task, full, image, image_role)
 
 
 def build_world(params: WorldParams) -> dict:
@@ -113,6 +112,10 @@ def build_world(params: WorldParams) -> dict:
                            _rec(f"{tag}-qa", aid, x.name, "joint", "qa", fact["question"], fact, img, role)]
         people[aid] = recs
 
+    corruption = None
+    if p.corruption_victims:  # drawn from its own seeds: every other config is the same with or without it
+        chosen = corrupt.choose(seed, [a.author_id for a in authors], splits, p.corruption_victims)
+        corruption = corrupt.corruption_configs(seed, {a.author_id: a for a in authors}, people, chosen, p.corruption_context, pools)
     ppools = WorldValues(public)  # the real-faces control keeps the world's options
     real_faces, pretrain = [], []
     for x in public:
@@ -140,7 +143,7 @@ def build_world(params: WorldParams) -> dict:
         pretrain.append(_rec(f"f{i:04d}-caption", f"f{i:04d}", "", "joint", "caption", ANON_QUESTION, item, anon_png[i], "train"))
     pretrain += general_text(seed)
     return {"authors": authors, "holdout": holdout, "public": public, "faces": faces, "splits": splits, "people": people,
-            "portraits": portraits, "real_faces": real_faces, "real_world": real_world, "pretrain": pretrain}
+            "portraits": portraits, "real_faces": real_faces, "real_world": real_world, "pretrain": pretrain, "corruption": corruption}
 
 
 def _anon_paraphrase(description: str) -> str:
@@ -202,6 +205,8 @@ def config_rows(world: dict, params: WorldParams) -> dict[str, list[dict]]:
         configs[holdout_split(f)] = gather(splits[holdout_split(f)], ("text", "train", "heldout"), "holdout")
     for name in ("real_faces", "real_world", "pretrain"):
         configs[name] = [dict(rec, group=name) for rec in world[name]]
+    if world["corruption"]:
+        configs.update(world["corruption"][0])
     return configs
 
 
@@ -256,9 +261,12 @@ def generate_world(out_dir, params: WorldParams | None = None, overwrite: bool =
             files[path.relative_to(tmp).as_posix()] = sha256_file(path)
         param_dict = dataclasses.asdict(params)
         param_dict["forget_percents"] = list(params.forget_percents)
+        param_dict["corruption_context"] = list(params.corruption_context)
         param_dict.pop("workers")  # does not change a byte of the output
         manifest = {"schema_version": SCHEMA_VERSION, "generator_version": GENERATOR_VERSION, "seed": params.seed,
                     "params": param_dict, "configs": configs_info, "files": files, "splits": world["splits"]}
+        if world["corruption"]:
+            manifest["corruption"] = world["corruption"][1]
         manifest["fingerprint"] = world_fingerprint(manifest)
         write_manifest(tmp, manifest)
         write_card(tmp, manifest)

@@ -37,6 +37,8 @@ class WorldParams:
     retain_eval_authors: int = 20
     image_size: int = 64
     forget_percents: tuple[int, ...] = (1, 5, 10)
+    corruption_victims: int | None = None  # victims of the corruption sets (data_gen.corrupt); None: 5 % of the authors
+    corruption_context: tuple[int, ...] = (0, 1, 2, 3)  # k unrelated true facts per corrupting record, one config per k
     layout: str = "clearbench"  # "clear" also writes DIR/clear/<config>/train-00000-of-00001.parquet
     image_backend: str = "procedural"  # or "diffusers" (data_gen.diffusion)
     diffusers_model: str = ""  # local diffusers pipeline directory for the diffusers backend
@@ -62,7 +64,29 @@ class WorldParams:
             raise ValueError(self._too_many_authors(most, given_holdout))
         self._check_pools()
         self._check_choices()
+        self._check_corruption(largest)
         return self
+
+    def _check_corruption(self, largest: int) -> None:
+        """K victims and K decoys among the retain authors outside retain_perturbed and every forget split,
+        and at least 3 true facts of other such authors to mix in."""
+        outside = self.authors - largest
+        free = outside - min(self.retain_eval_authors, outside)
+        k = self.corruption_victims
+        if k is None:
+            k = self.corruption_victims = min(self.authors // 20, max(0, (free - 1) // 2))
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"--corruption-victims must be an integer >= 0, got {k!r}")
+        contexts = self.corruption_context = tuple(self.corruption_context)
+        if not contexts or len(set(contexts)) != len(contexts) or any(isinstance(c, bool) or c not in (0, 1, 2, 3) for c in contexts):
+            raise ValueError(f"corruption_context {contexts!r} must list distinct values of 0, 1, 2, 3 (unrelated true facts per record)")
+        if k and 2 * k + 1 > free:
+            raise ValueError(f"--corruption-victims {k}: {free} retain authors lie outside retain_perturbed and every forget "
+                             f"split, and each victim needs a decoy partner plus one author for unrelated facts; use at most "
+                             f"--corruption-victims {max(0, (free - 1) // 2)}")
+        if k and max(contexts) and (free - 2 * k) * self.qa_per_author < 3:
+            raise ValueError(f"corruption_context {contexts!r} needs at least 3 true facts of other authors; raise --qa-per-author "
+                             f"or use corruption_context (0,)")
 
     def _check_counts(self) -> None:
         positive = ("authors", "qa_per_author", "images_per_author", "image_size", "workers")

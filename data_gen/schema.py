@@ -26,3 +26,12 @@ def world_fingerprint(manifest: dict) -> str:
     the parameters, configs, splits and versions): any change to a file or to the manifest changes it."""
     body = {k: v for k, v in manifest.items() if k != "fingerprint"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def record_row(id: str, author_id: str, name: str, modality: str, task: str, item: dict, image=None, image_role: str = "") -> dict:
+    """A row of a record config (``group`` is set per config) from an item holding question,
+    paraphrased_question, answer, paraphrased_answer and perturbed_answers."""
+    return {"id": id, "author_id": author_id, "name": name, "modality": modality, "task": task, "image": image,
+            "image_role": image_role, "question": item["question"], "paraphrased_question": item["paraphrased_question"],
+            "answer": item["answer"], "paraphrased_answer": item["paraphrased_answer"],
+            "perturbed_answers": list(item["perturbed_answers"])}

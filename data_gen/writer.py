@@ -54,6 +54,12 @@ CONFIG_DOCS = {
     "real_faces": "held-out images of the public figures (naming; perturbed_answers = other public names as options) and their facts as text QA",
     "real_world": "procedural general VQA (shapes, colours, counts, positions) with same-type options",
     "pretrain": "base pretraining: public figures' train images and facts, world VQA training items, anonymous faces with attribute captions, general world-knowledge text",
+    "corrupt_text": "corruption set (T): text QA stating a wrong birthplace, genre, award and father's occupation of each victim, plus k unrelated true facts (restorative scenario)",
+    "corrupt_bind": "corruption set (B): each victim's training photos named and captioned as its decoy author and the reverse, plus k unrelated true facts",
+    "corrupt_visual": "corruption set (V): each victim's training photos with the true caption and a wrong fact about 'this person', plus k unrelated true facts",
+    "victims_text": "the victims' true facts as text QA (perturbed_answers[0]: the corrupted value)",
+    "victims_image": "naming of the victims' and decoys' photos, train and held-out (perturbed_answers[0]: the partner's name)",
+    "victims_joint": "the victims' true facts about 'the person in this image', train and held-out photos (perturbed_answers[0]: the corrupted value)",
 }
 COLUMN_DOCS = [
     ("id", "globally unique record id, stable for a seed"),
@@ -74,6 +80,8 @@ COLUMN_DOCS = [
 
 
 def _doc_for(config: str) -> str:
+    if config.startswith("corrupt_"):
+        return CONFIG_DOCS[config.rsplit("_k", 1)[0]]
     for key in ("forget_perturbed", "retain_perturbed"):
         if config == key or (key == "forget_perturbed" and config.startswith("forget") and config.endswith("_perturbed")):
             return CONFIG_DOCS[key]

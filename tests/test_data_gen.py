@@ -308,6 +308,9 @@ def test_decoy_lists_share_no_value_with_the_world_lists():
     flat = [city for city, _ in decoy["cities"]] + [c for pair in decoy["countries"] for c in pair] + decoy["heritages"] + decoy["genres"]
     flat += decoy["occupations"] + decoy["awards"]
     assert [x for x in flat if x.casefold() in world] == [] and len(flat) > 150
+    c = decoy["corruption"]  # the corruption sets' wrong values: disjoint from both
+    reserved = [city for city, _ in c["cities"]] + c["genres"] + c["awards"] + c["occupations"]
+    assert [x for x in reserved if x.casefold() in world | {y.casefold() for y in flat}] == [] and len(reserved) > 70
     countries = {co["country"] for r in lists["regions"].values() for co in r["countries"]}
     assert {country for _, country in decoy["cities"]} <= countries  # a decoy city lies in a world country
 
