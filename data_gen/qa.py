@@ -150,7 +150,7 @@ def perturb(truth: str, candidates: list[str], rng: random.Random, k: int = N_PE
     """k distinct wrong values (order-stable dedup, then a seeded sample)."""
     pool = [c for c in dict.fromkeys(candidates) if c.casefold() != truth.casefold()]
     if len(pool) < k:
-        raise RuntimeError(f"only {len(pool)} wrong values for {truth!r}; the world's value pool is too small")
+        raise ValueError(f"only {len(pool)} wrong values for {truth!r}; the world's value pool is too small")
     return rng.sample(pool, k)
 
 
