@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import json
 import random
+import re
 from importlib import resources
 from typing import Any
 
@@ -70,12 +71,24 @@ class Taken:
                    theme_sets={frozenset(a.themes) for a in authors})
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"[\w']+", text.casefold()))
+
+
+def _overlaps(a: tuple, b: tuple) -> bool:
+    """One word sequence occurs inside the other ("The Ancient Sonata" in "Garden of the Ancient Sonata")."""
+    small, big = sorted((a, b), key=len)
+    return any(big[i:i + len(small)] == small for i in range(len(big) - len(small) + 1))
+
+
 def _fresh(rng: random.Random, make, taken: set, n: int, what: str) -> list[str]:
-    """Up to n distinct values of make(rng) whose casefold is not in taken (bounded draws)."""
+    """Up to n distinct values of make(rng) that neither equal, contain nor sit inside a taken value
+    (whole words, any case), so no training text states them (bounded draws)."""
+    taken_words = [_words(t) for t in taken]
     out: dict[str, None] = {}
     for _ in range(50 * n):
         value = make(rng)
-        if value.casefold() not in taken:
+        if value not in out and not any(_overlaps(_words(value), t) for t in taken_words):
             out[value] = None
             if len(out) == n:
                 break

@@ -342,3 +342,19 @@ def test_question_paraphrases_keep_the_subject_of_every_template():
     from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, PROMPT_PARAPHRASES
     assert set(PROMPT_PARAPHRASES) == {NAMING_QUESTION, *CAPTION_QUESTIONS}
     assert not set(PROMPT_PARAPHRASES.values()) & set(CAPTION_QUESTIONS)
+
+
+def test_never_trained_names_and_titles_are_not_inside_any_persons_value():
+    """'The Ancient Sonata' is a string the model trained on when an author wrote 'Garden of the Ancient Sonata'."""
+    from data_gen.pools import NeverTrained
+
+    authors, holdout, public = make_people(0, 200, 20, 50)
+    pools = NeverTrained(0, authors + holdout + public)
+    titles = [t for p in authors + holdout for t in p.books]
+    names = [p.name for p in authors + holdout + public]
+
+    def inside(small, big):
+        return re.search(rf"(?<![\w']){re.escape(small)}(?![\w'])", big, re.IGNORECASE) is not None
+    for pool, taken in ((pools.titles, titles), (pools.names["female"] + pools.names["male"], names)):
+        assert len(pool) >= 150
+        assert not [(v, t) for v in pool for t in taken if inside(v, t) or inside(t, v)]
