@@ -65,7 +65,7 @@ COLUMN_DOCS = [
     ("id", "globally unique record id, stable for a seed"),
     ("author_id", "a#### author (holdout authors continue the numbering), p#### public figure, w#### VQA item, f#### anonymous face, g#### general text"),
     ("name", "full name of the person the record is about (\"\" for VQA, anonymous faces, general text)"),
-    ("group", "role of that person in this config: forget, retain, author (full), holdout, real_faces, real_world, pretrain"),
+    ("group", "role of that person in this config: forget, retain, author (full), holdout, real_faces, real_world, pretrain, victim / decoy (corruption sets)"),
     ("modality", "text (question names the person, no image) / image (image in, name out) / joint (image + question)"),
     ("task", "qa / naming / caption / vqa"),
     ("image", "PNG (datasets.Image), null for text records; stored without noise"),
