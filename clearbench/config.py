@@ -307,6 +307,33 @@ class StudyConfig:
             raise FieldError("seeds", self.seeds, "seeds must be >= 0 (they seed numpy generators)")
 
 
+def _parameterisations() -> dict[str, dict[str, Any]]:
+    return {"full": {}, "lora": {"train": {"lora": {"enabled": True}}}}
+
+
+@dataclasses.dataclass
+class CalibrationConfig:
+    """``clearbench run`` with ``enabled``: instead of the study, a learning-rate sweep per method and
+    parameterisation on the target (forget split and modality: the study's first), scored on validation records
+    disjoint from the evaluation's, and the rule of ``clearbench.calibration`` picks each method's lr."""
+
+    enabled: bool = False
+    # parameterisation -> overrides of the unlearn section (the variants that share its lrs name it)
+    parameterisations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_parameterisations)
+    lrs: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # parameterisation -> lr grid
+    retain_tolerance: float = 0.10  # admissible: retain-validation probability >= (1 - this) x the target's
+    n_per_cell: int = 64  # validation records per (group, modality, task) cell
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("n_per_cell",), non_negative=("retain_tolerance",))
+        for name, grid in self.lrs.items():
+            if name not in self.parameterisations:
+                raise FieldError(f"lrs.{name}", name, unknown_name_message("parameterisation", name,
+                                                                          self.parameterisations))
+            if len(grid) < 2 or any(not math.isfinite(lr) or lr <= 0 for lr in grid) or len(set(grid)) != len(grid):
+                raise FieldError(f"lrs.{name}", grid, "must list at least two distinct finite learning rates > 0")
+
+
 @dataclasses.dataclass
 class BenchConfig:
     """Everything a preset can set. Stages read their own section."""
@@ -317,3 +344,4 @@ class BenchConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
