@@ -15,8 +15,8 @@ import pytest
 
 from clearbench.cli import main
 from eval.aggregate import aggregate
-from eval.leaderboard import (COLUMNS, FQ_KEY, MU_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
-                              check_files, fmt, make_reference, make_rows, rank_key, run_info, tables)
+from eval.leaderboard import (FQ_KEY, MU_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
+                              check_files, columns, fmt, make_reference, make_rows, rank_key, run_info, tables)
 from eval.results import build_result, recompute
 
 _spec = importlib.util.spec_from_file_location(
@@ -89,17 +89,17 @@ def test_tables_hold_recomputed_numbers(lb, report):
     for label, name in (("npo", "npo-10"), ("npo + L1", "npo-l1-10"), ("target", "target")):
         fresh = recompute(lb["results"][name], lb["gold"])["metrics"]
         row = csv_rows[label]
-        for _, key in COLUMNS:
+        for _, key in columns():
             assert float(row[key]) == fresh[key], (label, key)
         line = next(line for line in md.splitlines() if line.startswith("| ") and f"| {label} |" in line)
-        for _, key in COLUMNS:
+        for _, key in columns():
             assert fmt(key, fresh[key]) in line
     assert float(csv_rows["gold-10"][FQ_KEY]) == 1.0 and csv_rows["gold-10"]["rank"] == "gold"
     assert float(csv_rows["npo + L1"]["l1_lambda"]) == 1e-4
     # settings: text / visual tables hold their method plus the reference rows (gold, target)
     assert set(_csv_rows(out / "table_text.csv")) == {"gold-10", "target", "grad_ascent"}
     assert set(_csv_rows(out / "table_visual.csv")) == {"gold-10", "target", "rmu"}
-    for header, _ in COLUMNS[:4]:
+    for header, _ in columns()[:4]:
         assert header in md  # CLEAR's Real / Retain / Forget / FQ columns
     assert RANKING_RULE in md
 

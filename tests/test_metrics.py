@@ -1,7 +1,6 @@
 """Every metric formula against values computed by hand on handcrafted outputs."""
 from __future__ import annotations
 
-import builtins
 import importlib.util
 import itertools
 import math
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 from eval.example import ExampleOutput, split_of
-from eval.metrics import METRICS, metric_versions
 from eval.metrics import forget_quality, mia, model_utility, naming, probability, rouge_l, truth_ratio
 
 _spec = importlib.util.spec_from_file_location(
@@ -22,17 +20,7 @@ _spec.loader.exec_module(fx)
 E = math.e
 
 
-# ----------------------------------------------------------------------------- registry, schema
-def test_registry_is_ours_and_versioned():
-    assert builtins.eval is eval  # nothing rebinds the builtin
-    assert set(METRICS) == {"rouge_l", "probability", "truth_ratio", "naming", "forget_quality",
-                            "model_utility", "clear_columns", "mia"}
-    for name, module in METRICS.items():
-        assert module.__name__ == f"eval.metrics.{name}"
-        assert isinstance(module.VERSION, int) and module.VERSION >= 1
-    assert metric_versions() == {n: m.VERSION for n, m in METRICS.items()}
-
-
+# ----------------------------------------------------------------------------- schema (registry: test_metrics_registry.py)
 def test_split_names():
     assert split_of("forget10_perturbed") == "forget"
     assert split_of("forget01_perturbed") == "forget"

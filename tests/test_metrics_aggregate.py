@@ -61,11 +61,11 @@ def test_cell_means_match_per_example_values(world, agg):
     assert agg["metrics"]["retain/image/probability"] == agg["metrics"]["retain/image/probability_norm"]
     cap = [ex.id for ex in world if ex.split == "retain_perturbed" and ex.task == "caption"]
     assert agg["metrics"]["retain/joint/probability"] == pytest.approx(np.mean([vals[i]["probability_raw"] for i in cap]))
-    trs = [vals[i]["tr"] for i in ids]
+    trs = [vals[i]["truth_ratio"] for i in ids]
     assert agg["metrics"]["retain/image/truth_ratio"] == pytest.approx(truth_ratio.keep_stat(np.array(trs)))
     f_ids = [ex.id for ex in world if ex.split.startswith("forget") and ex.modality == "text"]
     assert agg["metrics"]["forget/text/truth_ratio"] == pytest.approx(
-        truth_ratio.forget_stat(np.array([vals[i]["tr"] for i in f_ids])))
+        truth_ratio.forget_stat(np.array([vals[i]["truth_ratio"] for i in f_ids])))
 
 
 def test_model_utility_is_tofu_nine_value_hmean(agg):
@@ -150,16 +150,15 @@ def test_truth_ratio_reference_answer_vs_paraphrase():
     """The default reference is the paraphrase (TOFU/CLEAR: the perturbed answers are the paraphrase
     with the fact changed): TR = exp(1.5 - 1.0). "answer" stays an option, for data whose perturbed
     answers share the answer's wording (schema 1 worlds): TR = exp(1.5 - 0.5) = e."""
-    from eval.aggregate import truth_ratios
-
     ex = fx.make_example(lp_answer=(-0.5, -0.5), lp_paraphrased=(-1.0,), lp_perturbed=((-1.0, -2.0), (-1.5,)))
-    tr_answer = truth_ratios([ex], "tofu", "answer")[ex.id]
-    tr_para = truth_ratios([ex], "tofu", "paraphrase")[ex.id]
+
+    def tr(**options):
+        return per_example_values([ex], MetricOptions(**options))[ex.id]["truth_ratio"]
+
+    tr_answer, tr_para = tr(tr_reference="answer"), tr(tr_reference="paraphrase")
     assert tr_answer == pytest.approx(math.exp(1.5 - 0.5))
     assert tr_para == pytest.approx(math.exp(1.5 - 1.0))
-    assert MetricOptions().tr_reference == "paraphrase" and truth_ratios([ex], "tofu")[ex.id] == tr_para
-    assert per_example_values([ex], MetricOptions())[ex.id]["tr"] == pytest.approx(math.exp(0.5))
-    assert per_example_values([ex], MetricOptions(tr_reference="answer"))[ex.id]["tr"] == pytest.approx(math.e)
+    assert MetricOptions().tr_reference == "paraphrase" and tr() == tr_para
     assert truth_ratio.keep_stat([tr_answer]) == pytest.approx(1 - 1 / math.e)
     assert truth_ratio.keep_stat([tr_para]) == pytest.approx(1 - math.exp(-0.5))
     with pytest.raises(ValueError, match="tr_reference"):

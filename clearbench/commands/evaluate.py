@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     result = evaluate(args.model, world, args.out, gold=args.gold, cfg=cfg)
     metrics = result["aggregates"]["metrics"]
-    for key in sorted(metrics):
-        if key.split("/")[-1] in ("rouge_l", "probability", "truth_ratio", "naming_acc", "forget_quality",
-                                  "model_utility"):
-            print(f"{key:40s} {metrics[key]:.4f}")
+    from eval.leaderboard import columns, fmt
+
+    for header, key in columns():  # the leaderboard's columns, from the metric registry
+        if key in metrics:
+            print(f"{header:24s} {key:32s} {fmt(key, metrics[key])}")
     print(f"result written to {args.out}")
     return 0

@@ -9,6 +9,10 @@ CLEAR's code leaves ROUGE out; the paper text says "ROUGE, Probability and Truth
 """
 from __future__ import annotations
 
+from eval.metrics.forget_quality import js_forget_quality
+from eval.metrics.model_utility import harmonic_mean
+from eval.metrics.spec import POOLED, Cell, Comparison, Composite, Output, key
+
 VERSION = 1
 
 # column -> the (split, modality, task) subsets whose statistics enter its harmonic mean;
@@ -24,3 +28,29 @@ FQ_SUBSET: tuple[str, str, str] = ("forget", "all", "caption")
 def column_metrics(include_rouge: bool) -> tuple[str, ...]:
     """The per-subset statistics a column averages: CLEAR's code, or its paper text with ROUGE."""
     return ("probability", "truth_ratio", "rouge_l") if include_rouge else ("probability", "truth_ratio")
+
+
+def _columns(ctx) -> None:
+    stats_used = column_metrics(ctx.options.clear_include_rouge)
+    for column, subsets in COLUMNS.items():
+        col_key = key("clear", POOLED, column)
+        chosen = [(sub, ctx.subset(*sub)) for sub in subsets]
+        missing = ["/".join(sub) for sub, exs in chosen if not exs]
+        if missing:
+            ctx.warn(f"{col_key} not computed: no {', '.join(missing)} examples")
+            continue
+        stats = [(sub, ctx.cell_stats(sub[0], exs)) for sub, exs in chosen]
+        ctx.put(col_key, harmonic_mean([st[m] for _, st in stats for m in stats_used]),
+                [f"{'/'.join(sub)}:{m}" for sub, _ in stats for m in stats_used])
+
+
+SPECS = (
+    Composite((Output("real", doc="hmean(Prob, TR) of real_faces naming and real_world VQA"),
+               Output("retain", doc="hmean(Prob, TR) of retain captions and naming"),
+               Output("forget", better="lower", doc="hmean(Prob, TR) of forget captions and naming")),
+              VERSION, _columns,
+              columns=(("Real", "clear/all/real"), ("Retain", "clear/all/retain"), ("Forget", "clear/all/forget"))),
+    Comparison((Output("fq", doc="CLEAR's FQ column: 1 - JS on forget captions"),), VERSION, value="truth_ratio",
+               against="gold", compare=lambda tr_u, tr_g: {"fq": js_forget_quality(tr_u, tr_g)},
+               cells=lambda ctx: [Cell(*FQ_SUBSET, scope="clear")], columns=(("FQ", "clear/all/fq"),)),
+)

@@ -9,11 +9,14 @@ modality gap = max_m log10 FQ_m - min_m log10 FQ_m over the forget modalities (0
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
+
+from eval.metrics.spec import POOLED, Cell, Comparison, Composite, Output, key
 
 VERSION = 1
 # p-values can underflow to 0.0 for large, fully separated samples; log10 of the smallest
@@ -44,3 +47,30 @@ def modality_gap(pvalues: Mapping[str, float]) -> float:
         raise ValueError("modality gap needs at least one per-modality forget quality")
     logs = [float(np.log10(max(p, _TINY))) for p in pvalues.values()]
     return max(logs) - min(logs)
+
+
+def _cells(ctx) -> list[Cell]:
+    """Every forget modality and the pool."""
+    return [Cell("forget", m) for m in ctx.modalities("forget") + [POOLED]]
+
+
+def _compare(tr_unlearned: np.ndarray, tr_gold: np.ndarray) -> dict[str, float]:
+    return {"forget_quality": ks_forget_quality(tr_unlearned, tr_gold),
+            "forget_quality_js": js_forget_quality(tr_unlearned, tr_gold)}
+
+
+def _modality_gap(ctx) -> None:
+    parts = [key("forget", m, "forget_quality") for m in ctx.modalities("forget")]
+    parts = [p for p in parts if p in ctx.metrics]
+    if parts:
+        ctx.put(key("forget", POOLED, "modality_gap"), modality_gap({p: ctx.metrics[p] for p in parts}), parts)
+
+
+SPECS = (
+    Comparison((Output("forget_quality", fmt=".3g", doc="KS p-value, TR unlearned vs TR gold"),
+                Output("forget_quality_js", doc="1 - Jensen-Shannon distance, id-aligned TR vectors")),
+               VERSION, value="truth_ratio", against="gold", compare=_compare, cells=_cells,
+               columns=(("FQ (KS p)", "forget/all/forget_quality"), ("FQ (1−JS)", "forget/all/forget_quality_js"))),
+    Composite((Output("modality_gap", high=math.inf, better="lower",
+                      doc="max_m log10 FQ_m - min_m log10 FQ_m over the forget modalities"),), VERSION, _modality_gap),
+)

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from eval.metrics.spec import ExampleMetric, Output
+
 VERSION = 2  # 2: the reference answer is an option (tr_reference; default the paraphrase, as TOFU)
 TR_MODES: tuple[str, ...] = ("tofu", "clear")
 # exp() of a log-ratio beyond this would overflow float64; never reached by real models
@@ -55,3 +57,17 @@ def keep_stat(tr: np.ndarray) -> float:
 def truth_ratio_stat(tr: np.ndarray, split: str) -> float:
     """The reported ``truth_ratio``: forget form on the forget split, keep form elsewhere."""
     return forget_stat(tr) if split == "forget" else keep_stat(tr)
+
+
+def _group_truth_ratios(group, options) -> np.ndarray:
+    """TR of every example of one (split, modality, task) group, against ``options.tr_reference``."""
+    reference = [ex.lp_answer if options.tr_reference == "answer" else ex.lp_paraphrased for ex in group]
+    return truth_ratios(reference, [ex.lp_perturbed for ex in group], options.tr_mode)
+
+
+SPECS = (
+    ExampleMetric(Output("truth_ratio", header="TR",
+                         doc="forget: mean min(TR, 1/TR); all other splits: mean max(0, 1 - 1/TR)"), VERSION,
+                  lambda ex, batch: batch.per_group("truth_ratio", ex, _group_truth_ratios),
+                  needs=("lp_answer", "lp_paraphrased", "lp_perturbed"), cell=truth_ratio_stat),
+)
