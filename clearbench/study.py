@@ -85,8 +85,8 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 # ------------------------------------------------------------------------------------- keys
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
 # adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length). Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0}
+# train.group_by_length; eval max_per_cell). Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "max_per_cell": 0}
 
 
 def _key_view(obj: Any) -> Any:

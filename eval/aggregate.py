@@ -14,7 +14,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from eval.example import SPLITS, ExampleOutput, split_of
-from eval.metrics import COUNT, comparisons, composites, example_metrics, truth_ratio
+from clearbench.types import unknown_name_message
+from eval.metrics import COUNT, comparisons, composites, example_metrics, forget_quality, truth_ratio
 from eval.metrics.spec import POOLED, Batch, Cell, Comparison, key
 
 
@@ -23,28 +24,29 @@ class MetricOptions:
     """Switches between the published definitions (stored in every result file).
 
     tr_mode: "tofu" (per-item mean over perturbed answers) or "clear" (global mean).
-    tr_reference: the true answer the perturbed ones are compared with: "paraphrase" (default;
-      TOFU and CLEAR, whose perturbed answers are the paraphrase with the fact changed, as in
-      clearbench worlds since schema 2) or "answer" (for data whose perturbed answers perturb the
-      answer's wording, e.g. schema 1 worlds: against the paraphrase a trained model prefers the
-      answer's template, so every perturbed answer beat the paraphrase, retain QA truth ratio 0).
+    tr_reference: the true answer the perturbed ones are compared with: "tofu" (default: as TOFU, the
+      answer on real_faces and real_world, the paraphrase on forget, retain and holdout, whose perturbed
+      answers are the paraphrase with the fact changed), "paraphrase" or "answer" on every split.
     clear_include_rouge: CLEAR columns with ROUGE (paper text) or without (CLEAR's code).
     mink_k: fraction of lowest tokens for Min-K% / Min-K%++ (open-unlearning default 0.4).
+    fq_aggregation: forget quality's units: "item" (one truth ratio per record, TOFU) or "author_fact"
+      (the mean truth ratio of the records asking one fact of one author; docs/metrics.md).
     require_gold: forget quality and PrivLeak need the gold model's examples; False only
       for runs that deliberately skip them (they are then absent, never None).
     """
 
     tr_mode: str = "tofu"
-    tr_reference: str = "paraphrase"
+    tr_reference: str = "tofu"
     clear_include_rouge: bool = False
     mink_k: float = 0.4
+    fq_aggregation: str = "item"
     require_gold: bool = True
 
     def __post_init__(self) -> None:
-        if self.tr_mode not in truth_ratio.TR_MODES:
-            raise ValueError(f"Unknown tr_mode {self.tr_mode!r}. Known: {', '.join(truth_ratio.TR_MODES)}.")
-        if self.tr_reference not in ("answer", "paraphrase"):
-            raise ValueError(f"Unknown tr_reference {self.tr_reference!r}. Known: answer, paraphrase.")
+        for name, known in (("tr_mode", truth_ratio.TR_MODES), ("tr_reference", truth_ratio.TR_REFERENCES),
+                            ("fq_aggregation", forget_quality.AGGREGATIONS)):
+            if getattr(self, name) not in known:
+                raise ValueError(unknown_name_message(name, getattr(self, name), known))
         if not 0.0 < self.mink_k <= 1.0:
             raise ValueError(f"mink_k must be in (0, 1], got {self.mink_k}")
 
@@ -56,7 +58,7 @@ class MetricOptions:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"Unknown metric options {sorted(unknown)}")
-        return cls(**d)  # files written before tr_reference existed used TOFU's, the default
+        return cls(**d)
 
 
 class MissingGoldError(FileNotFoundError):
@@ -100,11 +102,24 @@ def per_example_values(examples: Sequence[ExampleOutput], options: MetricOptions
 
 
 def subset(examples: Iterable[ExampleOutput], split: str, modality: str = POOLED, task: str | None = None):
-    """The examples of one split, one modality (``all``: every one) and optionally one task."""
+    """The examples of one split, one modality (``all``: every one; ``image@heldout``: one image role of
+    it) and optionally one task."""
+    modality, _, role = modality.partition("@")
     return [
         ex for ex in examples
         if ex.eval_split == split and modality in (POOLED, ex.modality) and task in (None, ex.task)
+        and role in ("", ex.image_role)
     ]
+
+
+def cells_of(examples: Iterable[ExampleOutput]) -> list[tuple[str, str]]:
+    """(split, modality) of every cell present, and (split, "modality@role") where a cell holds examples of
+    more than one image role (the forget authors' training photos vs held-out photos)."""
+    roles: dict[tuple[str, str], set[str]] = {}
+    for ex in examples:
+        roles.setdefault((ex.eval_split, str(ex.modality)), set()).add(ex.image_role)
+    cells = set(roles) | {(s, f"{m}@{r}") for (s, m), rs in roles.items() if len(rs - {""}) > 1 for r in rs - {""}}
+    return sorted(cells, key=lambda c: (SPLITS.index(c[0]), c[1]))
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -118,13 +133,16 @@ class Context:
         self.metrics: dict[str, float] = {}
         self.components: dict[str, list[str]] = {}
         self.warnings: list[str] = []
-        self.cells = sorted({(ex.eval_split, ex.modality) for ex in self.examples},
-                            key=lambda c: (SPLITS.index(c[0]), c[1]))
+        self.cells = cells_of(self.examples)
+        self._by_id = {ex.id: ex for ex in self.examples}
         self._gold_values: dict[str, dict[str, float]] | None = None
 
     def modalities(self, split: str) -> list[str]:
-        """The modalities of ``split``'s cells, sorted."""
-        return [m for s, m in self.cells if s == split]
+        """The modalities of ``split``'s cells, sorted (image-role cells aside)."""
+        return [m for s, m in self.cells if s == split and "@" not in m]
+
+    def example(self, example_id: str) -> ExampleOutput:
+        return self._by_id[example_id]
 
     def subset(self, split: str, modality: str = POOLED, task: str | None = None) -> list[ExampleOutput]:
         return subset(self.examples, split, modality, task)
@@ -181,7 +199,7 @@ def aggregate(
     check_examples(examples)
     ctx = Context(examples, _checked_gold(examples, gold, options), options)
     for split in [s for s in SPLITS if ctx.modalities(s)]:
-        for modality in ctx.modalities(split) + [POOLED]:
+        for modality in [m for s, m in ctx.cells if s == split] + [POOLED]:
             for name, value in ctx.cell_stats(split, ctx.subset(split, modality)).items():
                 ctx.put(key(split, modality, name), value)
     for spec in comparisons():
@@ -219,17 +237,16 @@ def _checked_gold(examples, gold, options: MetricOptions) -> Sequence[ExampleOut
 
 
 def _compare(ctx: Context, spec: Comparison, cell: Cell) -> None:
-    """One comparison on one cell; its outputs are stored as ``{cell scope}/{modality}/{name}``."""
-    scope, mine = cell.key_scope, ctx.subset(cell.split, cell.modality, cell.task)
+    """One comparison on one cell, stored as ``{cell scope}/{cell label}/{spec name}{cell variant}{part}``."""
+    where = f"{cell.key_scope}/{cell.key_modality}/{spec.name}{cell.variant}"
+    mine = ctx.subset(cell.split, cell.modality, cell.task)
     if not mine:
-        names = "|".join(o.name for o in spec.outputs[:1])
-        ctx.warn(f"{key(scope, cell.modality, names)} not computed: no "
-                 f"{cell.split}/{cell.modality}/{cell.task or POOLED} examples")
+        ctx.warn(f"{where} not computed: no {cell.split}/{cell.modality}/{cell.task or POOLED} examples")
         return
     if spec.against == "gold":
         ids = ctx.aligned(cell.split, cell.modality, cell.task)
-        result = spec.compare(np.array([ctx.values[i][spec.value] for i in ids]),
-                              np.array([ctx.gold_values[i][spec.value] for i in ids]))
+        units = spec.units(ctx, cell, ids) if spec.units else [[i] for i in ids]
+        result = spec.compare(_unit_values(ctx.values, units, spec.value), _unit_values(ctx.gold_values, units, spec.value))
     else:
         holdout = Cell("holdout", cell.modality, cell.task)
         result = _holdout_compare(spec, ctx.values, mine, ctx.subset(holdout.split, holdout.modality, holdout.task))
@@ -239,9 +256,15 @@ def _compare(ctx: Context, spec: Comparison, cell: Cell) -> None:
             try:
                 result |= spec.relative(result, _holdout_compare(spec, ctx.gold_values, *gold))
             except ValueError as e:
-                ctx.warn(f"{scope}/{cell.modality}/{e}")
-    for name, value in result.items():
-        ctx.put(key(scope, cell.modality, name), value)
+                ctx.warn(f"{cell.key_scope}/{cell.key_modality}/{e}")
+    for part, value in result.items():
+        ctx.put(where + part, value)
+
+
+def _unit_values(values: dict[str, dict[str, float]], units: list[list[str]], name: str) -> np.ndarray:
+    """One value per unit: an example's own value, or the mean over the unit's examples."""
+    return np.array([values[u[0]][name] if len(u) == 1 else float(np.mean([values[i][name] for i in u]))
+                     for u in units])
 
 
 def _holdout_compare(spec: Comparison, values, forget, holdout) -> dict[str, float]:

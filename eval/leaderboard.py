@@ -8,7 +8,7 @@ the file's per-example values, never copied from its stored aggregates.
 
 Tables follow CLEAR's (arXiv 2410.18057, Table 1: Real / Retain / Forget / FQ, one row per
 method), one per unlearning setting (text / visual / multimodal forgetting). Ranking rule
-(``RANKING_RULE``): forget quality (KS p-value) descending, then model utility descending.
+(``RANKING_RULE``): the KS statistic D of TOFU's forget quality ascending, then model utility descending.
 docs/submitting.md describes the submission side.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from eval.aggregate import MetricOptions
 from eval.metrics import example_metrics, outputs, specs
@@ -32,9 +32,11 @@ SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
 _SETTING_OF = {"text": "text", "image": "visual", "visual": "visual", "joint": "multimodal",
                "multimodal": "multimodal", "both": "multimodal", "all": "multimodal"}
 FQ_KEY, MU_KEY = "forget/all/forget_quality", "all/all/model_utility"
-RANKING_RULE = ("rank by forget quality (forget/all/forget_quality, the KS p-value against the gold model; "
-                "higher is better), ties broken by model utility (all/all/model_utility; higher is better); "
-                "the gold model is the reference and is not ranked")
+RANK_KEY = "forget/all/forget_quality_d"
+RANKING_RULE = ("rank by the KS statistic D of forget quality (forget/all/forget_quality_d: TOFU's test, the forget "
+                "set's text-QA truth ratios against the gold model's; lower is better, 0 = the gold model's "
+                "distribution), ties broken by model utility (all/all/model_utility; higher is better); the gold "
+                "model is the reference and is not ranked; why D, not p: docs/metrics.md")
 REPORT_SPLITS: tuple[str, ...] = ("forget", "retain", "real_faces", "real_world")
 
 
@@ -54,7 +56,7 @@ def columns() -> list[tuple[str, str]]:
     return out
 
 
-FQ_MODALITY_KEYS = tuple(f"forget/{m}/forget_quality" for m in ("text", "image", "joint", "all"))
+FQ_MODALITY_KEYS = tuple(f"forget/{m}/forget_quality_d" for m in ("text", "image", "joint"))  # equal n
 
 
 @dataclasses.dataclass
@@ -150,7 +152,7 @@ def check_result(result: Any, ref: Reference) -> list[str]:
 
 
 # Metric options that change the numbers: every row of one leaderboard must use the gold result's.
-SCORING_OPTIONS = ("tr_mode", "tr_reference", "clear_include_rouge", "mink_k")
+SCORING_OPTIONS = ("tr_mode", "tr_reference", "clear_include_rouge", "mink_k", "fq_aggregation")
 
 
 def _options_problems(result: dict[str, Any], ref: Reference) -> list[str]:
@@ -253,10 +255,13 @@ def make_rows(checked: Sequence[Checked], ref: Reference) -> list[Row]:
     return rows
 
 
+def rank_key_of(values: Mapping[str, float], label: str) -> tuple[float, float, str]:
+    """Sort key of ``RANKING_RULE`` from one row's values (missing values rank last)."""
+    return (values.get(RANK_KEY, math.inf), -values.get(MU_KEY, -math.inf), label)
+
+
 def rank_key(row: Row) -> tuple[float, float, str]:
-    """Sort key of ``RANKING_RULE`` (missing values rank last)."""
-    fq, mu = row.metrics.get(FQ_KEY, -math.inf), row.metrics.get(MU_KEY, -math.inf)
-    return (-fq, -mu, row.label)
+    return rank_key_of(row.metrics, row.label)
 
 
 def tables(rows: Sequence[Row]) -> dict[str, list[tuple[int | None, Row]]]:
@@ -321,8 +326,8 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              f"- ranking: {RANKING_RULE}",
              "- every number is recomputed from the result files' per-example values (eval.results.recompute)",
              "- Real / Retain / Forget / FQ are CLEAR's paper columns (FQ = 1 − JS on forget captions); "
-             "FQ (KS p) and FQ (1−JS) pool every forget modality; MU is TOFU's model utility; the split columns "
-             "pool modalities; definitions in docs/metrics.md", ""]
+             "FQ D, FQ (KS p) and FQ log10 p are TOFU's forget quality (KS on forget text-QA truth ratios); MU is "
+             "TOFU's model utility; the split columns pool modalities; definitions in docs/metrics.md", ""]
     for setting, entries in tabs.items():
         parts += [f"## {setting_title(setting)}", "", table_markdown(entries), ""]
     return "\n".join(parts + rejected_markdown([(f"`{c.path}`", c.reasons) for c in rejected])) + "\n"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval import report_html
-from eval.leaderboard import (FQ_KEY, MU_KEY, RANKING_RULE, SETTINGS, check_files, columns, fmt, make_reference,
-                              make_rows, markdown_table, rank_text, rejected_markdown, setting_title, tables)
+from eval.leaderboard import (RANK_KEY, RANKING_RULE, SETTINGS, check_files, columns, fmt, make_reference, make_rows,
+                              markdown_table, rank_key_of, rank_text, rejected_markdown, setting_title, tables)
 
 RunFiles = tuple[Sequence[str | Path], str | Path]  # (result files, that seed's gold result)
 
@@ -80,8 +80,7 @@ def combine(per_seed: dict[int, dict[str, list]]) -> dict[str, list[tuple[int | 
 
 
 def _rank_key(row: SeedRow) -> tuple[float, float, str]:
-    fq, mu = row.cells.get(FQ_KEY), row.cells.get(MU_KEY)
-    return (-(fq.mean if fq else -math.inf), -(mu.mean if mu else -math.inf), row.label)
+    return rank_key_of({k: c.mean for k, c in row.cells.items()}, row.label)
 
 
 def _seed_ranks(row: SeedRow) -> str:
@@ -119,24 +118,24 @@ def table_csv(entries: list[tuple[int | None, SeedRow]]) -> str:
 
 
 def findings(tabs: dict[str, list[tuple[int | None, SeedRow]]]) -> list[str]:
-    """One line per table: the unlearning method (reference rows aside) with the highest mean
-    forget quality, in how many seeds it was the best method, and whether its lead over the
+    """One line per table: the unlearning method (reference rows aside) ranked first on the means (the lowest
+    mean forget-quality D), in how many seeds it was the best method, and whether its lead over the
     runner-up exceeds the larger of their sds (a heuristic, not a significance test)."""
     lines = []
     for setting, entries in tabs.items():
-        ranked = [r for rank, r in entries if rank is not None and r.method and FQ_KEY in r.cells]
+        ranked = [r for rank, r in entries if rank is not None and r.method and RANK_KEY in r.cells]
         if not ranked:
             continue
-        top, fq = ranked[0], ranked[0].cells[FQ_KEY]
+        top = ranked[0]
         best = sum(1 for seed, rank in top.ranks.items()
                    if rank is not None and all(rank <= (o.ranks.get(seed) or math.inf) for o in ranked))
-        line = (f"{setting}: best method by mean FQ (KS p) is {top.label} ({cell_text(FQ_KEY, top)}, n={top.n}); "
+        line = (f"{setting}: best method by mean FQ D is {top.label} ({cell_text(RANK_KEY, top)}, n={top.n}); "
                 f"best method in {best} of {top.n} seeds")
         if len(ranked) > 1:
-            other = ranked[1].cells[FQ_KEY]
-            gap = fq.mean - other.mean
-            spread = max(fq.sd or 0.0, other.sd or 0.0)
-            line += (f"; ahead of {ranked[1].label} by {fmt(FQ_KEY, gap)}, "
+            mine, other = top.cells[RANK_KEY], ranked[1].cells[RANK_KEY]
+            gap = other.mean - mine.mean
+            spread = max(mine.sd or 0.0, other.sd or 0.0)
+            line += (f"; ahead of {ranked[1].label} by {fmt(RANK_KEY, gap)}, "
                      + ("more than one sd" if gap > spread else "within one sd"))
         lines.append(line)
     return lines

@@ -20,10 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from clearbench.provenance import read_run
-from eval.leaderboard import (FQ_KEY, FQ_MODALITY_KEYS, MU_KEY, RANKING_RULE, Checked, Reference, Row,
+from eval.leaderboard import (FQ_MODALITY_KEYS, MU_KEY, RANK_KEY, RANKING_RULE, Checked, Reference, Row,
                               columns, fmt, rank_text, setting_title)
 
-_TINY = 5e-324  # smallest positive double: a p-value of 0 on a log axis
 _COLORS = {"text": "tab:blue", "visual": "tab:orange", "multimodal": "tab:green", None: "tab:gray"}
 
 
@@ -92,19 +91,19 @@ def tradeoff_plot(rows: Sequence[Row]) -> bytes:
     fig = Figure(figsize=(6.5, 4.5))
     ax = fig.add_subplot()
     for row in rows:
-        if FQ_KEY not in row.metrics or MU_KEY not in row.metrics:
+        if RANK_KEY not in row.metrics or MU_KEY not in row.metrics:
             continue
-        x, y = row.metrics[MU_KEY], max(row.metrics[FQ_KEY], _TINY)
+        x, y = row.metrics[MU_KEY], row.metrics[RANK_KEY]
         ax.scatter([x], [y], color=_COLORS.get(row.setting, "black"), marker="*" if row.is_gold else "o", s=60)
         ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for setting in sorted({r.setting for r in rows}, key=lambda s: (s is None, s or "")):
         ax.scatter([], [], color=_COLORS.get(setting, "black"), label=setting or "reference (no method)")
     if rows:
         ax.legend(title="forget modality", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_yscale("log")
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("model utility (all/all/model_utility) →")
-    ax.set_ylabel("forget quality, KS p-value (log) →")
-    ax.set_title("forget quality vs model utility (★ gold)")
+    ax.set_ylabel("forget quality D vs gold (forget/all/forget_quality_d) ↓")
+    ax.set_title("forget quality vs model utility (★ gold, D = 0)")
     ax.grid(True, alpha=0.3)
     return _png(fig)
 
@@ -116,12 +115,11 @@ def fq_modality_plot(rows: Sequence[Row]) -> bytes:
     width = 0.8 / max(len(keys), 1)
     for j, k in enumerate(keys):
         xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [max(r.metrics.get(k, 0.0), _TINY) for r in rows], width=width, label=k.split("/")[1])
+        ax.bar(xs, [r.metrics.get(k, 0.0) for r in rows], width=width, label=k.split("/")[1])
     ticks = [r.label if r.setting is None else f"{r.label} ({r.setting})" for r in rows]
     ax.set_xticks(range(len(rows)), ticks, rotation=30, ha="right", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("forget quality, KS p-value (log)")
-    ax.set_title("forget quality per forget modality")
+    ax.set_ylabel("forget quality D vs gold ↓")
+    ax.set_title("forget quality per forget modality (KS D, the same n in each)")
     ax.legend(title="scored on", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
 

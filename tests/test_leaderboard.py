@@ -15,7 +15,7 @@ import pytest
 
 from clearbench.cli import main
 from eval.aggregate import aggregate
-from eval.leaderboard import (FQ_KEY, MU_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
+from eval.leaderboard import (FQ_KEY, MU_KEY, RANK_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
                               check_files, columns, fmt, make_reference, make_rows, rank_key, run_info, tables)
 from eval.results import build_result, recompute
 
@@ -121,16 +121,16 @@ def test_ranking_order(report):
     assert entries[0][0] is None and entries[0][1].is_gold  # gold first, unranked
     ranked = [row for rank, row in entries[1:]]
     assert [rank for rank, _ in entries[1:]] == [1, 2, 3]
-    fqs = [(r.metrics[FQ_KEY], r.metrics[MU_KEY]) for r in ranked]
-    assert fqs == sorted(fqs, reverse=True)
+    ds = [(r.metrics[RANK_KEY], -r.metrics[MU_KEY]) for r in ranked]
+    assert ds == sorted(ds)
     assert [r["model"] for r in csv.DictReader(io.StringIO((out / "table_multimodal.csv").read_text()))][1:] == \
         [r.label for r in ranked]
 
 
 def test_ties_in_forget_quality_are_broken_by_model_utility():
-    def row(label, fq, mu):
-        return Row(label, label, label, 0.0, "multimodal", False, {FQ_KEY: fq, MU_KEY: mu}, {})
-    rows = [row("a", 0.1, 0.2), row("b", 0.5, 0.1), row("c", 0.1, 0.4), row("d", 0.5, 0.3), row("e", 0.0, 0.9)]
+    def row(label, d, mu):
+        return Row(label, label, label, 0.0, "multimodal", False, {RANK_KEY: d, MU_KEY: mu}, {})
+    rows = [row("a", 0.5, 0.2), row("b", 0.1, 0.1), row("c", 0.5, 0.4), row("d", 0.1, 0.3), row("e", 1.0, 0.9)]
     rows.append(Row("f", "f", "f", 0.0, "multimodal", False, {MU_KEY: 1.0}, {}))  # no FQ: last
     assert [r.label for r in sorted(rows, key=rank_key)] == ["d", "b", "c", "a", "e", "f"]
 
@@ -304,7 +304,7 @@ def test_other_metric_options_are_rejected(lb):
     other["aggregates"] = _json(aggregate(ex, gold_ex, MetricOptions(tr_reference="answer")))
     assert validate(other, lb["gold"]) == []  # a valid file on its own
     reasons = _reasons(lb, other)
-    assert any(r.startswith("metric option tr_reference='answer' differs from the leaderboard's 'paraphrase'")
+    assert any(r.startswith("metric option tr_reference='answer' differs from the leaderboard's 'tofu'")
                for r in reasons), reasons
 
 

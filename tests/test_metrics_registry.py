@@ -192,16 +192,17 @@ def test_toy_metric_reaches_keys_validation_and_report(monkeypatch, tmp_path):
 
 def test_a_comparison_needs_a_known_direction_of_comparison():
     with pytest.raises(ValueError, match="gold, holdout"):
-        Comparison((Output("z"),), 1, value="rouge_l", against="retain", compare=lambda a, b: {}, cells=lambda c: [])
+        Comparison("z", (Output("z"),), 1, value="rouge_l", against="retain", compare=lambda a, b: {},
+                   cells=lambda c: [])
 
 
-def test_a_result_written_before_the_specs_recomputes_identically():
-    """tests/data/result_before_specs.json was written by main's code before the registry iterated specs."""
-    from eval.results import recompute, validate
+def test_a_result_written_before_the_specs_is_refused_in_one_line():
+    """tests/data/result_before_specs.json was written by main's code before the registry iterated specs. It
+    recomputed bit for bit after the specs (metric specs commit); forget quality's and the truth ratio's new
+    definitions (new VERSIONs) now refuse it with one line naming the cause."""
+    from eval.results import validate
 
     old = json.loads((REPO / "tests" / "data" / "result_before_specs.json").read_text())
-    assert validate(old) == []
-    fresh = recompute(old)
-    assert fresh["metrics"] == old["aggregates"]["metrics"]  # the same keys, bit for bit
-    assert sorted(fresh["warnings"]) == sorted(old["aggregates"]["warnings"])
-    assert fresh["components"] == old["aggregates"]["components"]
+    problems = validate(old)
+    assert len(problems) == 1 and problems[0].startswith("metric_versions ")
+    assert "'forget_quality': 1" in problems[0] and "'truth_ratio': 2" in problems[0]

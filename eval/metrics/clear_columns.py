@@ -3,17 +3,18 @@
 real   = hmean(Prob, TR of real_faces naming;  Prob, TR of real_world VQA)
 retain = hmean(Prob, TR of retain captions;     Prob, TR of retain face naming)
 forget = hmean(Prob, TR of forget captions;     Prob, TR of forget face naming)   (lower = better)
-fq     = 1 - jensenshannon(TR_u, TR_gold) on forget captions
+fq     = 1 - jensenshannon(TR_u, TR_gold) on forget captions   (fq_ks: KS p, D, log10 p on the same captions,
+         CLEAR's forget quality before its paper switched to 1 - JS)
 CLEAR's code leaves ROUGE out; the paper text says "ROUGE, Probability and Truth Ratio"
 (``include_rouge=True`` follows the text).
 """
 from __future__ import annotations
 
-from eval.metrics.forget_quality import js_forget_quality
+from eval.metrics.forget_quality import js_forget_quality, ks_outputs, ks_parts
 from eval.metrics.model_utility import harmonic_mean
 from eval.metrics.spec import POOLED, Cell, Comparison, Composite, Output, key
 
-VERSION = 1
+VERSION = 2  # 2: CLEAR's KS p on captions (fq_ks) with D, log10 p and n
 
 # column -> the (split, modality, task) subsets whose statistics enter its harmonic mean;
 # selected by task over all modalities (naming is image-only, captions and VQA are joint).
@@ -50,7 +51,8 @@ SPECS = (
                Output("forget", better="lower", doc="hmean(Prob, TR) of forget captions and naming")),
               VERSION, _columns,
               columns=(("Real", "clear/all/real"), ("Retain", "clear/all/retain"), ("Forget", "clear/all/forget"))),
-    Comparison((Output("fq", doc="CLEAR's FQ column: 1 - JS on forget captions"),), VERSION, value="truth_ratio",
-               against="gold", compare=lambda tr_u, tr_g: {"fq": js_forget_quality(tr_u, tr_g)},
+    Comparison("fq", (Output("fq", doc="CLEAR's FQ column: 1 - JS on forget captions"),
+                      *ks_outputs("fq_ks", "CLEAR's forget captions")), VERSION, value="truth_ratio", against="gold",
+               compare=lambda tr_u, tr_g: {"": js_forget_quality(tr_u, tr_g), **ks_parts(tr_u, tr_g, "_ks")},
                cells=lambda ctx: [Cell(*FQ_SUBSET, scope="clear")], columns=(("FQ", "clear/all/fq"),)),
 )

@@ -90,20 +90,19 @@ def _attack_specs(attack: str) -> tuple:
     score, needs = _SCORES[attack]
 
     def relative(mine: dict[str, float], gold: dict[str, float]) -> dict[str, float]:
-        auc_gold = gold[f"{attack}_auc"]
-        if auc_gold >= 1.0:
+        if gold["_auc"] >= 1.0:
             raise ValueError(f"{attack}_privleak not computed: the gold model's AUC is 1.0 (PrivLeak undefined)")
-        return {f"{attack}_privleak": privleak(mine[f"{attack}_auc"], auc_gold), f"{attack}_auc_gold": auc_gold}
+        return {"_privleak": privleak(mine["_auc"], gold["_auc"]), "_auc_gold": gold["_auc"]}
 
     return (
         ExampleMetric(Output(attack, low=0.0, high=math.inf, better="none", doc=f"{attack} score (loss-like)"),
                       VERSION, score, needs=needs, cell=None),
-        Comparison((Output(f"{attack}_auc", better="closer_to_gold", doc="ROC AUC forget (0) vs holdout (1)"),
-                    Output(f"{attack}_auc_gold", better="none", doc="the same AUC for the gold model"),
-                    Output(f"{attack}_privleak", low=-100.0, high=math.inf, tolerance=1e-9, better="closer_to_0",
-                           doc="PrivLeak against the gold model")),
+        Comparison(attack, (Output(f"{attack}_auc", better="closer_to_gold", doc="ROC AUC forget (0) vs holdout (1)"),
+                            Output(f"{attack}_auc_gold", better="none", doc="the same AUC for the gold model"),
+                            Output(f"{attack}_privleak", low=-100.0, high=math.inf, tolerance=1e-9,
+                                   better="closer_to_0", doc="PrivLeak against the gold model")),
                    VERSION, value=attack, against="holdout", cells=_cells, relative=relative,
-                   compare=lambda forget, holdout: {f"{attack}_auc": auc(forget, holdout)}),
+                   compare=lambda forget, holdout: {"_auc": auc(forget, holdout)}),
     )
 
 

@@ -100,33 +100,46 @@ class ExampleMetric:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """Which examples a comparison reads: a split, a modality (``all`` pools) and optionally a task;
-    ``scope`` is its result keys' scope (default: the split)."""
+    """Which examples a comparison reads: a split, a modality (``all`` pools; ``image@heldout`` one image
+    role) and optionally a task; how many units it keeps (``n``, 0: all; a seeded subsample otherwise);
+    and where its results go: ``{scope}/{label}/{comparison name}{variant}{part}`` (scope: default the
+    split; label: default the modality)."""
 
     split: str
     modality: str = POOLED
     task: str | None = None
     scope: str = ""
+    label: str = ""
+    variant: str = ""
+    n: int = 0
 
     @property
     def key_scope(self) -> str:
         return self.scope or self.split
 
+    @property
+    def key_modality(self) -> str:
+        return self.label or self.modality
+
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """``compare(a, b) -> {output name: value}`` on the values of ExampleMetric ``value`` in each of
-    ``cells(ctx)``: ``against="gold"`` compares this model's examples with the gold model's (the same
-    ids, aligned); ``against="holdout"`` compares the cell's forget examples with its holdout examples.
-    ``relative(mine, gold's) -> {name: value}`` (holdout comparisons) relates the result to the gold
-    model's own comparison; it raises ValueError("<name> not computed: <why>") where undefined."""
+    """``compare(a, b) -> {part: value}`` on the values of ExampleMetric ``value`` in each of ``cells(ctx)``;
+    each part is stored as the output ``name + cell.variant + part``. ``against="gold"`` compares this
+    model's examples with the gold model's (the same ids, aligned; ``units(ctx, cell, ids)`` may group
+    and subsample them, a unit's value is the mean of its examples' values); ``against="holdout"``
+    compares the cell's forget examples with its holdout examples. ``relative(mine, gold's) -> {part:
+    value}`` (holdout comparisons) relates the result to the gold model's own comparison; it raises
+    ValueError("<output> not computed: <why>") where undefined."""
 
+    name: str
     outputs: tuple[Output, ...]
     version: int
     value: str
     against: str
     compare: Callable[[np.ndarray, np.ndarray], dict[str, float]]
     cells: Callable[[Any], Iterable[Cell]]
+    units: Callable[[Any, Cell, list[str]], list[list[str]]] | None = None
     relative: Callable[[dict[str, float], dict[str, float]], dict[str, float]] | None = None
     columns: tuple[tuple[str, str], ...] = ()  # (report header, result key)
 
