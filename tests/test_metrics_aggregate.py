@@ -259,3 +259,12 @@ def test_training_and_heldout_photos_are_separate_cells(world, agg):
     held = [ex.id for ex in world if ex.split.startswith("forget") and ex.modality == "image" and ex.image_role == "heldout"]
     assert m["forget/image@heldout/rouge_l"] == pytest.approx(np.mean([vals[i]["rouge_l"] for i in held]))
     assert m["forget/image@heldout/naming_acc"] == pytest.approx(np.mean([vals[i]["naming_acc"] for i in held]))
+
+
+def test_every_ks_p_value_has_its_d_log10p_and_n(agg):
+    m = agg["metrics"]
+    ps = [k for k in m if k.rsplit("/", 1)[1] in ("forget_quality", "forget_quality_pooled", "fq_ks")]
+    assert len(ps) == 1 + 3 + 1 + 1  # headline, three modalities, pooled, CLEAR's captions
+    for k in ps:
+        assert {f"{k}_d", f"{k}_log10p", f"{k}_n"} <= set(m), k
+        assert m[f"{k}_log10p"] == pytest.approx(math.log10(m[k])) and 0.0 <= m[f"{k}_d"] <= 1.0
