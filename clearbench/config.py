@@ -284,7 +284,8 @@ class StudyConfig:
         "": {}, "l1": {"train": {"lora": {"enabled": True}, "l1_lambda": 1.0e-4}}})
     metric_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval.aggregate.MetricOptions
     eval_batch_size: int = 32
-    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300)
+    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300); older presets
+    eval_max_per_cell: int = 0  # > 0: at most this many per (config, modality, task, image role) cell, seeded
     evaluate_base: bool = True  # also score the base and target models
     report: bool = True
     # Replicates: [] runs the study once with the preset's own seeds (OUT/ as above). [s0, s1, ...] runs
@@ -293,7 +294,7 @@ class StudyConfig:
     seeds: list[int] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config",))
+        check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
         for i, split in enumerate(self.forget_splits):
             check_split(self, f"forget_splits[{i}]", split)
         for i, modality in enumerate(self.forget_modalities):

@@ -34,8 +34,9 @@ class Stage:
 
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
 # adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length). Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0}
+# train.group_by_length; eval max_per_cell). Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "max_per_cell": 0,
+                        "eval_max_per_cell": 0}
 
 
 def _key_view(obj: Any) -> Any:
@@ -82,4 +83,4 @@ def unlearn_stage(cfg: BenchConfig, world: Path, path: Path, name: str, section:
 def eval_config(study: StudyConfig, forget: str) -> EvalConfig:
     """The evaluation of every model of a study on ``forget`` (caps, batch size and metric options from ``study``)."""
     return EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
-                      options={**study.metric_options, "require_gold": True})
+                      max_per_cell=study.eval_max_per_cell, options={**study.metric_options, "require_gold": True})
