@@ -295,6 +295,9 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
+        if self.eval_max_per_config and self.eval_max_per_cell:
+            raise FieldError("eval_max_per_cell", self.eval_max_per_cell,
+                             f"set one cap: eval_max_per_config is {self.eval_max_per_config} too (set it to 0)")
         for i, split in enumerate(self.forget_splits):
             check_split(self, f"forget_splits[{i}]", split)
         for i, modality in enumerate(self.forget_modalities):
