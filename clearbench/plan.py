@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 from clearbench.config import BenchConfig, ConfigError, StudyConfig, UnlearnConfig, from_dict, to_dict
+from clearbench.provenance import sha256_file
 from clearbench.unlearn import check_method_tables, resolve_method
 from eval.evaluate import EvalConfig
 
@@ -73,10 +75,12 @@ def unlearn_stage(cfg: BenchConfig, world: Path, path: Path, name: str, section:
     ucfg = dataclasses.replace(cfg, unlearn=from_dict(UnlearnConfig, section, "unlearn"))
     try:
         check_method_tables(ucfg.unlearn)
-        resolve_method(ucfg.unlearn)
+        method, mcfg = resolve_method(ucfg.unlearn)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (stage {name})") from None
-    return Stage(name, "unlearn", path, stage_key("unlearn", unlearn_key(ucfg.unlearn), target.key),
+    # the method's code and its resolved options are inputs too: editing a method re-runs exactly its stages
+    code = {"method_source": sha256_file(Path(inspect.getfile(method)))[:16], "method_config": dataclasses.asdict(mcfg)}
+    return Stage(name, "unlearn", path, stage_key("unlearn", unlearn_key(ucfg.unlearn) | code, target.key),
                  {"cfg": ucfg, "world": world, "target": target.path, "out_dir": path}, ("world", target.name) + golds)
 
 
