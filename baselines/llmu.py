@@ -10,7 +10,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_logits, answer_nll, kl_per_token, logit_mask
+from baselines.terms import kl_to_reference, logged
+from clearbench.losses import StepInfo, answer_nll
 from clearbench.types import check_name
 
 NAME = "llmu"
@@ -43,11 +44,9 @@ def formula(forget_nll: torch.Tensor, completion_nll: torch.Tensor, retain_kl: t
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f, c, r = batches["forget"], batches[cfg.completions], batches["retain"]
-    nll_f = answer_nll(model, f)
-    nll_c = answer_nll(model, c)
-    logits_r = answer_logits(model, r)  # (N, V) at logit_mask(labels)
-    kl_r = kl_per_token(ref.answer_logits(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ) on retain answers
-    total = formula(nll_f, nll_c, kl_r, cfg.forget_weight, cfg.completion_weight, cfg.retain_weight)
-    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "completion_nll": nll_c.item(),
-                   "retain_kl": kl_r.item()}
+    terms = {"forget_nll": answer_nll(model, batches["forget"]),
+             "completion_nll": answer_nll(model, batches[cfg.completions]),
+             "retain_kl": kl_to_reference(model, ref, batches["retain"])}
+    total = formula(terms["forget_nll"], terms["completion_nll"], terms["retain_kl"],
+                    cfg.forget_weight, cfg.completion_weight, cfg.retain_weight)
+    return total, logged(total, terms)

@@ -13,6 +13,7 @@ import dataclasses
 
 import torch
 
+from baselines.terms import logged
 from clearbench.losses import StepInfo, answer_logits, kl_per_token, logit_mask, mean_nll
 
 NAME = "scrub"
@@ -58,7 +59,7 @@ def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> t
     kl = distill_kl(ref.answer_logits(b), logits, logit_mask(b["labels"]), cfg.temperature)
     nll = mean_nll(logits, b["labels"]) if which == "min" else None
     total = formula(which, kl, nll, cfg.kl_weight, cfg.nll_weight)
-    logs = {"loss": total.item(), "phase_max": float(which == "max"), f"{'forget' if which == 'max' else 'retain'}_kl": kl.item()}
+    terms = {"phase_max": which == "max", f"{'forget' if which == 'max' else 'retain'}_kl": kl}
     if nll is not None:
-        logs["retain_nll"] = nll.item()
-    return total, logs
+        terms["retain_nll"] = nll
+    return total, logged(total, terms)

@@ -14,7 +14,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_logits, answer_nll, kl_per_token, logit_mask
+from baselines.terms import kl_to_reference, logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "sku"
 BATCHES = ("forget", "random", "retain")
@@ -44,14 +45,11 @@ def negate(theta0: torch.Tensor, theta: torch.Tensor, scale: float = 1.0) -> tor
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f, rnd, r = batches["forget"], batches["random"], batches["retain"]
-    nll_f = answer_nll(model, f)
-    nll_rnd = answer_nll(model, rnd)
-    logits_r = answer_logits(model, r)  # (N, V) at logit_mask(labels)
-    kl_r = kl_per_token(ref.answer_logits(r), logits_r, logit_mask(r["labels"]))
-    total = formula(nll_f, nll_rnd, kl_r, cfg.forget_weight, cfg.random_weight, cfg.retain_weight)
-    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "random_nll": nll_rnd.item(),
-                   "retain_kl": kl_r.item()}
+    terms = nll_terms(model, batches, ("forget", "random"))
+    terms["retain_kl"] = kl_to_reference(model, ref, batches["retain"])
+    total = formula(terms["forget_nll"], terms["random_nll"], terms["retain_kl"],
+                    cfg.forget_weight, cfg.random_weight, cfg.retain_weight)
+    return total, logged(total, terms)
 
 
 @torch.no_grad()
