@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from baselines import (dpo, grad_ascent, grad_diff, idk, kl, llmu, npo, retain_ft, rmu, scrub, simnpo,
                        sku)
+from baselines.batches import DERIVED_KINDS
 from clearbench.types import unknown_name_message
 
 METHODS: dict[str, types.ModuleType] = {
@@ -32,7 +33,7 @@ METHODS: dict[str, types.ModuleType] = {
     "sku": sku,
 }
 
-BATCH_KINDS = ("forget", "retain", "idk", "random")
+BATCH_KINDS = ("forget", "retain", *DERIVED_KINDS)  # the derived kinds are built by batches.derived_records
 
 
 def get_method(name: str) -> types.ModuleType:

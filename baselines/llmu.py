@@ -1,8 +1,10 @@
 """LLMU (Yao et al. 2023, "Large Language Model Unlearning").
 
 L = −ε1·NLL(forget) + ε2·NLL(mismatched completion | forget question) + ε3·KL(π_ref ‖ π_θ) on retain.
-The mismatched completions are random answers of other records (the paper) or refusals (CLEAR).
-The paper also stops once the forget loss passes a threshold (``max_bad_loss``): a trainer option.
+The mismatched completions (``completions``): answers of normal data (the paper; its unlearn_harm.py
+draws them from TruthfulQA, ``normal_ans = get_truthfulQA_answers_plaintext()``; here the run's retain
+records, batch kind "random"), answers of other forget records ("random_forget"), or refusals ("idk",
+what CLEAR's code ran). The paper also stops once the forget loss passes ``max_bad_loss``: a trainer option.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from clearbench.types import check_name
 NAME = "llmu"
 BATCHES = ("forget", "random", "retain")  # default config; see batches(cfg)
 NEEDS_REFERENCE = True
-COMPLETIONS = ("random", "idk")
-# CLEAR: −CE(forget) + KL(θ‖T)(retain) + CE(idk), unweighted (clear.md §3.2; its KL direction is reversed)
+COMPLETIONS = ("random", "random_forget", "idk")
+# CLEAR: −CE(forget) + KL(θ‖T)(retain) + CE(idk), unweighted (clear.md §3.1: "DPO and LLMU get {forget, retain,
+# idk}"; §3.2; its KL direction is reversed)
 CLEAR_RECIPE = {"forget_weight": 1.0, "completion_weight": 1.0, "retain_weight": 1.0, "completions": "idk"}
 
 
@@ -28,7 +31,7 @@ class Config:
     forget_weight: float = 0.5  # ε1: '"--bad_weight", default=0.5'
     completion_weight: float = 1.0  # ε2: '"--random_weight", default=1'
     retain_weight: float = 1.0  # ε3: '"--normal_weight", default=1'
-    completions: str = "random"  # "random" (the paper) | "idk" (CLEAR)
+    completions: str = "random"  # the batch kind: "random" (the paper) | "random_forget" | "idk" (CLEAR)
 
     def __post_init__(self) -> None:
         check_name("llmu completions", self.completions, COMPLETIONS)

@@ -22,7 +22,7 @@ import torch
 
 import baselines
 from baselines import batches_for, clear_recipe, get_method, method_config, needs_reference_for
-from baselines.batches import load_refusals
+from baselines.batches import derived_records, load_refusals
 from clearbench.config import LoraConfig, TrainConfig
 from clearbench.lora import apply_lora, set_trainable
 from clearbench.reference import Reference
@@ -50,6 +50,7 @@ CASES = {name: (name, {}) for name in sorted(baselines.METHODS)} | {
     "npo-clear": ("npo", clear_recipe("npo")),
     "npo-retain": ("npo", {"retain_weight": 1.0}),
     "llmu-clear": ("llmu", clear_recipe("llmu")),
+    "llmu-random_forget": ("llmu", {"completions": "random_forget"}),
     "rmu-clear": ("rmu", clear_recipe("rmu")),
     "rmu-answer": ("rmu", {"positions": "answer"}),
     "sku-clear": ("sku", clear_recipe("sku")),
@@ -88,6 +89,22 @@ def _records(group: str, people) -> list[Record]:
 FORGET, RETAIN = _records("forget", PEOPLE[:2]), _records("retain", PEOPLE[2:])
 
 
+class ContractSampler:
+    """The trainer's sampler: forget rows and retain draws from clearbench.unlearn.UnlearnSampler, the derived
+    kinds (idk, random, random_forget) from ``baselines.batches.derived_records``, as the trainer builds them."""
+
+    def __init__(self, kinds, batch_size: int, seed: int, random_k: int = 2):
+        self.base = UnlearnSampler(FORGET, RETAIN, ("forget", "retain"), batch_size, seed)
+        self.steps_per_epoch, self.kinds, self.seed, self.random_k = self.base.steps_per_epoch, kinds, seed, random_k
+        self.refusals = load_refusals()
+
+    def global_batch(self, step: int) -> dict[str, list[Record]]:
+        base = self.base.global_batch(step)
+        return {kind: base[kind] if kind in base else derived_records(
+            kind, base["forget"], forget=FORGET, retain=RETAIN, refusals=self.refusals, seed=self.seed, step=step,
+            k=self.random_k) for kind in self.kinds}
+
+
 def _train_cfg(**kw) -> TrainConfig:
     base = dict(lr=1e-3, max_steps=STEPS, batch_size=4, micro_batch_size=2, schedule="constant", warmup_steps=0,
                 log_every=1, augment=False, mixed_precision="no", seed=0)
@@ -120,8 +137,7 @@ def run_method(target, name: str, options: dict, out_dir: Path, lora: bool = Fal
     set_trainable(model, train_cfg)
     ref = Reference(model) if needs_reference_for(name, cfg) else None
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    sampler = UnlearnSampler(FORGET, RETAIN, batches_for(name, cfg), train_cfg.batch_size, train_cfg.seed,
-                             load_refusals(), random_k=2)
+    sampler = ContractSampler(batches_for(name, cfg), train_cfg.batch_size, train_cfg.seed)
     method = get_method(name)
     train(model, target.processor, target.family, sampler, lambda m, b, step: method.loss(m, b, ref, cfg, step),
           train_cfg, out_dir)
