@@ -21,12 +21,12 @@ import pytest
 import torch
 
 import baselines
-from baselines import batches_for, clear_recipe, get_method, method_config, needs_reference_for
+from baselines import batches_for, clear_recipe, get_method, method_config, needs_reference_for, resolve_config
 from baselines.batches import derived_records, load_refusals
 from clearbench.config import LoraConfig, TrainConfig
 from clearbench.lora import apply_lora, set_trainable
 from clearbench.reference import Reference
-from clearbench.train import ShuffleSampler, example_nll_loss, train
+from clearbench.train import ShuffleSampler, example_nll_loss, total_steps, train
 from clearbench.types import Modality, Record, Task
 from clearbench.unlearn import UnlearnSampler
 
@@ -53,6 +53,7 @@ CASES = {name: (name, {}) for name in sorted(baselines.METHODS)} | {
     "llmu-random_forget": ("llmu", {"completions": "random_forget"}),
     "rmu-clear": ("rmu", clear_recipe("rmu")),
     "rmu-answer": ("rmu", {"positions": "answer"}),
+    "scrub-alternate": ("scrub", {"schedule": "alternate"}),
     "sku-clear": ("sku", clear_recipe("sku")),
 }
 
@@ -127,9 +128,12 @@ def target(tiny_llava_dir, tmp_path_factory):
 
 def run_method(target, name: str, options: dict, out_dir: Path, lora: bool = False, steps: int = STEPS):
     """(log rows, trainable parameter names that did not change) of a seeded run, wired as clearbench.unlearn
-    wires it: LoRA (seeded) and freeze switches, the reference after them, the sampler, the loop."""
-    cfg = method_config(name, options)
+    wires it: the config resolved, LoRA (seeded) and freeze switches, the reference after them, the sampler,
+    the loop."""
     train_cfg = _train_cfg(max_steps=steps, lora=LoraConfig(enabled=lora, r=4, alpha=16))
+    cfg = method_config(name, options)
+    sampler = ContractSampler(batches_for(name, cfg), train_cfg.batch_size, train_cfg.seed)
+    cfg = resolve_config(name, cfg, sampler.steps_per_epoch, total_steps(train_cfg, sampler.steps_per_epoch))
     model = copy.deepcopy(target.model).train()
     if lora:
         torch.manual_seed(train_cfg.seed)
@@ -137,7 +141,6 @@ def run_method(target, name: str, options: dict, out_dir: Path, lora: bool = Fal
     set_trainable(model, train_cfg)
     ref = Reference(model) if needs_reference_for(name, cfg) else None
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    sampler = ContractSampler(batches_for(name, cfg), train_cfg.batch_size, train_cfg.seed)
     method = get_method(name)
     train(model, target.processor, target.family, sampler, lambda m, b, step: method.loss(m, b, ref, cfg, step),
           train_cfg, out_dir)
@@ -212,8 +215,9 @@ def test_every_trainable_parameter_changed(runs, target, case):
 
 @pytest.mark.parametrize("name", sorted(baselines.METHODS))
 def test_every_adapter_weight_changed(target, tmp_path, name):
-    """LoRA on the language model (B starts at 0, so A moves from the second step on) and the projector copy."""
-    _, unchanged = run_method(target, name, {}, tmp_path, lora=True, steps=3)
+    """LoRA on the language model and the projector copy. B starts at 0, so A moves from the second step that
+    has a gradient on; SCRUB's first max steps start at the teacher, where the gradient is 0 but for rounding."""
+    _, unchanged = run_method(target, name, {}, tmp_path, lora=True)
     expected = set()
     if name == "rmu":
         lora_cfg = _train_cfg(lora=LoraConfig(enabled=True, r=4, alpha=16))
