@@ -30,7 +30,7 @@ def build_model(world, out: Path, steps: int):
     from clearbench.config import TrainConfig
     from clearbench.lora import set_trainable
     from clearbench.models import load_model, tiny_llava
-    from clearbench.train import ShuffleSampler, example_nll_loss, train
+    from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
 
     base = tiny_llava.build(world.texts(), out / "base", tiny_llava.TinyConfig())
     loaded = load_model(base)
@@ -39,7 +39,7 @@ def build_model(world, out: Path, steps: int):
         set_trainable(loaded.model.train(), cfg)
         records = world.records("full", image_roles=["train", ""])
         train(loaded.model, loaded.processor, loaded.family, ShuffleSampler(records, 16, seed=0), example_nll_loss,
-              cfg, out / "train", desc="train (setup)")
+              cfg, TrainRun(out / "train", desc="train (setup)"))
     loaded.model.eval()
     return loaded
 
@@ -125,7 +125,7 @@ def main() -> None:
         outputs.teacher_forced = timed("teacher_forced", outputs.teacher_forced)
         outputs.generate = timed("generate", outputs.generate)
         t0 = time.perf_counter()
-        suite = {c: outputs.score(loaded, recs, c, batch_size=args.batch_size, progress=False)
+        suite = {c: outputs.score(loaded, recs, c, batch_size=args.batch_size, run=outputs.ScoreRun(progress=False))
                  for c, recs in records.items()}
         t_suite = time.perf_counter() - t0
         gen_tokens = sum(len(loaded.processor.tokenizer(e.generation, add_special_tokens=False)["input_ids"])

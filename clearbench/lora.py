@@ -1,8 +1,7 @@
 """Which parameters train: LoRA wrapping (peft), freeze switches, and the L1 penalty.
 
-Part names are family-agnostic: the vision tower is ``vision_tower`` (LLaVA) or ``visual``
-(Qwen2-VL), the projector ``multi_modal_projector`` (LLaVA) or ``visual.merger`` (Qwen2-VL),
-everything else belongs to the language model.
+A parameter's part (vision tower, projector, language model) comes from its model family's spec
+(``clearbench.models.family.Family.part_of``); a name in no part of the family is an error.
 """
 from __future__ import annotations
 
@@ -12,17 +11,9 @@ import torch
 from torch import nn
 
 from clearbench.config import LoraConfig, TrainConfig
+from clearbench.models import family_of
 
 LANGUAGE_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def part_of(name: str) -> str:
-    """'vision', 'projector' or 'language' for a parameter or module name."""
-    if "multi_modal_projector" in name or ".merger." in name or name.endswith(".merger"):
-        return "projector"
-    if "vision_tower" in name or re.search(r"(^|\.)visual(\.|$)", name):
-        return "vision"
-    return "language"
 
 
 def _linear_names(model: nn.Module) -> list[str]:
@@ -34,7 +25,8 @@ def lora_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
     linears = _linear_names(model)
     spec = cfg.target_modules
     if spec == "language":
-        names = [n for n in linears if part_of(n) == "language" and n.rsplit(".", 1)[-1] in LANGUAGE_PROJECTIONS]
+        family = family_of(model)
+        names = [n for n in linears if n.rsplit(".", 1)[-1] in LANGUAGE_PROJECTIONS and family.part_of(n) == "language"]
     elif spec == "all-linear":
         names = [n for n in linears if not n.endswith("lm_head")]
     elif "," in spec or re.fullmatch(r"[A-Za-z0-9_]+", spec):
@@ -65,13 +57,11 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, train: TrainConfig) -> nn.Modu
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    targets = [n for n in lora_targets(model, cfg) if _part_enabled(part_of(n), train)]
+    family = family_of(model)
+    targets = [n for n in lora_targets(model, cfg) if _part_enabled(family.part_of(n), train)]
     if not targets:
         raise ValueError("LoRA: every target module lies in a part frozen by train_* switches")
-    modules_to_save = None
-    if train.train_projector:
-        modules_to_save = [n for n, _ in model.named_modules()
-                           if n.endswith("multi_modal_projector") or n.endswith("visual.merger")][:1] or None
+    modules_to_save = list(family.projector) if train.train_projector else None
     peft_cfg = PeftLoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
         target_modules=targets, modules_to_save=modules_to_save,
@@ -87,9 +77,10 @@ def _part_enabled(part: str, train: TrainConfig) -> bool:
 def set_trainable(model: nn.Module, train: TrainConfig) -> None:
     """Full-parameter runs: requires_grad by part. LoRA runs: only adapters (and saved copies)
     in enabled parts train."""
+    family = family_of(model)
     lora = any("lora_" in n for n, _ in model.named_parameters())
     for name, param in model.named_parameters():
-        enabled = _part_enabled(part_of(name), train)
+        enabled = _part_enabled(family.part_of(name), train)
         if lora:
             is_adapter = "lora_" in name or "modules_to_save" in name
             param.requires_grad_(is_adapter and enabled)
@@ -109,16 +100,27 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     model.config.use_cache = False
 
 
-def l1_penalty(model: nn.Module, initial: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """sum |w| over trainable LoRA weights; without LoRA, sum |theta - theta0| (``initial``)."""
+def l1_anchor(model: nn.Module) -> dict[str, torch.Tensor]:
+    """theta0 for ``l1_penalty``: a copy of every trainable parameter except LoRA's adapter weights (the
+    projector's ``modules_to_save`` copy in a LoRA run, every trainable parameter in a full-parameter run)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+
+
+def l1_penalty(model: nn.Module, anchor: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """L1 over every trainable parameter: sum |w| over LoRA adapter weights (CLEAR's L1 on LoRA; they start
+    at or near 0) plus sum |theta - theta0| over every other trainable parameter (theta0 from ``l1_anchor``
+    at the start of training), so a run has the same trainable parameters with and without L1."""
     terms = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if "lora_" in name:
             terms.append(param.abs().sum())
-        elif initial is not None and name in initial:
-            terms.append((param - initial[name]).abs().sum())
+        elif anchor is not None and name in anchor:
+            terms.append((param - anchor[name]).abs().sum())
+        else:
+            raise ValueError(f"L1 penalty: trainable parameter {name!r} has no starting value (theta0); take "
+                             f"l1_anchor(model) after the trainable parameters are set")
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()

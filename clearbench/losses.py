@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from clearbench.models import language_layers  # noqa: F401  (RMU's layer lookup, read from the family's spec)
+from clearbench.models.common import IGNORE_INDEX, unwrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,7 @@ def answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Ten
     n = int(mask.sum())
     if logits.dim() != 2 or logits.shape[0] != n:
         raise RuntimeError(
-            f"{type(_unwrap(model)).__name__}.forward(logits_to_keep=<(B, T) bool mask>) returned logits of shape "
+            f"{type(unwrap(model)).__name__}.forward(logits_to_keep=<(B, T) bool mask>) returned logits of shape "
             f"{tuple(logits.shape)}, expected ({n}, vocab): this transformers version slices hidden states differently"
         )
     return logits
@@ -120,7 +121,7 @@ def answer_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
     """Whether the (unwrapped) model's class forward has a ``logits_to_keep`` parameter. The class
     attribute is inspected, not the instance's: accelerate replaces ``model.forward`` by a wrapper."""
-    forward = getattr(type(_unwrap(model)), "forward", None)
+    forward = getattr(type(unwrap(model)), "forward", None)
     try:
         return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
@@ -155,46 +156,6 @@ def masked_mse(acts: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     sq = (acts.float() - target.float()).pow(2).mean(dim=-1)  # (B, T)
     per_example = (sq * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # (B,)
     return per_example.mean()
-
-
-# ---------------------------------------------------------------------------------------------
-# Locating the language model's decoder layers (RMU hooks one of them).
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP / peft wrappers; peft's base model holds the same (LoRA-injected) modules."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
-        model = model.get_base_model()
-    return model
-
-
-_LAYER_PATHS = (
-    "model.language_model.layers",  # Llava / Qwen2-VL in transformers 5.x
-    "language_model.model.layers",  # Llava in transformers 4.x
-    "model.language_model.model.layers",
-    "language_model.layers",  # a bare LlavaModel / Qwen2VLModel
-    "model.layers",  # a causal LM (Llama, Qwen2)
-    "layers",  # a bare decoder
-)
-
-
-def language_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder layer list of the language model of a VLM (also through peft / DDP wrappers)."""
-    base = _unwrap(model)
-    for path in _LAYER_PATHS:
-        obj: Any = base
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList) and len(obj) > 0:
-            return obj
-    raise ValueError(
-        f"cannot find the language model's decoder layers in {type(base).__name__}: tried "
-        f"{', '.join(_LAYER_PATHS)}. Add the path for this model family to clearbench.losses._LAYER_PATHS."
-    )
 
 
 def layer_index(num_layers: int, frac: float) -> int:

@@ -68,23 +68,35 @@ ADAPTER_MARKER = "clearbench_adapter.json"  # marks an adapter-only checkpoint (
 ADAPTER_CONFIG_KEYS = ("peft_type", "r", "lora_alpha", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern",
                        "fan_in_fan_out", "target_modules", "exclude_modules", "modules_to_save", "bias", "lora_bias",
                        "layers_to_transform", "layers_pattern")
+# What loading a checkpoint directory reads: weights, then config, generation config, tokenizer, processor and
+# chat-template files and the clearbench markers (a swapped tokenizer must change the fingerprint)
+FINGERPRINT_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model", ".tiktoken")
 _FINGERPRINTS: dict[tuple, str] = {}  # (dir, file stats) -> fingerprint: a 7B base is hashed once per process
 
 
-def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the weight files (safetensors) of a checkpoint directory (or cached hub id), by name.
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The files of ``model_dir`` (subfolders included, hidden entries not) that a fingerprint covers."""
+    model_dir = Path(model_dir)
+    return sorted(f for f in model_dir.rglob("*") if f.suffix in FINGERPRINT_SUFFIXES and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(model_dir).parts))
 
-    An adapter-only checkpoint (``clearbench_adapter.json``) is ``adapter_fingerprint``: its own weights
-    and its parent's fingerprint, so the same adapter on another parent is another model."""
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over what a checkpoint directory (or cached hub id) loads from: its weights, config, tokenizer and
+    processor files (``checkpoint_files``), each by relative path and content.
+
+    An adapter-only checkpoint (``clearbench_adapter.json``) is ``adapter_fingerprint``: its own files and its
+    parent's fingerprint, so the same adapter on another parent is another model."""
     model_dir = local_model_dir(model_dir)
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
+    files = checkpoint_files(model_dir)
+    if not any(f.suffix == ".safetensors" for f in files):
         raise ValueError(f"{model_dir}: no *.safetensors weight files to fingerprint")
-    marker = model_dir / ADAPTER_MARKER
-    stats = [(f.name, *_stat(f)) for f in files + ([marker] if marker.is_file() else [])]
-    key = (str(model_dir.resolve()), tuple(stats))
+    key = (str(model_dir.resolve()), tuple((str(f.relative_to(model_dir)), *_stat(f)) for f in files))
     if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = adapter_fingerprint(model_dir) if marker.is_file() else _weights_hash(files).hexdigest()[:16]
+        if (model_dir / ADAPTER_MARKER).is_file():
+            _FINGERPRINTS[key] = adapter_fingerprint(model_dir)
+        else:
+            _FINGERPRINTS[key] = _files_hash(model_dir, files, b"clearbench-model/2\n").hexdigest()[:16]
     return _FINGERPRINTS[key]
 
 
@@ -93,25 +105,26 @@ def _stat(path: Path) -> tuple[int, int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _weights_hash(files: list[Path]) -> "hashlib._Hash":
-    h = hashlib.sha256()
+def _files_hash(root: Path, files: list[Path], header: bytes) -> "hashlib._Hash":
+    h = hashlib.sha256(header)
     for f in files:
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
+        h.update(f"{f.relative_to(root).as_posix()}\n{sha256_file(f)}\n".encode())
     return h
 
 
 def adapter_fingerprint(adapter_dir: Path) -> str:
-    """Fingerprint of an adapter-only checkpoint: sha256 over "clearbench-adapter/1", its safetensors files
-    (by name, as for a full checkpoint), the merge-relevant adapter_config.json fields (ADAPTER_CONFIG_KEYS,
-    canonical JSON, lists sorted) and the parent's model_fingerprint as recorded in clearbench_adapter.json.
+    """Fingerprint of an adapter-only checkpoint: sha256 over "clearbench-adapter/2", its own files (weights,
+    tokenizer and processor files, as for a full checkpoint) but for adapter_config.json and the marker, then
+    the merge-relevant adapter_config.json fields (ADAPTER_CONFIG_KEYS, canonical JSON, lists sorted) and the
+    parent's model_fingerprint as recorded in clearbench_adapter.json (whose paths may change: a moved study).
     The recorded value is used (no parent needed to fingerprint); loading checks the parent still has it."""
     adapter_dir = Path(adapter_dir)
     parent_fp = json.loads((adapter_dir / ADAPTER_MARKER).read_text())["parent"]["model_fingerprint"]
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     merge = {k: sorted(v) if isinstance(v, list) else v for k, v in config.items() if k in ADAPTER_CONFIG_KEYS}
-    h = hashlib.sha256(b"clearbench-adapter/1\n")
-    h.update(_weights_hash(sorted(adapter_dir.glob("*.safetensors"))).hexdigest().encode())
+    own = [f for f in checkpoint_files(adapter_dir) if f.relative_to(adapter_dir).as_posix()
+           not in (ADAPTER_MARKER, "adapter_config.json")]
+    h = _files_hash(adapter_dir, own, b"clearbench-adapter/2\n")
     h.update(json.dumps(merge, sort_keys=True, separators=(",", ":")).encode())
     h.update(f"parent:{parent_fp}".encode())
     return h.hexdigest()[:16]

@@ -9,22 +9,22 @@ model the phase started from (``clearbench.models.adapter``); ``load_model`` mer
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
-from clearbench.provenance import (device_info, library_versions, model_dir, model_fingerprint, read_run,
+from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
                                    write_json_atomic)
-from clearbench.train import ShuffleSampler, TrainResult, example_nll_loss, train
-from clearbench.types import Record
-
-FINETUNE_SPLITS = ("full", "retain99", "retain95", "retain90")
+from clearbench.train import ShuffleSampler, TrainResult, TrainRun, example_nll_loss, train
+from clearbench.types import Record, check_name, forget_splits_in, retain_split
 
 
 def select_records(world, mixes: list[DataMix], split: str | None = None) -> list[Record]:
@@ -79,7 +79,7 @@ def save_model(model, processor, family, outs: list[Path], train: TrainConfig, p
 
     if adapter_only(train):
         for out in outs:
-            adapter.save(model, processor, out, parent, family.NAME)
+            adapter.save(model, processor, out, parent, family.name)
         return finish_model(model)
     model = finish_model(model)
     for out in outs:
@@ -87,18 +87,29 @@ def save_model(model, processor, family, outs: list[Path], train: TrainConfig, p
     return model
 
 
-def run_phase(model, processor, family, records: list[Record], phase: PhaseConfig, out_dir: Path,
-              resume: bool, merge: bool = True, **train_kwargs):
-    """Train one phase; ``merge=False`` returns the model unmerged (peft-wrapped for LoRA) for ``save_model``."""
+def run_phase(model, processor, family, records: list[Record], phase: PhaseConfig, out_dir: Path, resume: bool):
+    """Train one phase; returns the model unmerged (peft-wrapped for LoRA: ``save_model`` or ``finish_model``)."""
     model = prepare_model(model, phase)
     sampler = ShuffleSampler(records, phase.train.batch_size, seed=phase.train.seed,
                              group_by_length=phase.train.group_by_length)
-    result = train(model, processor, family, sampler, example_nll_loss, phase.train, out_dir,
-                   resume=resume, desc=phase.name, **train_kwargs)
-    return (finish_model(model) if merge else model), result
+    result = train(model, processor, family, sampler, example_nll_loss, phase.train,
+                   TrainRun(out_dir, resume=resume, desc=phase.name))
+    return model, result
 
 
-def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+def as_world(world):
+    """A world, or the world directory a planned stage names (opened here: it may not exist at planning)."""
+    if isinstance(world, (str, os.PathLike)):
+        from clearbench.data import open_world
+
+        return open_world(world)
+    return world
+
+
+def check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """A stage's output directory, created: a non-empty one needs ``resume`` (continue it) or ``overwrite`` (emptied)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file; give the run a directory")
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise FileExistsError(f"{out_dir} exists and is not empty; pass --resume to continue it "
                               f"or --overwrite to start again")
@@ -107,7 +118,37 @@ def _check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> dict[str, Any]:
+def open_run_dir(out_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool,
+                 view: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Create the stage directory ``out_dir`` and write its resolved ``config.json``. Resuming needs the settings
+    the interrupted run trained with: a change in ``view(config)`` (what the weights depend on) is refused."""
+    path = out_dir / "config.json"
+    if resume and path.is_file():
+        change = _first_change(view(read_json(path)), view(json.loads(json.dumps(config, default=str))))
+        if change:
+            raise ValueError(f"--resume: {change} differs from the interrupted run's {path}; resume with the same "
+                             f"preset and overrides, or pass --overwrite to start again")
+    check_out(out_dir, resume, overwrite)
+    write_json_atomic(path, config)
+
+
+def _first_change(old: Any, new: Any, where: str = "") -> str | None:
+    """The first dotted key whose value differs, with both values ("a.b (1 -> 2)"), or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            change = _first_change(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+            if change:
+                return change
+        return None
+    return None if old == new else f"{where} ({old!r} -> {new!r})"
+
+
+def _sections(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda config: {k: config.get(k) for k in keys}
+
+
+def run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> dict[str, Any]:
+    """The fields every stage's ``run.json`` holds (config hash, world, libraries, device), plus ``extra``."""
     return {
         "stage": stage,
         "config_hash": config_hash(cfg),
@@ -131,9 +172,8 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
         if adapter_only(phase.train):
             raise ValueError(f"pretrain phase {phase.name!r}: save_merged: false (adapter-only) is for finetune and "
                              f"unlearn; pretrain builds the base, which is saved whole: set save_merged: true")
-    out_dir = Path(out_dir)
-    _check_out(out_dir, resume, overwrite)
-    write_json_atomic(out_dir / "config.json", to_dict(cfg))
+    world, out_dir = as_world(world), Path(out_dir)
+    open_run_dir(out_dir, to_dict(cfg), resume, overwrite, _sections("model", "pretrain"))
     family = get_family("tiny-llava")
     tiny_cfg = tiny_llava.TinyConfig(**cfg.model.tiny)
     t0 = time.time()
@@ -161,13 +201,14 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
             result = TRAINERS[phase.objective](model, processor, records, phase.train, phase_dir, desc=phase.name)
         else:
             model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
+            model = finish_model(model)
         tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)
         info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
         write_json_atomic(phase_dir / "done.json", info)
         phases_done.append(info)
     final = out_dir / "model"
     tiny_llava.save(model, processor, final, tiny_cfg)
-    write_json_atomic(out_dir / "run.json", _run_record("pretrain", cfg, world, {
+    write_json_atomic(out_dir / "run.json", run_record("pretrain", cfg, world, {
         "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
         "phases": phases_done, "seconds": time.time() - t0,
     }))
@@ -179,31 +220,44 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     """Finetune ``parent`` on the authors of ``split`` (full -> target, retainXX -> gold)."""
     from clearbench.models import load_model
 
-    if split not in FINETUNE_SPLITS:
-        from clearbench.types import unknown_name_message
-
-        raise ValueError(unknown_name_message("finetune split", split, FINETUNE_SPLITS))
-    out_dir = Path(out_dir)
-    _check_out(out_dir, resume, overwrite)
-    write_json_atomic(out_dir / "config.json", to_dict(cfg) | {"split": split, "parent": str(parent)})
-    parent_dir = model_dir(parent)
-    parent_run = _parent_run(parent)
-    if parent_run and parent_run.get("world_fingerprint") not in (None, world.fingerprint):
-        raise ValueError(f"parent model {parent} was trained on world {parent_run['world_fingerprint']}, "
-                         f"not on this world ({world.fingerprint}); use the matching --world")
-    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
-    loaded = load_model(parent_dir, family=family_name)
-    t0 = time.time()
     phases = cfg.finetune.resolved_phases()
     for phase in phases:
         if phase.objective != "lm":
             raise ValueError(f"finetune phase {phase.name!r}: objective {phase.objective!r} is for pretrain phases; "
                              f"finetuning trains the answers (objective: lm)")
-    model, results = loaded.model, []
-    final = out_dir / "model"
-    start: Path = parent_dir  # the model the current phase starts from: an adapter-only phase's parent
+    world, out_dir = as_world(world), Path(out_dir)
+    # "full" makes the target; the retain split of one of the world's forget splits makes that split's gold
+    check_name("finetune split", split, ["full", *(retain_split(f) for f in forget_splits_in(world.configs))])
+    open_run_dir(out_dir, to_dict(cfg) | {"split": split, "parent": str(parent)}, resume, overwrite,
+                 _sections("model", "finetune", "split", "parent"))
+    parent_dir = model_dir(parent)
+    check_model_world(parent, world.fingerprint, "parent model")
+    loaded = load_model(parent_dir, family=cfg.model.family if cfg.model.family != "tiny-llava" else None)
+    t0 = time.time()
+    results = _finetune_phases(cfg, world, loaded, split, out_dir, resume, parent_dir)
+    n_records = sum(r["records"] for r in results)
+    result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
+                                            seconds=sum(r["seconds"] for r in results),
+                                            resumed_from=results[0]["resumed_from"]))
+    write_json_atomic(out_dir / "run.json", run_record("finetune", cfg, world, {
+        "family": loaded.name, "split": split, "records": n_records,
+        "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
+        "model_fingerprint": model_fingerprint(out_dir / "model"), "warmup_steps": results[-1]["warmup_steps"],
+        "train": result, **({"phases": results} if len(phases) > 1 else {}),
+        "seconds": time.time() - t0,
+    }))
+    return out_dir
+
+
+def _finetune_phases(cfg: BenchConfig, world, loaded, split: str, out_dir: Path, resume: bool,
+                     start: Path) -> list[dict[str, Any]]:
+    """Train the finetune phases in order from ``loaded`` (the model in directory ``start``); the last one saves
+    ``out_dir/model``. One phase keeps the historical layout (train/); several go to train/<i>-<name>/."""
+    from clearbench.models import load_model
+
+    phases = cfg.finetune.resolved_phases()
+    model, results, final = loaded.model, [], out_dir / "model"
     for i, phase in enumerate(phases):
-        # one phase keeps the historical layout (train/); several go to train/<i>-<name>/
         phase_dir = out_dir / "train" if len(phases) == 1 else out_dir / "train" / f"{i}-{phase.name}"
         if resume and (phase_dir / "done.json").exists():  # finished before the interruption
             model = load_model(phase_dir / "model").model
@@ -213,8 +267,7 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
         records = select_records(world, phase.data, split=split)
         phase = finetune_phase(cfg, phase, len(records))
         model.train()
-        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume,
-                                  merge=False)
+        model, result = run_phase(model, loaded.processor, loaded.family, records, phase, phase_dir, resume)
         info = {"phase": phase.name, "records": len(records), "warmup_steps": phase.train.warmup_steps,
                 **dataclasses.asdict(result)}
         outs = ([phase_dir / "model"] if len(phases) > 1 else []) + ([final] if i == len(phases) - 1 else [])
@@ -225,26 +278,13 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
         results.append(info)
     if not final.is_dir():  # the last phase had finished before an interruption (saved by an older version)
         copy_model(start, final)
-    n_records = sum(r["records"] for r in results)
-    result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
-                                            seconds=sum(r["seconds"] for r in results),
-                                            resumed_from=results[0]["resumed_from"]))
-    write_json_atomic(out_dir / "run.json", _run_record("finetune", cfg, world, {
-        "family": loaded.name, "split": split, "records": n_records,
-        "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
-        "model_fingerprint": model_fingerprint(final), "warmup_steps": results[-1]["warmup_steps"], "train": result,
-        **({"phases": results} if len(phases) > 1 else {}),
-        "seconds": time.time() - t0,
-    }))
-    return out_dir
+    return results
 
 
 def finetune_phase(cfg: BenchConfig, phase: PhaseConfig, n_records: int) -> PhaseConfig:
     """A finetune phase with ``finetune.warmup_epochs`` resolved into warmup steps (an epoch is
     ``n_records // batch_size`` steps, as ShuffleSampler counts them)."""
     epochs = cfg.finetune.warmup_epochs
-    if epochs < 0:
-        raise ValueError(f"finetune.warmup_epochs={epochs} must be >= 0 (0: use phase.train.warmup_steps)")
     if epochs == 0:
         return phase
     steps = round(epochs * max(1, n_records // phase.train.batch_size))
@@ -265,14 +305,5 @@ def copy_model(src: Path, dst: Path) -> None:
     tmp.rename(dst)
 
 
-def _parent_run(parent: Path) -> dict[str, Any] | None:
-    try:
-        return read_run(Path(parent))
-    except FileNotFoundError:
-        return None
-
-
 def read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(Path(path).read_text())

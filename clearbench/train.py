@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
-from clearbench.lora import l1_penalty
+from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import write_dir_atomic
 from clearbench.types import Record
@@ -216,95 +216,70 @@ class TrainResult:
 
 
 class Interrupt(Exception):
-    """Raised by ``stop_at_step`` (tests simulate a killed run with it)."""
+    """Raised by ``TrainRun.stop_at_step`` (tests simulate a killed run with it)."""
 
 
-def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: TrainConfig, out_dir: Path,
-          *, resume: bool = False, desc: str = "train", initial_state: dict[str, torch.Tensor] | None = None,
-          on_step: Callable[[int, dict], bool] | None = None, stop_at_step: int | None = None) -> TrainResult:
-    """Optimise ``loss_fn`` for the configured steps; checkpoints go to ``out_dir/checkpoints``.
+@dataclasses.dataclass
+class TrainRun:
+    """Where one training run writes and how it is driven: its directory (``checkpoints/``, ``log.jsonl``),
+    resume from its last checkpoint, the progress-bar label, ``on_step(step, logs) -> stop`` called after every
+    optimizer step (in-loop evaluation, early stopping), and a step to stop at (tests simulate a kill)."""
 
-    ``on_step(step, logs) -> stop`` lets callers evaluate in the loop (early stopping).
-    """
-    acc = get_accelerator(cfg.mixed_precision)
-    out_dir = Path(out_dir)
+    out_dir: Path
+    resume: bool = False
+    desc: str = "train"
+    on_step: Callable[[int, dict], bool] | None = None
+    stop_at_step: int | None = None
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The parts of one run that every step uses (built by ``_start``)."""
+
+    acc: Any
+    wrapped: Any  # the model as accelerate prepared it (DDP on several processes)
+    optimizer: Any
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+    anchor: dict[str, torch.Tensor] | None  # theta0 of the L1 penalty's non-LoRA parameters
+    grad_acc: int
+    total: int
+    start: int
+
+
+def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: TrainConfig, run: TrainRun) -> TrainResult:
+    """Optimise ``loss_fn`` (+ ``cfg.l1_lambda`` x the L1 penalty) for the configured steps; checkpoints go to
+    ``run.out_dir/checkpoints``. ``model`` is the starting model, also on resume (the checkpoint is loaded here)."""
+    out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    grad_acc = accumulation_steps(cfg, acc.num_processes)
-    n_chunks = grad_acc * acc.num_processes
-    total = total_steps(cfg, sampler.steps_per_epoch)
-    torch.manual_seed(cfg.seed)
+    loop = _start(model, sampler, cfg, run)
+    acc = loop.acc
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
-    if cfg.l1_lambda > 0 and initial_state is None and not any("lora_" in n for n, _ in model.named_parameters()):
-        # theta0 for the full-parameter L1 penalty: taken before a resumed checkpoint is loaded
-        initial_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
-    if not resume:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    wrapped, optimizer = acc.prepare(model, optimizer)
-    wrapped.train()
+    def collate(records: list[Record]) -> dict:
+        return family.collate(processor, records, max_length=cfg.max_length or None)
 
-    log_path = out_dir / "log.jsonl"
-    log_file = open(log_path, "a" if resume else "w") if acc.is_main_process else None
-    t0, last_loss = time.time(), float("nan")
-    bar = tqdm(range(start, total), desc=desc, initial=start, total=total, disable=not acc.is_main_process,
-               dynamic_ncols=True)
+    log_file = open(out_dir / "log.jsonl", "a" if run.resume else "w") if acc.is_main_process else None
+    t0, last_loss, total = time.time(), float("nan"), loop.total
+    bar = tqdm(range(loop.start, total), desc=run.desc, initial=loop.start, total=total,
+               disable=not acc.is_main_process, dynamic_ncols=True)
     try:
         for step in bar:
-            if stop_at_step is not None and step == stop_at_step:
+            if run.stop_at_step is not None and step == run.stop_at_step:
                 raise Interrupt(f"stopped at step {step}")
             info = StepInfo(step=step, total_steps=total, epoch=step // sampler.steps_per_epoch)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout etc.: a function of the step
-            global_batch = sampler.global_batch(step)
-            first_kind = next(iter(global_batch))
-            global_n = max(1, len(global_batch[first_kind]))
-            chunks = split_chunks(global_batch, n_chunks)[acc.process_index * grad_acc:(acc.process_index + 1) * grad_acc]
-            step_logs: dict[str, float] = {}
-            step_loss = 0.0
-            for i, chunk in enumerate(chunks):
-                weight = len(chunk[first_kind]) / global_n * acc.num_processes
-                sync = acc.no_sync(wrapped) if i < grad_acc - 1 and acc.num_processes > 1 else nullcontext()
-                with sync:
-                    if weight == 0:  # an empty share: keep DDP's collective calls in step
-                        acc.backward(sum(p.sum() for p in params) * 0.0)
-                        continue
-                    if cfg.augment:
-                        chunk = augment_records(chunk, seed=cfg.seed, step=step)
-                    batches = {k: _to_device(family.collate(processor, recs, max_length=cfg.max_length or None), acc.device)
-                               for k, recs in chunk.items() if recs}
-                    loss, logs = loss_fn(wrapped, batches, info)
-                    if cfg.l1_lambda > 0:
-                        penalty = l1_penalty(acc.unwrap_model(wrapped), initial_state)
-                        loss = loss + cfg.l1_lambda * penalty
-                        logs = dict(logs, l1=float(penalty.detach()))
-                    acc.backward(loss * weight)
-                step_loss += float(loss.detach()) * weight / acc.num_processes
-                for k, v in logs.items():
-                    step_logs[k] = step_logs.get(k, 0.0) + float(v) * weight / acc.num_processes
-            # total gradient norm before clipping (logged: it exposes accumulation/scaling errors)
-            grad_norm = acc.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if acc.num_processes > 1:  # each process holds its share: sum them for the log
-                shares = torch.tensor([step_loss, *step_logs.values()], device=acc.device)
-                shares = acc.reduce(shares, reduction="sum").tolist()
-                step_loss, step_logs = shares[0], dict(zip(step_logs, shares[1:]))
-            last_loss = step_loss
-            record = {"step": step + 1, "loss": step_loss, "grad_norm": float(grad_norm),
-                      "lr": scheduler.get_last_lr()[0], **step_logs}
+            step_loss, step_logs = _accumulate(loop, cfg, sampler.global_batch(step), info, loss_fn, collate)
+            record = {"step": step + 1} | _optimizer_step(loop, cfg, step_loss, step_logs)
+            last_loss = record["loss"]
             if log_file and ((step + 1) % max(1, cfg.log_every) == 0 or step + 1 == total):
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+            bar.set_postfix(loss=f"{last_loss:.4f}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    save_checkpoint(ckpt_dir, acc.unwrap_model(wrapped), optimizer, scheduler, step + 1)
-            if on_step is not None and on_step(step + 1, record):
+                    save_checkpoint(out_dir / "checkpoints", model, loop.optimizer, loop.scheduler, step + 1)
+            if run.on_step is not None and run.on_step(step + 1, record):
                 total = step + 1
                 break
     finally:
@@ -312,4 +287,71 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
         if log_file:
             log_file.close()
     acc.wait_for_everyone()
-    return TrainResult(steps=total, final_loss=last_loss, seconds=time.time() - t0, resumed_from=start)
+    return TrainResult(steps=total, final_loss=last_loss, seconds=time.time() - t0, resumed_from=loop.start)
+
+
+def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
+    """Optimizer, schedule and accelerate for ``model``; the L1 anchor; the resumed checkpoint, if any."""
+    acc = get_accelerator(cfg.mixed_precision)
+    total = total_steps(cfg, sampler.steps_per_epoch)
+    grad_acc = accumulation_steps(cfg, acc.num_processes)
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    ckpt_dir = Path(run.out_dir) / "checkpoints"
+    if not run.resume:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    wrapped, optimizer = acc.prepare(model, optimizer)
+    # theta0 is the starting model's, on the training device: taken before a resumed checkpoint is loaded
+    anchor = l1_anchor(model) if cfg.l1_lambda > 0 else None
+    start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if run.resume else 0
+    wrapped.train()
+    return _Loop(acc=acc, wrapped=wrapped, optimizer=optimizer, scheduler=scheduler, params=params, anchor=anchor,
+                 grad_acc=grad_acc, total=total, start=start)
+
+
+def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Record]], info: StepInfo,
+                loss_fn: LossFn, collate: Callable[[list[Record]], dict]) -> tuple[float, dict[str, float]]:
+    """Backward over this process's micro-batches of one global batch, each weighted by its share of the batch;
+    returns this process's share of the step's loss and logs."""
+    acc, grad_acc = loop.acc, loop.grad_acc
+    first_kind = next(iter(global_batch))
+    global_n = max(1, len(global_batch[first_kind]))
+    chunks = split_chunks(global_batch, grad_acc * acc.num_processes)
+    step_loss, step_logs = 0.0, {}
+    for i, chunk in enumerate(chunks[acc.process_index * grad_acc:(acc.process_index + 1) * grad_acc]):
+        weight = len(chunk[first_kind]) / global_n * acc.num_processes
+        sync = acc.no_sync(loop.wrapped) if i < grad_acc - 1 and acc.num_processes > 1 else nullcontext()
+        with sync:
+            if weight == 0:  # an empty share: keep DDP's collective calls in step
+                acc.backward(sum(p.sum() for p in loop.params) * 0.0)
+                continue
+            if cfg.augment:
+                chunk = augment_records(chunk, seed=cfg.seed, step=info.step)
+            batches = {k: _to_device(collate(recs), acc.device) for k, recs in chunk.items() if recs}
+            loss, logs = loss_fn(loop.wrapped, batches, step=info)
+            if cfg.l1_lambda > 0:
+                penalty = l1_penalty(acc.unwrap_model(loop.wrapped), loop.anchor)
+                loss = loss + cfg.l1_lambda * penalty
+                logs = dict(logs, l1=float(penalty.detach()))
+            acc.backward(loss * weight)
+        step_loss += float(loss.detach()) * weight / acc.num_processes
+        for k, v in logs.items():
+            step_logs[k] = step_logs.get(k, 0.0) + float(v) * weight / acc.num_processes
+    return step_loss, step_logs
+
+
+def _optimizer_step(loop: _Loop, cfg: TrainConfig, step_loss: float, step_logs: dict[str, float]) -> dict:
+    """Clip, step, schedule; the step's log record (loss and logs summed over processes)."""
+    acc = loop.acc
+    # total gradient norm before clipping (logged: it exposes accumulation/scaling errors)
+    grad_norm = acc.clip_grad_norm_(loop.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    if acc.num_processes > 1:  # each process holds its share: sum them for the log
+        shares = torch.tensor([step_loss, *step_logs.values()], device=acc.device)
+        shares = acc.reduce(shares, reduction="sum").tolist()
+        step_loss, step_logs = shares[0], dict(zip(step_logs, shares[1:]))
+    return {"loss": step_loss, "grad_norm": float(grad_norm), "lr": loop.scheduler.get_last_lr()[0], **step_logs}

@@ -13,18 +13,27 @@ in-loop evaluation is on. Checkpoint selection is declared in ``unlearn.stop`` (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from clearbench.config import BenchConfig, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
+import baselines
+from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
+from baselines.batches import REFUSALS_PATH, idk_records, load_refusals, random_records
+from clearbench import scoring, stages
+from clearbench.config import BenchConfig, ConfigError, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
+from clearbench.models import load_model
+from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
+from clearbench.reference import Reference
+from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
 from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
@@ -38,8 +47,6 @@ class UnlearnSampler:
         self.steps_per_epoch = max(1, len(self.forget) // batch_size)  # the tail is dropped, a different one each epoch
 
     def global_batch(self, step: int) -> dict[str, list[Record]]:
-        from baselines.batches import idk_records, random_records
-
         b = self.batch_size
         epoch, pos = divmod(step, self.steps_per_epoch)
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.forget))
@@ -53,25 +60,19 @@ class UnlearnSampler:
                 out[kind] = [self.retain[i] for i in idx]
             elif kind == "idk":  # same order as the forget rows: DPO pairs them row by row
                 out[kind] = idk_records(rows, self.refusals, random.Random(f"{self.seed}:{step}:idk"))
-            elif kind == "random":  # donors: the whole forget set (CLEAR: "other forget items")
-                out[kind] = random_records(rows, self.forget, random.Random(f"{self.seed}:{step}:random"), self.random_k)
+            elif kind in ("random", "random_forget"):  # each forget row with other records' answers
+                rng = random.Random(f"{self.seed}:{step}:{kind}")
+                out[kind] = random_records(rows, self._donors(kind), rng, self.random_k)
         return out
 
-
-# ------------------------------------------------------------------------------------- criterion
-def answer_probability(model, processor, family, records: Sequence[Record], batch_size: int = 32) -> float:
-    """Mean over records of exp(mean token log p(answer)) (TOFU's Prob.), teacher-forced, eval mode."""
-    from clearbench.models.common import Loaded
-    from eval.metrics.probability import probability
-    from eval.outputs import teacher_forced
-
-    was_training = model.training
-    model.eval()
-    try:
-        out = teacher_forced(Loaded(model, processor, family), [(r, r.answer) for r in records], batch_size, stats=False)
-    finally:
-        model.train(was_training)
-    return float(np.mean([probability(lp) for lp, _, _ in out]))
+    def _donors(self, kind: str) -> list[Record]:
+        """"random": the run's retain records (LLMU's "normal data"); "random_forget": the other forget records
+        (CLEAR's "other forget items", SKU)."""
+        # TODO(lead, at merge of baselines): drop the fallback; until baselines knows "random_forget", "random"
+        # keeps its old donors (the forget records), so no method changes what it trains on before then
+        if kind == "random_forget" or "random_forget" not in baselines.BATCH_KINDS:
+            return self.forget
+        return self.retain
 
 
 def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
@@ -94,7 +95,7 @@ def _append(path: Path, row: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- validation
-def _check_model_world(path: Path, world, what: str) -> None:
+def _require_model(path: Path, world, what: str) -> None:
     if not model_dir(path).is_dir():
         raise FileNotFoundError(f"{what} {path} does not exist: pass a run directory (runs/target) or a model directory")
     check_model_world(path, world.fingerprint, what)
@@ -115,29 +116,68 @@ class Plan:
     refusals: list[str]
     stop_records: list[Record]
     stop_source: str
+    gold_model: Path | None  # the gold model whose level is the stop threshold ("gold"), when a rule reads one
 
 
 def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     """Validate every input (one clear error each) and resolve the run."""
-    from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
+    check_method_tables(cfg)
+    method, method_cfg = resolve_method(cfg)
+    forget, retain, retain_config = _forget_and_retain(cfg, world)
+    train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
+    if len(forget) < train.batch_size:
+        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
+                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
+    per_epoch = max(1, len(forget) // train.batch_size)  # as UnlearnSampler counts steps
+    if cfg.warmup_epochs > 0:
+        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * per_epoch))
+    resolve = getattr(baselines, "resolve_config", None)  # TODO(lead, at merge of baselines): a plain call
+    if resolve is not None:  # options given in epochs become steps of this run
+        method_cfg = resolve(cfg.method, method_cfg, per_epoch, total_steps(train, per_epoch))
+    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
+    if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
+        raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "
+                         f"needs LoRA (unlearn.train.lora.enabled=true); enable LoRA or allow a frozen copy "
+                         f"(unlearn.reference=auto or copy; it costs one more copy of the model)")
+    refusals = _refusals(cfg) if "idk" in kinds else []
+    _require_model(target, world, "target model")
+    stop_records, stop_source = _stop_records(cfg, world, forget)
+    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
+    gold = Path(cfg.stop.gold_model) if cfg.stop.threshold == "gold" and stop_records else None
+    return Plan(method, method_cfg, kinds, needs_ref, train, forget, retain, retain_config, refusals,
+                stop_records, stop_source, gold)
 
-    if not cfg.method:
-        raise ValueError(f"no unlearning method: pass --method (one of {', '.join(sorted(METHODS))})")
-    method = get_method(cfg.method)
+
+def check_method_tables(cfg: UnlearnConfig) -> None:
+    """Every per-method entry (lr_by_method, options_by_method) names a method, and its options are that
+    method's: all of them, not only this run's method (a typo fails when the config is loaded)."""
     for field in ("lr_by_method", "options_by_method"):
         for key in getattr(cfg, field):
             if key not in METHODS:
-                raise ValueError(unknown_name_message(f"method in unlearn.{field}:", key, METHODS))
-    for key, opts in cfg.options_by_method.items():  # every entry is checked, not only this run's method
-        method_config(key, opts)
+                raise ConfigError(unknown_name_message(f"method in unlearn.{field}:", key, METHODS))
+    for key, opts in cfg.options_by_method.items():
+        _method_config(f"unlearn.options_by_method.{key}", key, opts)
+
+
+def resolve_method(cfg: UnlearnConfig) -> tuple[Any, Any]:
+    """The method module and its Config: options_by_method[method], then CLEAR's recipe, then method_options."""
+    if not cfg.method:
+        raise ConfigError(f"no unlearning method: pass --method (one of {', '.join(sorted(METHODS))})")
+    method = get_method(cfg.method)
     options = (cfg.options_by_method.get(cfg.method, {}) | (clear_recipe(cfg.method) if cfg.clear_recipe else {})
                | cfg.method_options)
-    method_cfg = method_config(cfg.method, options)
-    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
-    train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
-    if not (math.isfinite(train.l1_lambda) and train.l1_lambda >= 0):
-        raise ValueError(f"unlearn.train.l1_lambda={train.l1_lambda}: the L1 weight must be a finite number >= 0 "
-                         f"(0 turns it off)")
+    return method, _method_config("unlearn.method_options", cfg.method, options)
+
+
+def _method_config(where: str, method: str, options: dict[str, Any]) -> Any:
+    try:
+        return method_config(method, options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _forget_and_retain(cfg: UnlearnConfig, world) -> tuple[list[Record], list[Record], str]:
+    """The forget records of the forget modality, and every record of the complementary retain split."""
     check_forget_split(cfg.forget, world.configs)
     retain_config = retain_split(cfg.forget)
     if retain_config not in world.configs:
@@ -147,47 +187,25 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
         raise ValueError(f"forget_modality={cfg.forget_modality!r}: {cfg.forget} of this world has no "
                          f"{'image' if cfg.forget_modality == 'visual' else 'text'} records (a world generated without "
                          f"them?); use forget_modality=text, visual or multimodal to match what it holds")
-    if len(forget) < train.batch_size:
-        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
-                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
-    retain = world.records(retain_config)  # always both modalities
-    refusals: list[str] = []
-    if "idk" in kinds:
-        from baselines.batches import REFUSALS_PATH, load_refusals
+    return forget, world.records(retain_config), retain_config  # retain: always both modalities
 
-        path = Path(cfg.refusals or REFUSALS_PATH)
-        if not path.is_file():
-            raise FileNotFoundError(f"method {cfg.method!r} trains on refusals but the refusal file {path} is missing; "
-                                    f"set unlearn.refusals to a file with one refusal per line")
-        refusals = load_refusals(path)
-    if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
-        raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "
-                         f"needs LoRA (unlearn.train.lora.enabled=true); enable LoRA or allow a frozen copy "
-                         f"(unlearn.reference=auto or copy; it costs one more copy of the model)")
-    if cfg.warmup_epochs > 0:
-        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * max(1, len(forget) // train.batch_size)))
-    if cfg.random_k < 1:
-        raise ValueError(f"unlearn.random_k={cfg.random_k} must be >= 1")
-    _check_model_world(target, world, "target model")
-    stop_records, stop_source = _stop_records(cfg, world, forget)
-    if cfg.eval_every < 0 or cfg.curve_n < 1:
-        raise ValueError("unlearn.eval_every must be >= 0 (0: off) and unlearn.curve_n >= 1")
-    return Plan(method, method_cfg, kinds, needs_ref, train, forget, retain, retain_config, refusals,
-                stop_records, stop_source)
+
+def _refusals(cfg: UnlearnConfig) -> list[str]:
+    path = Path(cfg.refusals or REFUSALS_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"method {cfg.method!r} trains on refusals but the refusal file {path} is missing; "
+                                f"set unlearn.refusals to a file with one refusal per line")
+    return load_refusals(path)
 
 
 def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list[Record], str]:
     s = cfg.stop
     if s.rule == "fixed":
         return [], ""
-    if s.every < 1 or s.n < 1:
-        raise ValueError(f"unlearn.stop.every={s.every} and unlearn.stop.n={s.n} must be >= 1")
-    if isinstance(s.threshold, str):
-        if s.threshold != "gold":
-            raise ValueError(f"unlearn.stop.threshold={s.threshold!r}: a probability in [0, 1] or 'gold'")
+    if s.threshold == "gold":
         if not s.gold_model:
             raise ValueError("unlearn.stop.threshold=gold needs unlearn.stop.gold_model (e.g. runs/gold-10)")
-        _check_model_world(Path(s.gold_model), world, "gold model")
+        _require_model(Path(s.gold_model), world, "gold model")
     heldout: list[Record] = []
     if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text":
         heldout = world.records(f"{cfg.forget}_perturbed", modalities=FORGET_MODALITIES[cfg.forget_modality],
@@ -203,115 +221,151 @@ def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list
 def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *, resume: bool = False,
             overwrite: bool = False, stop_at_step: int | None = None) -> Path:
     """Run ``cfg.unlearn.method`` on ``cfg.unlearn.forget`` of ``target``; returns the run directory."""
-    from clearbench.models import load_model
-    from clearbench.models.common import default_device
-    from clearbench.reference import Reference
-    from clearbench.stages import _check_out, _run_record, prepare_model, save_model
-    from clearbench.train import get_accelerator, train as train_loop
+    world, target, out_dir = stages.as_world(world), Path(target), Path(out_dir)
+    p = plan(cfg.unlearn, world, target)
+    _open_run_dir(cfg, p, target, out_dir, resume, overwrite)
+    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
+    loaded = load_model(model_dir(target), family=family_name)
+    threshold = _threshold(cfg.unlearn, p, family_name)
+    t0 = time.time()
+    acc = get_accelerator(p.train.mixed_precision)
+    model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
+    trained = Loaded(model, loaded.processor, loaded.family)
+    # every process evaluates (the same stop decision); one writes
+    monitor = _Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir, acc.is_main_process)
+    ckpt = out_dir / "checkpoints" / "last" / "state.json"
+    monitor.start(world, json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0, threshold)
+    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
+                             cfg.unlearn.random_k)
+    loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
+    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train,
+                        TrainRun(out_dir, resume=resume, desc=f"unlearn {cfg.unlearn.method}", on_step=monitor.on_step,
+                                 stop_at_step=stop_at_step))
+    if hasattr(p.method, "on_train_end"):
+        p.method.on_train_end(model, initial, p.method_cfg)
+    if not acc.is_main_process:
+        return out_dir
+    stages.save_model(model, loaded.processor, loaded.family, [out_dir / "model"], p.train, model_dir(target))
+    info = _run_info(cfg.unlearn, p, loaded.name, target, out_dir) | {
+        "reference": ref.kind if ref else None, "steps": result.steps, "train": dataclasses.asdict(result),
+        "stop": monitor.summary(result.steps), "seconds": time.time() - t0}
+    write_json_atomic(out_dir / "run.json", stages.run_record("unlearn", cfg, world, info))
+    return out_dir
 
-    ucfg, target, out_dir = cfg.unlearn, Path(target), Path(out_dir)
-    p = plan(ucfg, world, target)
-    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
-    gold_dir = Path(ucfg.stop.gold_model) if ucfg.stop.threshold == "gold" and p.stop_records else None
+
+def _open_run_dir(cfg: BenchConfig, p: Plan, target: Path, out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to resume a finished run or one with other settings; write the resolved config."""
     if resume and (out_dir / "run.json").exists():
         raise FileExistsError(f"{out_dir} is a finished run (run.json exists); pass --overwrite to run it again")
     config = to_dict(cfg) | {"target": str(target), "resolved": {"train": to_dict(p.train),
                                                                  "method_config": dataclasses.asdict(p.method_cfg)}}
-    if resume and (out_dir / "config.json").exists() and json.loads((out_dir / "config.json").read_text()) != config:
-        raise ValueError(f"--resume: the config differs from the interrupted run's {out_dir}/config.json; "
-                         f"resume with the same preset and overrides, or pass --overwrite")
-    _check_out(out_dir, resume, overwrite)
-    write_json_atomic(out_dir / "config.json", config)
+    stages.open_run_dir(out_dir, config, resume, overwrite, _resume_view)
 
-    family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
-    loaded = load_model(model_dir(target), family=family_name)
-    model, processor, family = loaded.model, loaded.processor, loaded.family
-    threshold = float(ucfg.stop.threshold) if p.stop_records and not gold_dir else math.nan
-    if gold_dir:  # the gold model's level on the same records, computed once
-        gold = load_model(model_dir(gold_dir), family=family_name, device=default_device())
-        threshold = answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
-        del gold
-    t0 = time.time()
-    acc = get_accelerator(p.train.mixed_precision)
-    main = acc.is_main_process  # every process evaluates (same stop decision); one writes
-    model.train().to(acc.device)  # before a reference copy is taken
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """What an unlearning run's weights depend on: the other methods' entries of the per-method tables do not
+    count (tuning another method of a study must not block resuming this one); this method's are resolved."""
+    tables = ("lr_by_method", "options_by_method")
+    return {"model": config.get("model"), "target": config.get("target"), "resolved": config.get("resolved"),
+            "unlearn": {k: v for k, v in (config.get("unlearn") or {}).items() if k not in tables}}
+
+
+def _threshold(ucfg: UnlearnConfig, p: Plan, family_name: str | None) -> float:
+    """The early-stopping threshold: the configured number, or the gold model's level on the same records
+    (computed once); NaN when no rule reads one."""
+    if not p.stop_records:
+        return math.nan
+    if p.gold_model is None:
+        return float(ucfg.stop.threshold)
+    gold = load_model(model_dir(p.gold_model), family=family_name, device=default_device())
+    return scoring.answer_probability(gold, p.stop_records)
+
+
+def _prepare(model, p: Plan, reference: str):
+    """The model to train (LoRA, freezing), the reference the method compares with, and theta0 when the
+    method's ``on_train_end`` or the full-parameter L1 penalty reads it."""
     lora = p.train.lora.enabled
-    ref = Reference(model) if p.needs_ref and lora and ucfg.reference == "copy" else None  # copy of the target
+    ref = Reference(model) if p.needs_ref and lora and reference == "copy" else None  # a copy of the target
     torch.manual_seed(p.train.seed)  # LoRA A is drawn from the global RNG: same adapters in every attempt
-    model = prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
+    model = stages.prepare_model(model, PhaseConfig(name="unlearn", data=[], train=p.train))
     if p.needs_ref and ref is None:
         ref = Reference(model)  # LoRA: the same network, adapters disabled; full-parameter: a frozen copy
-    needs_init = hasattr(p.method, "on_train_end") or (p.train.l1_lambda > 0 and not lora)
+    needs_init = hasattr(p.method, "on_train_end")
     initial = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad} if needs_init else None
+    return model, ref, initial
 
-    ckpt = out_dir / "checkpoints" / "last" / "state.json"
-    done = json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0
-    stop_rows = _jsonl_resume(out_dir / "stop.jsonl", done > 0, done) if p.stop_records else []
-    curve_views = _curve_views(world, ucfg) if ucfg.eval_every else {}
-    if curve_views:
-        _jsonl_resume(out_dir / "curve.jsonl", done > 0, done)
-    state: dict[str, Any] = {"chosen": None}
 
-    def criterion(step: int) -> bool:
-        value = answer_probability(model, processor, family, p.stop_records)
-        row = {"step": step, "forget_prob": value, "below": value < threshold}
-        stop_rows.append(row)
-        if main:
-            _append(out_dir / "stop.jsonl", row)
+def _run_info(ucfg: UnlearnConfig, p: Plan, family: str, target: Path, out_dir: Path) -> dict[str, Any]:
+    mcfg = dataclasses.asdict(p.method_cfg)
+    return {
+        "family": family, "method": ucfg.method, "method_config": mcfg, "method_config_hash": config_hash(mcfg),
+        "clear_recipe": ucfg.clear_recipe, "batch_kinds": list(p.kinds), "forget": ucfg.forget,
+        "forget_modality": ucfg.forget_modality, "retain": p.retain_config,
+        "records": {"forget": len(p.forget), "retain": len(p.retain)},
+        "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
+        "model_fingerprint": model_fingerprint(out_dir / "model"), "lr": p.train.lr, "l1_lambda": p.train.l1_lambda,
+        "lora": p.train.lora.enabled,
+    }
+
+
+class _Monitor:
+    """In-loop answer probabilities of the model being trained: the early-stopping criterion (``stop.jsonl``)
+    and the curve (``curve.jsonl``); ``score(records)`` computes one."""
+
+    def __init__(self, score: Callable[[list[Record]], float], ucfg: UnlearnConfig, p: Plan, out_dir: Path,
+                 write: bool):
+        self.score, self.cfg, self.records, self.out_dir, self.write = score, ucfg, p.stop_records, out_dir, write
+        self.source, self.gold_model = p.stop_source, p.gold_model
+        self.rows: list[dict] = []
+        self.views: dict[str, list[Record]] = {}
+        self.threshold, self.chosen = math.nan, None
+
+    def start(self, world, done: int, threshold: float) -> None:
+        """Keep the rows of an interrupted attempt up to step ``done``; at step 0 record the starting point."""
+        self.threshold = threshold
+        if self.records:
+            self.rows = _jsonl_resume(self.out_dir / "stop.jsonl", done > 0, done)
+        self.views = _curve_views(world, self.cfg) if self.cfg.eval_every else {}
+        if self.views:
+            _jsonl_resume(self.out_dir / "curve.jsonl", done > 0, done)
+        if done == 0:
+            if self.records:
+                self.criterion(0)
+            if self.views:
+                self.curve(0)
+
+    def criterion(self, step: int) -> bool:
+        value = self.score(self.records)
+        row = {"step": step, "forget_prob": value, "below": value < self.threshold}
+        self.rows.append(row)
+        if self.write:
+            _append(self.out_dir / "stop.jsonl", row)
         return row["below"]
 
-    def curve(step: int) -> None:
-        row = {"step": step} | {k: answer_probability(model, processor, family, recs) for k, recs in curve_views.items()}
-        if main:
-            _append(out_dir / "curve.jsonl", row)
+    def curve(self, step: int) -> None:
+        row = {"step": step} | {k: self.score(recs) for k, recs in self.views.items()}
+        if self.write:
+            _append(self.out_dir / "curve.jsonl", row)
 
-    if done == 0:  # the starting point, for the record
-        if p.stop_records:
-            criterion(0)
-        if curve_views:
-            curve(0)
-
-    def on_step(step: int, logs: dict) -> bool:
+    def on_step(self, step: int, logs: dict) -> bool:
+        """train()'s callback: True stops training at this step (the rule triggered)."""
         stop = False
-        if p.stop_records and step % ucfg.stop.every == 0 and criterion(step):
-            state["chosen"], stop = step, True
-        if curve_views and step % ucfg.eval_every == 0:
-            curve(step)
+        if self.records and step % self.cfg.stop.every == 0 and self.criterion(step):
+            self.chosen, stop = step, True
+        if self.views and step % self.cfg.eval_every == 0:
+            self.curve(step)
         return stop
 
-    method, mcfg = p.method, p.method_cfg
-
-    def loss_fn(m, batches, step):
-        return method.loss(m, batches, ref, mcfg, step)
-
-    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals, ucfg.random_k)
-    result = train_loop(model, processor, family, sampler, loss_fn, p.train, out_dir, resume=resume,
-                        desc=f"unlearn {ucfg.method}", initial_state=None if lora else initial, on_step=on_step,
-                        stop_at_step=stop_at_step)
-    if hasattr(method, "on_train_end"):
-        method.on_train_end(model, initial, mcfg)
-    final = out_dir / "model"
-    if not main:
-        return out_dir
-    model = save_model(model, processor, family, [final], p.train, model_dir(target))  # adapter-only or merged
-    stop = {"rule": ucfg.stop.rule}
-    if p.stop_records:
-        stop |= {"every": ucfg.stop.every, "n": len(p.stop_records), "source": p.stop_source,
-                 "threshold": ucfg.stop.threshold, "threshold_value": threshold,
-                 "gold_model": str(gold_dir) if gold_dir else None, "triggered": state["chosen"] is not None,
-                 "criterion": stop_rows}
-    stop["chosen_step"] = state["chosen"] if state["chosen"] is not None else result.steps
-    write_json_atomic(out_dir / "run.json", _run_record("unlearn", cfg, world, {
-        "family": loaded.name, "method": ucfg.method, "method_config": dataclasses.asdict(mcfg),
-        "method_config_hash": config_hash(dataclasses.asdict(mcfg)), "clear_recipe": ucfg.clear_recipe,
-        "batch_kinds": list(p.kinds), "forget": ucfg.forget, "forget_modality": ucfg.forget_modality,
-        "retain": p.retain_config, "records": {"forget": len(p.forget), "retain": len(p.retain)},
-        "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
-        "model_fingerprint": model_fingerprint(final), "reference": ref.kind if ref else None,
-        "lr": p.train.lr, "l1_lambda": p.train.l1_lambda, "lora": lora, "steps": result.steps,
-        "train": dataclasses.asdict(result), "stop": stop, "seconds": time.time() - t0,
-    }))
-    return out_dir
+    def summary(self, steps: int) -> dict[str, Any]:
+        """run.json's ``stop``: the rule, its criterion rows and the step chosen (the last one without a trigger)."""
+        s = self.cfg.stop
+        out: dict[str, Any] = {"rule": s.rule}
+        if self.records:
+            out |= {"every": s.every, "n": len(self.records), "source": self.source, "threshold": s.threshold,
+                    "threshold_value": self.threshold, "gold_model": str(self.gold_model) if self.gold_model else None,
+                    "triggered": self.chosen is not None, "criterion": self.rows}
+        out["chosen_step"] = self.chosen if self.chosen is not None else steps
+        return out
 
 
 def _curve_views(world, cfg: UnlearnConfig) -> dict[str, list[Record]]:

@@ -132,8 +132,8 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         expected += [r.id for r in recs]
         cache = cache_dir / f"{config}.jsonl" if cache_dir is not None else None
         examples += outputs.score(loaded, recs, config, cache=cache, batch_size=cfg.batch_size,
-                                  max_new_tokens=cfg.max_new_tokens, shard=shard, progress=progress,
-                                  stop_after=stop_after)
+                                  max_new_tokens=cfg.max_new_tokens,
+                                  run=outputs.ScoreRun(shard=shard, progress=progress, stop_after=stop_after))
     provenance = {
         "config": cfg_dict | {"generation": outputs.GENERATION | {"max_new_tokens": cfg.max_new_tokens}},
         "config_hash": config_hash(cfg_dict),

@@ -8,7 +8,7 @@ import torch
 from clearbench.config import TrainConfig
 from clearbench.lora import set_trainable
 from clearbench.models import load_model
-from clearbench.train import ShuffleSampler, example_nll_loss, get_accelerator, train
+from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, get_accelerator, train
 from model_fixtures import sample_records
 
 torch.set_num_threads(1)
@@ -20,6 +20,6 @@ loaded = load_model(model_dir)
 model = loaded.model.train()
 set_trainable(model, cfg)
 train(model, loaded.processor, loaded.family, ShuffleSampler(sample_records() * 2, 4, seed=1), example_nll_loss,
-      cfg, out)
+      cfg, TrainRun(out))
 if acc.is_main_process:
     (out / "world.json").write_text(json.dumps({"processes": acc.num_processes}))

@@ -205,6 +205,28 @@ def test_fingerprint_covers_the_adapter_and_the_parent(tiny_llava_dir, tmp_path)
     assert model_fingerprint(a) == fa  # stable
     _bump(a / "adapter_model.safetensors", "lora_B", 1e-3)
     assert model_fingerprint(a) not in (fa, fb)  # the adapter changed
+    fa = model_fingerprint(a)
+    tok = json.loads((a / "tokenizer.json").read_text())
+    tok["added_tokens"][0]["content"] = "<PAD>"
+    (a / "tokenizer.json").write_text(json.dumps(tok))  # the adapter dir's own tokenizer is what loads
+    assert model_fingerprint(a) != fa
+
+
+def test_fingerprint_covers_weights_config_and_tokenizer_files(tiny_llava_dir, tmp_path):
+    """A swapped tokenizer, processor or config is another model (it changed 64 aggregates under one
+    fingerprint when only *.safetensors were hashed); files a load never reads are not."""
+    base = model_fingerprint(tiny_llava_dir)
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "processor_config.json", "chat_template.jinja", "clearbench_model.json"):
+        copy = tmp_path / name
+        shutil.copytree(tiny_llava_dir, copy)
+        with open(copy / name, "ab") as f:
+            f.write(b" ")  # one byte more: still loads (JSON allows trailing whitespace), another file
+        assert model_fingerprint(copy) != base, name
+    same = tmp_path / "readme"
+    shutil.copytree(tiny_llava_dir, same)
+    (same / "README.md").write_text("notes")
+    assert model_fingerprint(same) == base
 
 
 def test_missing_moved_or_changed_parent_is_a_clear_error(tiny_llava_dir, tmp_path):

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from clearbench import scoring
 from clearbench.config import TrainConfig
 from clearbench.lora import set_trainable
 from clearbench.models import load_model, tiny_llava
 from clearbench.provenance import model_fingerprint, write_json_atomic
-from clearbench.train import ShuffleSampler, example_nll_loss, train
+from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
 from eval import outputs
 from eval.aggregate import MissingGoldError
 from eval.evaluate import EvalConfig, eval_configs, evaluate, merge, write_shard
@@ -47,7 +48,7 @@ def _build_models(world_path: str, root: str) -> dict[str, Path]:
         set_trainable(model, cfg)
         records = world.records(split, image_roles=["train", ""])
         train(model, loaded.processor, loaded.family, ShuffleSampler(records, cfg.batch_size, seed=0),
-              example_nll_loss, cfg, root_p / name / "train", desc=name)
+              example_nll_loss, cfg, TrainRun(root_p / name / "train", desc=name))
         run = root_p / name
         tiny_llava.save(model.eval(), loaded.processor, run / "model", SHAPE)
         write_json_atomic(run / "run.json", {
@@ -187,12 +188,14 @@ def test_score_batched_equals_batch1_and_runs_one_pass(target_loaded, tiny_world
 
     monkeypatch.setattr(outputs, "teacher_forced", spy_tf)
     monkeypatch.setattr(outputs, "generate", spy_gen)
-    batched = outputs.score(target_loaded, records, config, batch_size=16, max_new_tokens=12, progress=False)
+    batched = outputs.score(target_loaded, records, config, batch_size=16, max_new_tokens=12,
+                            run=outputs.ScoreRun(progress=False))
     distinct = sum(len(dict.fromkeys([r.answer, r.paraphrased_answer or r.answer, *r.perturbed_answers]))
                    for r in records)
     # one teacher-forced row per distinct answer variant, one generation per record, nothing else
     assert calls == {"tf_rows": distinct, "gen_rows": len(records), "gen_calls": 1}
-    single = outputs.score(target_loaded, records, config, batch_size=1, max_new_tokens=12, progress=False)
+    single = outputs.score(target_loaded, records, config, batch_size=1, max_new_tokens=12,
+                           run=outputs.ScoreRun(progress=False))
     assert [e.id for e in batched] == sorted(r.id for r in records) == [e.id for e in single]
     for b, s in zip(batched, single):
         assert b.generation == s.generation, (b.id, b.generation, s.generation)
@@ -270,13 +273,14 @@ def _lines(path: Path) -> list[str]:
 def test_resume_after_interruption_equals_uninterrupted_run(target_loaded, tiny_world, tmp_path, scored):
     config = "forget10_perturbed"
     records = sorted(tiny_world.records(config), key=lambda r: r.id)
-    kw = dict(batch_size=8, max_new_tokens=6, chunk_size=16, progress=False)
+    kw = dict(batch_size=8, max_new_tokens=6, run=outputs.ScoreRun(chunk_size=16, progress=False))
     reference = outputs.score(target_loaded, records, config, **kw)
     scored.clear()
 
     cache = tmp_path / "cache" / f"{config}.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        outputs.score(target_loaded, records, config, cache=cache, stop_after=1, **kw)
+        outputs.score(target_loaded, records, config, cache=cache, batch_size=8, max_new_tokens=6,
+                      run=outputs.ScoreRun(chunk_size=16, progress=False, stop_after=1))
     assert len(_lines(cache)) == 16 and len(scored) == 16
     first = set(scored)
     scored.clear()
@@ -432,12 +436,12 @@ def test_packed_prompt_sharing_equals_one_row_per_answer(loaded_families, family
             if "lora_B" in name:
                 torch.nn.init.normal_(param, std=0.5)
         loaded = dataclasses.replace(loaded, model=model.eval())
-        assert outputs._packable(model) is not None
+        assert scoring.packed_model(loaded) is not None
     records = sample_records()
     items = [(r, a) for r in records for a in dict.fromkeys([r.answer, r.paraphrased_answer or r.answer,
                                                              *r.perturbed_answers])]
     packed = outputs.teacher_forced(loaded, items, batch_size=3, stats=True)
-    rows = outputs._teacher_forced_rows(loaded, items, batch_size=3, stats=True)
+    rows = scoring.teacher_forced_rows(loaded, items, batch_size=3, stats=True)
     if family.endswith("+lora"):  # the adapters are active in the packed path too
         plain = outputs.teacher_forced(loaded_families["tiny-llava"], items, batch_size=3, stats=True)
         assert max(abs(x - y) for a, b in zip(packed, plain) for x, y in zip(a[0], b[0])) > 1e-3

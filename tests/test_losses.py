@@ -149,7 +149,7 @@ def test_language_layers_qwen2_vl():
 
 
 def test_language_layers_unknown_model_fails_loudly():
-    with pytest.raises(ValueError, match="decoder layers in Linear"):
+    with pytest.raises(ValueError, match="Linear is the model class of no registered model family"):
         language_layers(torch.nn.Linear(2, 2))
 
 

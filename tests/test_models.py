@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from clearbench.models import FAMILIES, Loaded, detect_family, generate, get_family, load_model, tiny_llava
+from clearbench.models import FAMILIES, Family, Loaded, detect_family, generate, get_family, load_model
+from clearbench.models.common import MARKER_FILE
 from model_fixtures import build_tiny_default, sample_records
 
 FAMILY_NAMES = list(FAMILIES)
@@ -20,13 +21,16 @@ def fam(request, loaded_families) -> Loaded:
     return loaded_families[request.param]
 
 
-def test_registry_modules_expose_the_family_api():
-    for name, module in FAMILIES.items():
-        assert module.NAME == name
-        for attr in ("load", "collate", "end_token", "language_layers", "save"):
-            assert callable(getattr(module, attr)), (name, attr)
+def test_registry_holds_one_spec_per_family():
+    for name, family in FAMILIES.items():
+        assert isinstance(family, Family) and family.name == name
     with pytest.raises(ValueError, match="Did you mean 'llava'"):
         get_family("lava")
+    # tiny-llava is a real LLaVA: the same parts, detected by its marker instead of its model_type
+    tiny, llava = FAMILIES["tiny-llava"], FAMILIES["llava"]
+    assert tiny.marker and not llava.marker
+    assert (tiny.vision, tiny.projector, tiny.language, tiny.layers) == (llava.vision, llava.projector,
+                                                                        llava.language, llava.layers)
 
 
 def test_load_model_detects_each_family(family_checkpoints, loaded_families):
@@ -87,7 +91,7 @@ def test_tiny_build_is_deterministic(tmp_path, tiny_llava_dir):
     c = load_file(other / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
-    marker = json.loads((again / tiny_llava.MARKER_FILE).read_text())
+    marker = json.loads((again / MARKER_FILE).read_text())
     assert marker["clearbench_family"] == "tiny-llava" and marker["tiny_config"]["seed"] == 0
 
 
@@ -163,4 +167,87 @@ def test_tokenizer_not_matching_model_is_an_error(family_checkpoints, tmp_path):
     config.pop("image_token_id", None)
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="image token '<image>' has id"):
+        load_model(bad)
+
+
+def test_every_parameter_of_each_family_lies_in_its_parts(fam):
+    parts = {n: fam.family.part_of(n) for n, _ in fam.model.named_parameters()}
+    assert set(parts.values()) == {"vision", "projector", "language"}
+    tower = "visual" if fam.name == "qwen2-vl" else "vision_tower"
+    projector = "visual.merger" if fam.name == "qwen2-vl" else "multi_modal_projector"
+    for name, part in parts.items():
+        want = "projector" if f".{projector}." in name else "vision" if f".{tower}." in name else "language"
+        assert part == want, name
+    assert fam.family.part_of(f"base_model.model.{next(iter(parts))}") == parts[next(iter(parts))]  # under peft
+    with pytest.raises(ValueError, match=r"'extra.weight' lies in no part of model family"):
+        fam.family.part_of("extra.weight")
+
+
+@pytest.fixture
+def fake_family(monkeypatch):
+    import fake_family
+
+    monkeypatch.setitem(FAMILIES, fake_family.FAMILY.name, fake_family.FAMILY)  # the one registry line
+    return fake_family
+
+
+def test_a_new_family_is_one_module_and_one_registry_line(fake_family, tmp_path):
+    """Parts, freezing, LoRA targets, the layer lookup and detection of a family whose vision tower is
+    ``vision_model`` (the old hard-coded prefixes classed it as language: train_vision_tower=False froze nothing)."""
+    from clearbench.config import LoraConfig, TrainConfig
+    from clearbench.lora import apply_lora, set_trainable
+    from clearbench.losses import language_layers
+    from clearbench.models import family_of
+
+    model = fake_family.build_model()
+    assert family_of(model) is fake_family.FAMILY
+    part = {n: fake_family.FAMILY.part_of(n) for n, _ in model.named_parameters()}
+    assert {n.split(".")[1] for n, p in part.items() if p == "vision"} == {"vision_model"}
+    assert {n.split(".")[1] for n, p in part.items() if p == "projector"} == {"connector"}
+
+    set_trainable(model, TrainConfig(train_vision_tower=False))
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == {n for n in part if part[n] == "vision"}
+
+    cfg = TrainConfig(lora=LoraConfig(enabled=True, r=2, alpha=4), train_vision_tower=False)
+    peft_model = apply_lora(copy.deepcopy(model), cfg.lora, cfg)
+    set_trainable(peft_model, cfg)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    lora = [n for n in trainable if "lora_" in n]
+    assert lora and all(".text_model.layers." in n for n in lora)  # not the SigLIP q/k/v_proj
+    assert {n for n in trainable if "lora_" not in n} and all(
+        ".connector.modules_to_save." in n for n in trainable if "lora_" not in n)  # the projector, a saved copy
+
+    layers = language_layers(peft_model)
+    assert layers is peft_model.get_base_model().model.text_model.layers and len(layers) == 2
+
+    model.config.save_pretrained(tmp_path)
+    assert detect_family(tmp_path) == "fake-idefics3"
+    model.add_module("extra", torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="'extra.weight' lies in no part of model family 'fake-idefics3'"):
+        set_trainable(model, TrainConfig())
+
+
+def test_missing_or_unexpected_weights_fail_the_load(family_checkpoints, tmp_path):
+    """transformers would fill a missing weight with random values and ignore an unexpected one."""
+    src = family_checkpoints["tiny-llava"]
+    weights = load_file(src / "model.safetensors")
+    head = next(k for k in weights if k.endswith("lm_head.weight"))  # saved under the checkpoint's legacy name
+    for case, edit in {"missing": lambda w: w.pop(head),
+                       "unexpected": lambda w: w.__setitem__("extra.weight", torch.zeros(2))}.items():
+        bad = tmp_path / case
+        shutil.copytree(src, bad)
+        changed = dict(weights)
+        edit(changed)
+        save_file(changed, bad / "model.safetensors", metadata={"format": "pt"})
+        key = "lm_head.weight" if case == "missing" else "extra.weight"
+        with pytest.raises(ValueError, match=rf"weights do not match LlavaForConditionalGeneration .*1 {case} \({key}\)"):
+            load_model(bad)
+
+
+def test_a_marker_on_another_familys_config_is_an_error(family_checkpoints, tmp_path):
+    """The tiny marker on a Qwen2-VL checkpoint loaded it as a LLaVA with a random lm_head."""
+    bad = tmp_path / "bad"
+    shutil.copytree(family_checkpoints["qwen2-vl"], bad)
+    shutil.copy(family_checkpoints["tiny-llava"] / MARKER_FILE, bad / MARKER_FILE)
+    with pytest.raises(ValueError, match="names model family 'tiny-llava' .* config.json has model_type 'qwen2_vl'"):
         load_model(bad)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from clearbench.config import PRESET_DIR, BenchConfig, ConfigError, TrainConfig, load_config, load_yaml, preset_path
 from clearbench.provenance import ADAPTER_MARKER, local_model_dir, model_fingerprint
-from clearbench.run import build_study, run_study
+from clearbench.executor import run_study
+from clearbench.study import build_study
 
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 GPU_PRESETS = {"llava-1.5-7b": ("llava", "llava-hf/llava-1.5-7b-hf"), "qwen2-vl-2b": ("qwen2-vl", "Qwen/Qwen2-VL-2B-Instruct")}
@@ -32,9 +32,26 @@ def test_every_preset_loads_and_builds_its_study(preset, tmp_path):
     assert not (tmp_path / "study").exists()  # building runs nothing
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_presets_metric_options_fit_the_world_schema_it_generates(preset, tiny_world):
+    """Since world schema 2 the perturbed answers are the paraphrase's wording with a wrong fact (docs/metrics.md),
+    so the truth ratio compares them with the paraphrase ("tofu" does, except on the real-faces/real-world
+    controls); "answer" is for schema 1 data, which open_world refuses."""
+    from data_gen.generate import SCHEMA_VERSION
+    from eval.aggregate import MetricOptions
+
+    assert SCHEMA_VERSION >= 2 and json.loads((tiny_world.path / "manifest.json").read_text())["schema_version"] == \
+        SCHEMA_VERSION
+    options = MetricOptions(**load_config(BenchConfig, preset).study.metric_options)
+    assert options.tr_reference in ("paraphrase", "tofu"), (preset, options.tr_reference)
+    text = next(r for r in tiny_world.records("forget10_perturbed", modalities=["text"]) if r.perturbed_answers)
+    shared = [w for w in text.perturbed_answers[0].split() if w in text.paraphrased_answer.split()]
+    assert len(shared) > len(text.perturbed_answers[0].split()) // 2  # the perturbation keeps the paraphrase's wording
+
+
 def test_an_unknown_key_in_a_preset_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"inherit: llava-1.5-7b\nunlearn:\n  train:\n    lora: {{rank: 8}}\n")
+    bad.write_text("inherit: llava-1.5-7b\nunlearn:\n  train:\n    lora: {rank: 8}\n")
     with pytest.raises(ConfigError, match="unlearn.train.lora.rank"):
         load_config(BenchConfig, str(bad))
 
@@ -101,7 +118,7 @@ def test_finetune_warmup_epochs_is_one_epoch_of_the_selected_records():
 
 def test_train_max_length_reaches_collate(loaded_families, tmp_path):
     """A max_length shorter than a prompt (image tokens included) is the collate error: the loop passes it on."""
-    from clearbench.train import ShuffleSampler, example_nll_loss, train
+    from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
     from model_fixtures import sample_records
 
     loaded = loaded_families["llava"]
@@ -109,9 +126,10 @@ def test_train_max_length_reaches_collate(loaded_families, tmp_path):
     cfg = TrainConfig(max_length=8, max_steps=1, batch_size=4, micro_batch_size=4, augment=False)
     sampler = ShuffleSampler(sample_records(), 4, seed=0)
     with pytest.raises(ValueError, match="max_length=8"):
-        train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, tmp_path / "short")
+        train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, TrainRun(tmp_path / "short"))
     ok = train(model, loaded.processor, loaded.family, sampler, example_nll_loss,
-               TrainConfig(max_length=1024, max_steps=1, batch_size=4, micro_batch_size=4, augment=False), tmp_path / "ok")
+               TrainConfig(max_length=1024, max_steps=1, batch_size=4, micro_batch_size=4, augment=False),
+               TrainRun(tmp_path / "ok"))
     assert ok.steps == 1
 
 

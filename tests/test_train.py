@@ -1,5 +1,5 @@
 """The one training loop on the tiny real model: resume equality, accumulation invariance,
-LoRA + gradient checkpointing, L1, and bad inputs."""
+LoRA + gradient checkpointing, L1 over every trainable parameter, and bad inputs."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from clearbench.config import LoraConfig, TrainConfig
-from clearbench.lora import apply_lora, enable_gradient_checkpointing, l1_penalty, set_trainable
+from clearbench.lora import apply_lora, enable_gradient_checkpointing, l1_anchor, l1_penalty, set_trainable
 from clearbench.models import load_model
-from clearbench.train import Interrupt, ShuffleSampler, example_nll_loss, train
+from clearbench.train import Interrupt, ShuffleSampler, TrainRun, example_nll_loss, train
 from model_fixtures import sample_records
 
 HERE = Path(__file__).resolve().parent
@@ -32,11 +32,15 @@ def _records():
 
 
 def _run(model_dir, out, cfg, **kw):
+    """Train a fresh load of ``model_dir`` (LoRA-wrapped when ``cfg.lora.enabled``) into ``out``."""
     loaded = load_model(model_dir)
     model = loaded.model.train()
+    if cfg.lora.enabled:
+        torch.manual_seed(cfg.seed)  # the adapters' initialisation, as stages.prepare_model draws it
+        model = apply_lora(model, cfg.lora, cfg)
     set_trainable(model, cfg)
     sampler = ShuffleSampler(_records(), cfg.batch_size, seed=cfg.seed)
-    result = train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, out, **kw)
+    result = train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg, TrainRun(out, **kw))
     return model, result
 
 
@@ -91,7 +95,7 @@ def test_lora_with_gradient_checkpointing_trains_adapters_only(tiny_llava_dir, t
     enable_gradient_checkpointing(model)
     before = _params(model)
     train(model, loaded.processor, loaded.family, ShuffleSampler(_records(), 4, seed=0), example_nll_loss, cfg,
-          tmp_path / "lora")
+          TrainRun(tmp_path / "lora"))
     after = _params(model)
     lora_b = [n for n in before if "lora_B" in n]
     assert lora_b and all(not torch.equal(before[n], after[n]) for n in lora_b)
@@ -100,25 +104,82 @@ def test_lora_with_gradient_checkpointing_trains_adapters_only(tiny_llava_dir, t
     assert all("language_model" in n for n in lora_b)  # "language" targets skip the CLIP q/v projections
 
 
-def test_l1_penalty_is_sum_of_absolute_adapter_weights(tiny_llava_dir):
-    cfg = _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8))
+def test_l1_penalty_covers_adapters_by_value_and_the_projector_copy_by_its_deviation(tiny_llava_dir):
+    """LoRA with a trained projector: |A|, |B| plus |theta - theta0| of the projector's modules_to_save copy,
+    which gets a penalty gradient once it has moved (the copy trained unpenalised before)."""
+    cfg = _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8), train_projector=True)
     model = apply_lora(load_model(tiny_llava_dir).model, cfg.lora, cfg)
     set_trainable(model, cfg)
-    expected = sum(p.abs().sum() for n, p in model.named_parameters() if "lora_" in n)
-    torch.testing.assert_close(l1_penalty(model), expected)
+    anchor = l1_anchor(model)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    copies = [n for n in trainable if "lora_" not in n]
+    assert copies and set(anchor) == set(copies)
+    assert all(".multi_modal_projector.modules_to_save." in n for n in copies)
+    with torch.no_grad():
+        for n in copies:
+            trainable[n].add_(0.01)
+    adapters = sum(p.abs().sum() for n, p in trainable.items() if "lora_" in n)
+    penalty = l1_penalty(model, anchor)
+    torch.testing.assert_close(penalty, adapters + 0.01 * sum(trainable[n].numel() for n in copies))
+    penalty.backward()
+    for n in copies:
+        assert torch.equal(trainable[n].grad, torch.ones_like(trainable[n])), n  # d|theta - theta0| = sign
+    with pytest.raises(ValueError, match="has no starting value"):
+        l1_penalty(model, {})
 
 
-def test_large_l1_gives_smaller_adapters(tiny_llava_dir, tmp_path):
-    norms = {}
+def test_l1_penalty_full_parameter_is_the_deviation_from_the_start(tiny_llava_dir):
+    model = load_model(tiny_llava_dir).model
+    set_trainable(model, _cfg(train_vision_tower=False))
+    anchor = l1_anchor(model)
+    assert set(anchor) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert float(l1_penalty(model, anchor)) == 0.0
+    with torch.no_grad():
+        model.lm_head.weight[0, :3] -= 0.5
+    assert float(l1_penalty(model, anchor)) == pytest.approx(1.5)
+
+
+def _lora_projector_cfg(**kw) -> TrainConfig:
+    return _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8), train_projector=True, train_vision_tower=False,
+                augment=False, **kw)
+
+
+def test_large_l1_gives_smaller_adapters_and_a_projector_closer_to_its_start(tiny_llava_dir, tmp_path):
+    start = dict(load_model(tiny_llava_dir).model.named_parameters())
+    adapters, moved = {}, {}
     for lam in (0.0, 1.0):
-        cfg = _cfg(lora=LoraConfig(enabled=True, r=4, alpha=8), l1_lambda=lam, max_steps=4, train_projector=False)
-        loaded = load_model(tiny_llava_dir)
-        model = apply_lora(loaded.model.train(), cfg.lora, cfg)
-        set_trainable(model, cfg)
-        train(model, loaded.processor, loaded.family, ShuffleSampler(_records(), 4, seed=0), example_nll_loss,
-              cfg, tmp_path / f"l1-{lam}")
-        norms[lam] = float(l1_penalty(model))
-    assert norms[1.0] < norms[0.0]
+        model, _ = _run(tiny_llava_dir, tmp_path / f"l1-{lam}", _lora_projector_cfg(l1_lambda=lam, max_steps=4))
+        adapters[lam] = sum(float(p.abs().sum()) for n, p in model.named_parameters() if "lora_" in n)
+        copy = {n.removeprefix("base_model.model.").replace("modules_to_save.default.", ""): p
+                for n, p in model.named_parameters() if ".modules_to_save." in n}  # the trained projector
+        moved[lam] = sum(float((p - start[n]).abs().sum()) for n, p in copy.items())
+    assert adapters[1.0] < adapters[0.0]
+    assert 0 < moved[1.0] < moved[0.0]
+
+
+def test_l1_lambda_zero_is_bit_identical_to_no_l1(tiny_llava_dir, tmp_path):
+    plain, _ = _run(tiny_llava_dir, tmp_path / "plain", _lora_projector_cfg(max_steps=3))
+    zero, _ = _run(tiny_llava_dir, tmp_path / "zero", _lora_projector_cfg(max_steps=3, l1_lambda=0.0))
+    a, b = _params(plain), _params(zero)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    logs = [json.loads(line) for line in (tmp_path / "zero" / "log.jsonl").read_text().splitlines()]
+    assert logs and all("l1" not in line for line in logs)
+
+
+def test_resume_with_l1_ends_with_same_weights(tiny_llava_dir, tmp_path):
+    """theta0 is the starting model's on resume too (not the checkpoint's): the projector copy's penalty
+    would otherwise restart from zero."""
+    cfg = _lora_projector_cfg(max_steps=6, save_every=2, l1_lambda=0.05)
+    full, _ = _run(tiny_llava_dir, tmp_path / "full", cfg)
+    with pytest.raises(Interrupt):
+        _run(tiny_llava_dir, tmp_path / "cut", cfg, stop_at_step=3)
+    resumed, result = _run(tiny_llava_dir, tmp_path / "cut", cfg, resume=True)
+    assert result.resumed_from == 2
+    logs = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert logs[-1]["l1"] > 0
+    a, b = _params(full), _params(resumed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
 
 
 def test_bad_inputs_fail_before_training(tiny_llava_dir, tmp_path):

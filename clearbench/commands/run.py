@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clearbench.run import build_study, run_study, state_of
+    from clearbench.executor import run_study, state_of
+    from clearbench.study import build_study
 
     overrides = list(args.overrides) + ([f"study.seeds=[{','.join(map(str, args.seeds))}]"] if args.seeds else [])
     cfg = load_config(BenchConfig, args.preset, overrides)
@@ -47,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
         for i, stage in enumerate(build_study(cfg, Path(args.out))):
             print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")
         return 0
-    if args.jobs < 1:
-        raise SystemExit(f"clearbench run: --jobs {args.jobs}: give a number of stages >= 1")
     run_study(cfg, args.out, only_seed=args.only_seed, jobs=args.jobs)
     if args.only_seed is not None:
         print(f"replicate seed {args.only_seed} written to {args.out}/seed-{args.only_seed}")

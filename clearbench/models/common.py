@@ -1,6 +1,6 @@
-"""Pieces shared by every model family: the conversation format, collate, checks, generation.
+"""Pieces shared by every model family: the conversation format, collate, checks, io, generation.
 
-A family module (tiny_llava, llava, qwen2_vl) supplies its processor and end-of-turn token; the
+A family (``clearbench.models.family.Family``) supplies its processor and end-of-turn token; the
 logic here is the same for all of them, so the label-masking contract is implemented once:
 
     prompt = chat_template(user turn: [image], question) + generation prompt
@@ -22,33 +22,33 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from clearbench.provenance import write_dir_atomic
 from clearbench.types import Modality, Record
 
-IGNORE_INDEX = -100
+if TYPE_CHECKING:
+    from clearbench.models.family import Family
 
-# Keys the processors return with one row per text (B, T); everything else is per image.
-_TOKEN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids"}
+IGNORE_INDEX = -100  # label of a position that is not supervised (prompt, image tokens, padding)
+MARKER_FILE = "clearbench_model.json"  # {"clearbench_family": NAME, ...}: a checkpoint of a marker family
 
 
 @dataclasses.dataclass
 class Loaded:
     """A model ready to use: ``model`` (a transformers model, eval mode), its ``processor`` and the
-    ``family`` module that knows its chat template (``family.NAME`` is the registry key)."""
+    ``family`` that knows its chat template and parts (``family.name`` is the registry key)."""
 
     model: Any
     processor: Any
-    family: ModuleType
+    family: Family
     path: str = ""
 
     @property
     def name(self) -> str:
-        return self.family.NAME
+        return self.family.name
 
     def collate(self, records: Sequence[Record], **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.family.collate(self.processor, records, **kwargs)
@@ -94,6 +94,7 @@ def collate(
     records: Sequence[Record],
     *,
     end_token: str,
+    token_keys: Sequence[str] = (),
     answers: Sequence[str] | None = None,
     for_generation: bool = False,
     max_length: int | None = None,
@@ -102,7 +103,8 @@ def collate(
 
     Right padding for training batches, left padding for generation (prompt only, no labels).
     Images go to the processor in row order, only for the rows that have one, so ``pixel_values``
-    (and ``image_grid_thw`` for Qwen2-VL) hold exactly the image rows of the batch.
+    (and ``image_grid_thw`` for Qwen2-VL) hold exactly the image rows of the batch. ``token_keys``: the
+    family's per-token processor outputs besides input_ids/attention_mask, padded like them.
     ``max_length`` truncates the answer from the right; a prompt longer than it is an error,
     because truncating a prompt would cut image tokens.
     """
@@ -111,10 +113,42 @@ def collate(
         raise ValueError("collate got an empty list of records")
     if answers is not None and len(answers) != len(records):
         raise ValueError(f"answers has {len(answers)} entries for {len(records)} records")
-    tok = processor.tokenizer
+    images, prompts, suffixes = _render_all(processor, records, end_token, answers)
+    texts = prompts if for_generation else [p + s for p, s in zip(prompts, suffixes)]
+    enc = processor(text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="right")
+    keys = {"input_ids", "attention_mask", *token_keys}
+    lengths = enc["attention_mask"].sum(dim=1).tolist()
+    rows = {k: [enc[k][i, : lengths[i]].tolist() for i in range(len(records))] for k in enc if k in keys}
+    unknown = [k for k, v in enc.items() if k not in keys and torch.is_tensor(v)
+               and v.shape[:2] == enc["input_ids"].shape and k != "pixel_values"]
+    if unknown:
+        raise ValueError(f"processor returned per-token keys collate does not know how to pad: {unknown}; "
+                         f"list them in the model family's token_keys")
+    _check_image_rows(records, rows["input_ids"], processor)
+    if for_generation:
+        if max_length is not None and max(lengths) > max_length:
+            raise ValueError(f"a prompt is {max(lengths)} tokens, longer than max_length={max_length}")
+        batch = _pad_rows(rows, enc, processor, left=True)
+    else:
+        n_prompt = _prompt_lengths(processor, records, prompts, rows["input_ids"])
+        if max_length is not None:
+            _truncate(records, rows, n_prompt, max_length)
+        batch = _pad_rows(rows, enc, processor, left=False)
+        width = batch["input_ids"].shape[1]
+        labels = [_pad([IGNORE_INDEX] * n + ids[n:], width, IGNORE_INDEX, False)
+                  for n, ids in zip(n_prompt, rows["input_ids"])]
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    for key, value in enc.items():  # per-image tensors: pixel_values, image_grid_thw, ...
+        if key not in keys and torch.is_tensor(value):
+            batch[key] = value
+    return batch
+
+
+def _render_all(processor: Any, records: list[Record], end_token: str, answers: Sequence[str] | None
+                ) -> tuple[list, list[str], list[str]]:
+    """(images of the image rows, prompts, answer suffixes), after checking each record's image and question."""
     image_token = getattr(processor, "image_token", None)
-    images = []
-    prompts, suffixes = [], []
+    images, prompts, suffixes = [], [], []
     for i, r in enumerate(records):
         if r.modality != Modality.TEXT and r.image is None:
             raise ValueError(f"record {r.id!r}: modality {r.modality.value!r} needs an image but has none")
@@ -122,56 +156,33 @@ def collate(
             raise ValueError(f"record {r.id!r}: question contains the image placeholder {image_token!r}")
         if r.image is not None:
             images.append(r.image.convert("RGB") if hasattr(r.image, "convert") else r.image)
-        answer = r.answer if answers is None else answers[i]
-        prompt, suffix = render(processor, r, answer, end_token)
+        prompt, suffix = render(processor, r, r.answer if answers is None else answers[i], end_token)
         prompts.append(prompt)
         suffixes.append(suffix)
+    return images, prompts, suffixes
 
-    texts = prompts if for_generation else [p + s for p, s in zip(prompts, suffixes)]
-    enc = processor(text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="right")
-    lengths = enc["attention_mask"].sum(dim=1).tolist()
-    rows = {k: [enc[k][i, : lengths[i]].tolist() for i in range(len(records))] for k in enc if k in _TOKEN_KEYS}
-    unknown = [k for k, v in enc.items() if k not in _TOKEN_KEYS and torch.is_tensor(v)
-               and v.shape[:2] == enc["input_ids"].shape and k != "pixel_values"]
-    if unknown:
-        raise ValueError(f"processor returned per-token keys collate does not know how to pad: {unknown}")
-    _check_image_rows(records, rows["input_ids"], processor)
 
-    if for_generation:
-        n_prompt = lengths
-        if max_length is not None and max(n_prompt) > max_length:
-            raise ValueError(f"a prompt is {max(n_prompt)} tokens, longer than max_length={max_length}")
-    else:
-        n_prompt = _prompt_lengths(processor, records, prompts, rows["input_ids"])
-        if max_length is not None:
-            for i, r in enumerate(records):
-                if n_prompt[i] >= max_length:
-                    raise ValueError(
-                        f"record {r.id!r}: prompt is {n_prompt[i]} tokens (image tokens included), "
-                        f"max_length={max_length} leaves no room for the answer; raise max_length"
-                    )
-                for key in rows:
-                    rows[key][i] = rows[key][i][:max_length]
+def _truncate(records: list[Record], rows: dict[str, list[list[int]]], n_prompt: list[int], max_length: int) -> None:
+    """Cut every row to ``max_length`` tokens (answer only: a prompt that does not fit is an error)."""
+    for i, r in enumerate(records):
+        if n_prompt[i] >= max_length:
+            raise ValueError(
+                f"record {r.id!r}: prompt is {n_prompt[i]} tokens (image tokens included), "
+                f"max_length={max_length} leaves no room for the answer; raise max_length"
+            )
+        for key in rows:
+            rows[key][i] = rows[key][i][:max_length]
 
-    left = for_generation
-    pad_id = tok.pad_token_id
+
+def _pad_rows(rows: dict[str, list[list[int]]], enc: Any, processor: Any, left: bool) -> dict[str, torch.Tensor]:
+    """Pad each per-token key to the longest row: input_ids with the pad token, the others with 0."""
+    pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
-        raise ValueError(f"tokenizer {type(tok).__name__} has no pad token; set one when building the processor")
+        raise ValueError(f"tokenizer {type(processor.tokenizer).__name__} has no pad token; set one when building "
+                         f"the processor")
     width = max(len(x) for x in rows["input_ids"])
-    batch: dict[str, torch.Tensor] = {}
-    for key, seqs in rows.items():
-        fill = pad_id if key == "input_ids" else 0
-        batch[key] = torch.tensor([_pad(s, width, fill, left) for s in seqs], dtype=enc[key].dtype)
-    if not for_generation:
-        labels = []
-        for i, ids in enumerate(rows["input_ids"]):
-            lab = [IGNORE_INDEX] * n_prompt[i] + ids[n_prompt[i]:]
-            labels.append(_pad(lab, width, IGNORE_INDEX, left))
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
-    for key, value in enc.items():  # per-image tensors: pixel_values, image_grid_thw, ...
-        if key not in _TOKEN_KEYS and torch.is_tensor(value):
-            batch[key] = value
-    return batch
+    return {key: torch.tensor([_pad(s, width, pad_id if key == "input_ids" else 0, left) for s in seqs],
+                              dtype=enc[key].dtype) for key, seqs in rows.items()}
 
 
 def _prompt_lengths(processor: Any, records: Sequence[Record], prompts: list[str], ids: list[list[int]]) -> list[int]:
@@ -274,32 +285,39 @@ def default_dtype(device: str | torch.device, dtype: torch.dtype | str | None) -
 
 
 def unwrap(model: Any) -> Any:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    if hasattr(model, "get_base_model"):
+    """The transformers model under DDP and peft wrappers (peft's base model holds the LoRA-injected modules)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
         model = model.get_base_model()
     return model
 
 
-def language_layers(model: Any) -> torch.nn.ModuleList:
-    """Decoder layers of the language model (LlavaModel / Qwen2VLModel ``.language_model.layers``)."""
-    base = unwrap(model)
-    inner = getattr(base, "model", base)
-    lm = getattr(inner, "language_model", None)
-    layers = getattr(lm, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(f"{type(base).__name__}: no language_model.layers found")
-    return layers
+def from_pretrained(model_class: Any, path: str | os.PathLike, dtype: torch.dtype) -> Any:
+    """``model_class.from_pretrained`` from safetensors, every weight of the model found in the checkpoint and
+    every checkpoint weight used: transformers would fill a missing one (an ``lm_head``) with random values."""
+    model, info = model_class.from_pretrained(str(path), dtype=dtype, use_safetensors=True, output_loading_info=True)
+    problems = [f"{len(keys)} {what} ({', '.join(sorted(map(str, keys))[:3])}{', ...' if len(keys) > 3 else ''})"
+                for what, keys in (("missing", info.get("missing_keys") or ()),
+                                   ("unexpected", info.get("unexpected_keys") or ()),
+                                   ("of another shape", info.get("mismatched_keys") or ())) if keys]
+    if problems:
+        raise ValueError(f"{path}: the checkpoint's weights do not match {model_class.__name__} "
+                         f"(model_type {model.config.model_type!r}): {'; '.join(problems)}; "
+                         f"it is incomplete or belongs to another model family")
+    return model
 
 
-def save_pretrained(model: Any, processor: Any, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Atomic save: safetensors weights + processor into a temp dir, then rename onto ``out_dir``."""
+def save_pretrained(model: Any, processor: Any, out_dir: str | os.PathLike, marker: dict | None = None) -> Path:
+    """Atomic save: safetensors weights + processor (+ MARKER_FILE holding ``marker``) into a temp dir, then
+    renamed onto ``out_dir``."""
     if hasattr(model, "peft_config"):
         raise ValueError("save got a peft-wrapped model; merge it first (model.merge_and_unload())")
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
-        if extra is not None:
-            (tmp / "clearbench_model.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
+        if marker is not None:
+            (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
     return write_dir_atomic(out_dir, write)
 

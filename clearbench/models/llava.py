@@ -9,57 +9,15 @@ processor's own hub chat template (clear.md §2.2), which renders
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Sequence
+from clearbench.models.family import Family
 
-import torch
-
-from clearbench.models import common
-from clearbench.types import Record
-
-NAME = "llava"
-MODEL_TYPE = "llava"  # config.json "model_type"
-
-
-def load(path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype | None = None) -> tuple[Any, Any]:
-    """(LlavaForConditionalGeneration, LlavaProcessor) from a local dir or hub id, safetensors only."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    common.check_checkpoint_files(path, NAME)
-    model = LlavaForConditionalGeneration.from_pretrained(
-        str(path), dtype=common.default_dtype(device, dtype), use_safetensors=True
-    ).to(device)
-    processor = AutoProcessor.from_pretrained(str(path))
-    common.check_compatible(model, processor, path)
-    model.eval()
-    return model, processor
-
-
-def end_token(processor: Any) -> str:
-    """The token that ends an assistant answer (the tokenizer's eos, ``</s>`` for llava-1.5)."""
-    return processor.tokenizer.eos_token
-
-
-def collate(
-    processor: Any,
-    records: Sequence[Record],
-    *,
-    answers: Sequence[str] | None = None,
-    for_generation: bool = False,
-    max_length: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Records -> {input_ids, attention_mask, [pixel_values], [labels]} (see ``common.collate``)."""
-    return common.collate(
-        processor, records, end_token=end_token(processor), answers=answers,
-        for_generation=for_generation, max_length=max_length,
-    )
-
-
-def language_layers(model: Any) -> torch.nn.ModuleList:
-    """``model.model.language_model.layers`` (Llama decoder layers), through a peft wrapper too."""
-    return common.language_layers(model)
-
-
-def save(model: Any, processor: Any, out_dir: str | os.PathLike) -> Path:
-    return common.save_pretrained(model, processor, out_dir)
+FAMILY = Family(
+    name="llava",
+    model_class="LlavaForConditionalGeneration",
+    model_types=("llava",),
+    vision=("model.vision_tower",),  # CLIP
+    projector=("model.multi_modal_projector",),  # 2-layer GELU MLP
+    language=("model.language_model", "lm_head"),  # Llama
+    layers="model.language_model.layers",
+    packable=True,  # Llama's 1-D rotary positions
+)

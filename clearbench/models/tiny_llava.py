@@ -14,18 +14,17 @@ Chat template (the tiny family's own, LLaVA-1.5-like):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 
-from clearbench.models import common, llava
-from clearbench.types import Record
+from clearbench.models import llava
 
-NAME = "tiny-llava"
-MARKER_FILE = "clearbench_model.json"  # {"clearbench_family": "tiny-llava", "tiny_config": {...}}
+# A real LLaVA: the llava family's parts, detected by its marker file ({"clearbench_family": "tiny-llava",
+# "tiny_config": {...}}) since its config says model_type "llava".
+FAMILY = dataclasses.replace(llava.FAMILY, name="tiny-llava", marker=True)
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 CHAT_TEMPLATE = (
@@ -147,40 +146,6 @@ def build(texts: Iterable[str], out_dir: str | os.PathLike, cfg: TinyConfig = Ti
     return save(model, processor, out_dir, cfg)
 
 
-def load(path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype | None = None) -> tuple[Any, Any]:
-    return llava.load(path, device=device, dtype=dtype)
-
-
-def end_token(processor: Any) -> str:
-    return processor.tokenizer.eos_token
-
-
-def collate(
-    processor: Any,
-    records: Sequence[Record],
-    *,
-    answers: Sequence[str] | None = None,
-    for_generation: bool = False,
-    max_length: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Records -> {input_ids, attention_mask, [pixel_values], [labels]} (see ``common.collate``)."""
-    return common.collate(
-        processor, records, end_token=end_token(processor), answers=answers,
-        for_generation=for_generation, max_length=max_length,
-    )
-
-
-def language_layers(model: Any) -> torch.nn.ModuleList:
-    return common.language_layers(model)
-
-
 def save(model: Any, processor: Any, out_dir: str | os.PathLike, cfg: TinyConfig | None = None) -> Path:
-    """save_pretrained (safetensors) plus the marker that tells load_model this is the tiny family."""
-    extra: dict[str, Any] = {"clearbench_family": NAME}
-    if cfg is not None:
-        extra["tiny_config"] = dataclasses.asdict(cfg)
-    else:
-        marker = Path(getattr(model, "name_or_path", "") or "") / MARKER_FILE
-        if marker.is_file():  # keep the shape record of the checkpoint this model was loaded from
-            extra = json.loads(marker.read_text())
-    return common.save_pretrained(model, processor, out_dir, extra=extra)
+    """Save through the family; the marker records ``cfg`` (or keeps the loaded checkpoint's shape record)."""
+    return FAMILY.save(model, processor, out_dir, extra={"tiny_config": dataclasses.asdict(cfg)} if cfg else None)

@@ -1,0 +1,329 @@
+"""Running a study's stages (``clearbench run``): skip what is done, resume what was interrupted, redo what is stale.
+
+A finished stage writes ``stage.json`` (its key) last; a directory without it was interrupted and is resumed
+(training checkpoints, the evaluation cache), one with another key is redone from scratch. ``run.jsonl`` in
+the study directory logs every stage start, skip and end; the progress lines give an ETA.
+
+``jobs`` > 1 runs up to that many stages at once, each in a worker process that receives the stage's kind and
+arguments and calls ``STAGE_FUNCTIONS[kind]``; a stage starts once every stage it ``needs`` has finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from clearbench.config import BenchConfig, to_dict
+from clearbench.provenance import write_json_atomic
+from clearbench.study import STAGE_FUNCTIONS, Stage, plan_study, seed_config, seed_dir
+
+# Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran.
+PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1,
+              "replicate_report": 0.1}
+# Imported once by the fork server, so that each worker starts with them loaded.
+WORKER_PRELOAD = ["clearbench.executor", "clearbench.study", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
+
+
+LOCK_FILE = "run.lock"
+
+
+class StageFailed(ChildProcessError):
+    """A stage run in a worker process (``jobs`` > 1) failed; its traceback is in its log file."""
+
+
+class StudyLocked(FileExistsError):
+    """Another live process is running a study in this directory (its lock file exists)."""
+
+
+def state_of(stage: Stage) -> str:
+    """'done' (same key), 'stale' (finished with another key), 'partial' (interrupted) or 'new'."""
+    if stage.marker.exists():
+        return "done" if json.loads(stage.marker.read_text()).get("key") == stage.key else "stale"
+    if stage.path.exists():
+        return "partial"
+    return "new"
+
+
+def _clear(stage: Stage) -> None:
+    if stage.path.is_dir():
+        shutil.rmtree(stage.path)
+    elif stage.path.exists():
+        stage.path.unlink()
+    # an evaluation's per-example cache stays: it is keyed by the model and scoring settings and
+    # discards itself when they change, so a metric-option change re-aggregates without model passes
+    if stage.marker.exists():
+        stage.marker.unlink()
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def save_config(cfg: BenchConfig, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", to_dict(cfg))
+
+
+@dataclasses.dataclass
+class _Started:
+    resume: bool
+    state: str
+    t0: float
+
+
+class _Progress:
+    """The outcome, the run log (``run.jsonl``) and the progress lines of one execution."""
+
+    def __init__(self, stages: list[Stage], log_path: Path, echo: Callable[[str], None], jobs: int):
+        self.stages, self.log_path, self.echo, self.jobs = stages, Path(log_path), echo, jobs
+        self.index = {s.name: i for i, s in enumerate(stages)}
+        self.outcome: dict[str, str] = {}
+        self.durations: dict[str, list[float]] = {}
+        self.t0 = time.time()
+
+    def write(self, **event: Any) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps({"time": round(time.time() - self.t0, 2), **event}) + "\n")
+
+    def eta(self, remaining: list[Stage]) -> float:
+        """Seconds left: the mean duration of finished stages of the same kind, else the kind's
+        prior relative cost scaled by how long the finished stages took against their priors."""
+        done = [(k, d) for k, ds in self.durations.items() for d in ds]
+        if not done:
+            return 0.0
+        scale = sum(d for _, d in done) / sum(PRIOR_COST[k] for k, _ in done)
+        return sum(sum(self.durations[s.kind]) / len(self.durations[s.kind]) if self.durations.get(s.kind)
+                   else PRIOR_COST[s.kind] * scale for s in remaining)
+
+    def prefix(self, stage: Stage) -> str:
+        return f"[{self.index[stage.name] + 1}/{len(self.stages)}] {stage.name}"
+
+    def begin(self, stage: Stage, note: str = "") -> _Started | None:
+        """Skip ``stage`` (returns None) if it is done, else clear it if stale and log its start."""
+        state = state_of(stage)
+        if state == "done":
+            self.outcome[stage.name] = "skipped"
+            self.write(event="skip", stage=stage.name, key=stage.key)
+            self.echo(f"{self.prefix(stage)}: up to date, skipped")
+            return None
+        if state == "stale":
+            _clear(stage)
+        resume = state == "partial"
+        eta = self.eta([s for s in self.stages[self.index[stage.name]:] if s.name not in self.outcome]) / self.jobs
+        self.echo(f"{self.prefix(stage)}: {'resuming' if resume else 'running'}"
+                  + (f" (ETA {_fmt(eta)})" if eta else "") + note)
+        self.write(event="start", stage=stage.name, kind=stage.kind, key=stage.key, resume=resume)
+        return _Started(resume, state, time.time())
+
+    def finish(self, stage: Stage, started: _Started) -> None:
+        took = time.time() - started.t0
+        self.durations.setdefault(stage.kind, []).append(took)
+        write_json_atomic(stage.marker, {"key": stage.key, "stage": stage.name, "seconds": took})
+        self.write(event="end", stage=stage.name, seconds=round(took, 2))
+        self.outcome[stage.name] = {"partial": "resumed", "stale": "redone"}.get(started.state, "ran")
+        self.echo(f"{self.prefix(stage)}: done in {_fmt(took)}")
+
+
+def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = print,
+              only_seed: int | None = None, jobs: int = 1) -> dict[str, str]:
+    """Run the study ``cfg`` in ``out``; returns {stage name: skipped | ran | resumed | redone}.
+
+    ``only_seed``: just that replicate's stages (no combined report), so that the replicates of one study can
+    run in parallel processes or machines; a later run without it finds them done and writes the combined
+    report. ``jobs`` = 1 runs the stages in order in this process; ``jobs`` > 1 see ``_run_parallel``."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: run at least one stage at a time")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give the study a directory")
+    stages, log_path = plan_study(cfg, out, only_seed)  # the config is validated before anything runs
+    locked = [seed_dir(out, only_seed)] if only_seed is not None else [out, *(seed_dir(out, s) for s in cfg.study.seeds)]
+    with study_lock(locked, echo):
+        save_config(cfg, out)
+        for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
+            save_config(seed_config(cfg, seed), seed_dir(out, seed))
+        run = _Progress(stages, log_path, echo, jobs)
+        if jobs > 1:
+            _run_parallel(run, log_path.parent / "logs")
+        else:
+            for stage in stages:
+                started = run.begin(stage)
+                if started:
+                    STAGE_FUNCTIONS[stage.kind](**stage.args, resume=started.resume)
+                    run.finish(stage, started)
+    echo(f"study finished in {_fmt(time.time() - run.t0)}")
+    return run.outcome
+
+
+# ------------------------------------------------------------------------------------- the lock
+@contextlib.contextmanager
+def study_lock(dirs: list[Path], echo: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold ``run.lock`` (this process's pid, host and start time) in each of ``dirs`` while a study runs: a
+    second ``clearbench run`` on the same directory is refused with the holder's pid; the lock of a process
+    that is gone (killed) is taken over with a note."""
+    held: list[Path] = []
+    try:
+        for d in dirs:
+            held.append(_acquire(Path(d) / LOCK_FILE, echo))
+        yield
+    finally:
+        for path in held:
+            path.unlink(missing_ok=True)
+
+
+def _acquire(path: Path, echo: Callable[[str], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if _alive(holder):
+                raise StudyLocked(
+                    f"{path.parent} is being run by process {holder['pid']} on {holder['host']} (lock {path}); wait "
+                    f"for it to finish or stop it; if that process is gone, remove the lock") from None
+            echo(f"note: taking over {path} from process {holder.get('pid')}, which is no longer running")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid())}, f)
+        return path
+    raise StudyLocked(f"could not take the lock {path}: other processes keep taking it; run one study at a time")
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # written by a process killed between creating and filling it
+        return {}
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's process still runs (on another host: assumed so, it cannot be checked from here)."""
+    if "pid" not in holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return holder.get("started") == _start_time(holder["pid"])  # else the pid was reused
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------------- --jobs N
+def _worker(kind: str, args: dict[str, Any], name: str, resume: bool, log_file: Path, threads: int) -> None:
+    """Body of a worker process: output to ``log_file``, ``threads`` torch threads, run the stage's function
+    (an exception's traceback lands in the log, and the process exits with code 1)."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    import torch
+
+    torch.set_num_threads(threads)
+    print(f"clearbench run worker: stage {name}, {threads} torch thread{'s' * (threads > 1)}", flush=True)
+    STAGE_FUNCTIONS[kind](**args, resume=resume)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _upstream(stages: list[Stage]) -> dict[str, set[str]]:
+    """Every stage's transitive needs (needs are earlier stages, so one pass in order closes them)."""
+    names = {s.name for s in stages}
+    upstream: dict[str, set[str]] = {}
+    for s in stages:
+        missing = [n for n in s.needs if n not in names]
+        if missing:
+            raise ValueError(f"stage {s.name} needs {missing}, which are not stages of this study")
+        upstream[s.name] = set(s.needs).union(*(upstream.get(n, set()) for n in s.needs))
+    return upstream
+
+
+def _run_parallel(run: _Progress, logs_dir: Path) -> None:
+    """Up to ``run.jobs`` stages at once, each in a worker process with this process's torch threads divided
+    among them (all of them for a stage that every pending stage waits for, such as the base model); a stage
+    starts once every stage it needs has finished (list order breaks ties); a worker's output goes to
+    ``logs_dir/<stage name>.log``. Workers come from a fork server: a child forked from a process whose torch
+    thread pool has run hangs in its first multi-threaded op. The tiny models use a second core poorly within
+    one process, so side-by-side stages finish sooner (docs/presets.md)."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    import torch
+
+    upstream = _upstream(run.stages)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_PRELOAD)
+    all_threads = torch.get_num_threads()
+    pending = list(run.stages)
+    running: dict[Any, tuple[Any, Stage, _Started, Path]] = {}  # sentinel -> (process, stage, started, log)
+    failed: list[tuple[Stage, int, Path]] = []
+    try:
+        while True:
+            while not failed and len(running) < run.jobs:
+                ready = next((s for s in pending if all(n in run.outcome for n in s.needs)), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                alone = not running and all(ready.name in upstream[s.name] for s in pending)
+                threads = all_threads if alone else max(1, all_threads // run.jobs)
+                _launch(ctx, run, ready, logs_dir / f"{ready.name}.log", threads, running)
+            if not running:
+                break
+            for sentinel in wait(list(running)):
+                proc, stage, started, log_file = running.pop(sentinel)
+                proc.join()
+                if proc.exitcode == 0:
+                    run.finish(stage, started)
+                    continue
+                run.write(event="fail", stage=stage.name, exitcode=proc.exitcode)
+                run.echo(f"{run.prefix(stage)}: FAILED (exit code {proc.exitcode}); waiting for the stages still running")
+                failed.append((stage, proc.exitcode, log_file))
+    finally:
+        for proc, *_ in running.values():  # interrupted (Ctrl-C) or an error here: stop the workers;
+            proc.terminate()               # their partial outputs resume on the next run
+            proc.join()
+    _raise_failed(failed, pending)
+
+
+def _launch(ctx, run: _Progress, stage: Stage, log_file: Path, threads: int, running: dict) -> None:
+    """Start ``stage`` in a worker process unless it is done (then it is recorded as skipped)."""
+    started = run.begin(stage, note=f", log: {log_file}")
+    if started is None:
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("")
+    proc = ctx.Process(target=_worker, args=(stage.kind, stage.args, stage.name, started.resume, log_file, threads),
+                       name=stage.name)
+    proc.start()
+    running[proc.sentinel] = (proc, stage, started, log_file)
+
+
+def _raise_failed(failed: list[tuple[Stage, int, Path]], pending: list[Stage]) -> None:
+    if failed:
+        stage, code, log_file = failed[0]
+        lines = [line for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
+        raise StageFailed(f"stage {stage.name} failed in its worker process (exit code {code}); its log is "
+                          f"{log_file}" + (f"; it ended with: {lines[-1].strip()}" if lines else ""))
+    if pending:
+        raise RuntimeError(f"stages {[s.name for s in pending]} never became ready: their needs form a cycle")

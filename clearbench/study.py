@@ -1,0 +1,319 @@
+"""The study plan of ``clearbench run``: the stages of a preset's study, what each reads, and its key.
+
+A study is a list of stages: generate, pretrain (tiny base), finetune the target and one gold per forget
+split, evaluate, unlearn (method x variant x forget modality) and evaluate each, report. A stage is data:
+its ``kind`` names the function that makes its output (``STAGE_FUNCTIONS``), ``args`` are that function's
+arguments (paths and config dataclasses, so a worker process receives them pickled), ``needs`` the stages
+whose outputs it reads. Its *key* hashes its own config section with the keys of the stages it reads, so a
+changed setting re-runs exactly the stages downstream of it (``clearbench.executor`` runs them).
+
+Replicates (``study.seeds: [s0, s1, ...]``): one complete study per seed in ``OUT/seed-<s>/`` (config from
+``seed_config``), one stage list whose names are prefixed ``seed-<s>/``, then ``OUT/report/``: each table's
+cells as mean ± sd over the seeds. A seed's stage keys do not depend on the other seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from baselines import get_method
+from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, WorldConfig, deep_merge, from_dict, to_dict
+from clearbench.data import open_world
+from clearbench.models import FAMILIES
+from clearbench.models.tiny_llava import TinyConfig
+from clearbench.stages import finetune, pretrain
+from clearbench.types import check_name, forget_percent, forget_split, retain_split, unknown_name_message
+from clearbench.unlearn import check_method_tables, resolve_method, unlearn
+from data_gen import generate as data_gen_generate
+from eval.aggregate import MetricOptions
+from eval.evaluate import EvalConfig, evaluate
+from eval.leaderboard import build_report, make_reference
+from eval.replicates import build_replicate_report
+
+STAGE_FILE = "stage.json"
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str  # e.g. "unlearn/npo-l1-multimodal-10"
+    kind: str  # a STAGE_FUNCTIONS key
+    path: Path  # output directory or file
+    key: str
+    args: dict[str, Any]  # STAGE_FUNCTIONS[kind](**args, resume=...) produces ``path``
+    needs: tuple[str, ...] = ()  # names of the stages whose outputs it reads (for --jobs)
+
+    @property
+    def marker(self) -> Path:
+        return (self.path if self.kind != "evaluate" else self.path.parent / f".{self.path.stem}") / STAGE_FILE
+
+
+# ------------------------------------------------------------------------------- stage functions
+def generate_stage(out: Path, cfg: WorldConfig, resume: bool) -> None:
+    """The world of the preset's ``world`` section (an interrupted one is written again, whole)."""
+    params = from_dict(data_gen_generate.WorldParams, {**cfg.params, "seed": cfg.seed})
+    data_gen_generate.generate_world(out, params, overwrite=True)
+
+
+def evaluate_stage(model: Path, world: Path, out: Path, gold: Path | str, cfg: EvalConfig, resume: bool) -> None:
+    """Score ``model`` into ``out`` (gold "self": it is the gold); an interrupted one resumes from its cache."""
+    evaluate(model, open_world(world), out, gold=gold, cfg=cfg, progress=True)
+
+
+def report_stage(reports: list[dict[str, Any]], resume: bool) -> None:
+    """One leaderboard report per forget split: {results, gold, dest, curves}."""
+    for r in reports:
+        build_report(r["results"], r["dest"], make_reference(r["gold"]), r["curves"])
+
+
+def replicate_report_stage(reports: list[dict[str, Any]], resume: bool) -> None:
+    """One mean ± sd report per forget split: {runs: {seed: (results, gold)}, dest}."""
+    for r in reports:
+        build_replicate_report(r["runs"], r["dest"])
+
+
+# kind -> the function that makes a stage's output, called as fn(**stage.args, resume=...)
+STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "generate": generate_stage,
+    "pretrain": pretrain,
+    "finetune": finetune,
+    "evaluate": evaluate_stage,
+    "unlearn": unlearn,
+    "report": report_stage,
+    "replicate_report": replicate_report_stage,
+}
+
+# ------------------------------------------------------------------------------------- keys
+# Fields added after studies existed, left out of stage keys while they hold these values, so that
+# adding them does not re-run finished stages (phase objective; study.seeds of a single study;
+# train.group_by_length). Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0}
+
+
+def _key_view(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _key_view(v) for k, v in obj.items()
+                if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
+    if isinstance(obj, list):
+        return [_key_view(v) for v in obj]
+    return obj
+
+
+def stage_key(kind: str, section: Any, *upstream: str) -> str:
+    blob = json.dumps({"kind": kind, "config": _key_view(to_dict(section)), "upstream": list(upstream)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _unlearn_key(ucfg: UnlearnConfig) -> dict[str, Any]:
+    """The unlearn section as one method's stage key sees it: the per-method tables narrowed to that
+    method, so tuning one method in a preset does not re-run the others (``options_by_method`` is left
+    out when it has no (non-empty) entry for the method: keys of runs made before it existed stay valid)."""
+    section = to_dict(ucfg)
+    section["lr_by_method"] = {k: v for k, v in section["lr_by_method"].items() if k == ucfg.method}
+    options = {k: v for k, v in section.pop("options_by_method").items() if k == ucfg.method and v}
+    if options:
+        section["options_by_method"] = options
+    return section
+
+
+# ------------------------------------------------------------------------------------ names
+def _pct(forget: str) -> str:
+    return forget.removeprefix("forget")
+
+
+def unlearn_run_name(method: str, variant: str, modality: str, forget: str) -> str:
+    return "-".join(x for x in (method, variant, modality, _pct(forget)) if x)
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return Path(out) / f"seed-{seed}"
+
+
+def seed_config(cfg: BenchConfig, seed: int) -> BenchConfig:
+    """The single-study config of replicate ``seed``: world.seed, every pretrain and finetune
+    phase's and the unlearn section's train.seed all set to ``seed``; study.seeds emptied. (A variant
+    that pins unlearn train.seed keeps its pin; method options such as rmu's ``seed`` are not touched.)"""
+    d = to_dict(cfg)
+    d["world"]["seed"] = seed
+    for phase in d["pretrain"]["phases"]:
+        phase["train"]["seed"] = seed
+    for phase in [d["finetune"]["phase"], *d["finetune"]["phases"]]:
+        phase["train"]["seed"] = seed
+    d["unlearn"]["train"]["seed"] = seed
+    d["study"]["seeds"] = []
+    return from_dict(BenchConfig, d)
+
+
+# ---------------------------------------------------------------------------------- validation
+def check_config(cfg: BenchConfig) -> BenchConfig:
+    """The sections the config types keep as plain mappings, checked against the types that read them, and the
+    study grid against the world its params generate: a mistake fails when the config is loaded, not an hour in,
+    as one ConfigError naming the key (with "did you mean")."""
+    from_dict(MetricOptions, cfg.study.metric_options, "study.metric_options")
+    _checked(check_name, "model.family", "model family", cfg.model.family, list(FAMILIES))
+    from_dict(TinyConfig, cfg.model.tiny, "model.tiny")
+    params = from_dict(data_gen_generate.WorldParams, {**cfg.world.params, "seed": cfg.world.seed}, "world.params")
+    _checked(params.validate, "world.params")
+    check_method_tables(cfg.unlearn)
+    if cfg.unlearn.method:
+        resolve_method(cfg.unlearn)
+    known = [forget_split(p) for p in params.forget_percents]
+    for i, forget in enumerate(cfg.study.forget_splits):
+        if forget not in known:
+            raise ConfigError(f"study.forget_splits[{i}]: {unknown_name_message('forget split', forget, known)} The "
+                              f"world of world.params has these; add {forget_percent(forget)} to "
+                              f"world.params.forget_percents to make it")
+    for i, method in enumerate(cfg.study.methods):
+        _checked(get_method, f"study.methods[{i}]", method)
+    return cfg
+
+
+def _checked(fn: Callable[..., Any], where: str, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------ the plan
+def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
+    """The ordered stages of the study described by ``cfg`` under directory ``out`` (with
+    ``study.seeds``: every replicate's stages, then the combined report)."""
+    check_config(cfg)
+    if cfg.study.seeds:
+        return _build_replicates(cfg, Path(out))
+    return _build_one(cfg, Path(out))
+
+
+def plan_study(cfg: BenchConfig, out: Path, only_seed: int | None = None) -> tuple[list[Stage], Path]:
+    """The stages to run and the run log they go to. ``only_seed``: that replicate's stages only (no combined
+    report), logged in its own directory so that replicates can run in parallel processes."""
+    stages = build_study(cfg, out)  # validates the grid before anything runs
+    if only_seed is None:
+        return stages, Path(out) / "run.jsonl"
+    if only_seed not in cfg.study.seeds:
+        raise ConfigError(f"--only-seed {only_seed} is not one of study.seeds {cfg.study.seeds}")
+    return [s for s in stages if s.name.startswith(f"seed-{only_seed}/")], seed_dir(out, only_seed) / "run.jsonl"
+
+
+def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
+    stages: list[Stage] = []
+    evals: dict[int, list[Stage]] = {}
+    for seed in cfg.study.seeds:
+        sub = _build_one(seed_config(cfg, seed), seed_dir(out, seed))
+        for stage in sub:
+            stage.name = f"seed-{seed}/{stage.name}"
+            stage.needs = tuple(f"seed-{seed}/{n}" for n in stage.needs)
+        stages += sub
+        evals[seed] = [s for s in sub if s.kind == "evaluate"]
+    if cfg.study.report:
+        reports = []
+        for forget in cfg.study.forget_splits:
+            pct = _pct(forget)
+            runs = {seed: ([e.path for e in es if e.path.stem.endswith(f"-{pct}")],
+                           seed_dir(out, seed) / "results" / f"gold-{pct}.json") for seed, es in evals.items()}
+            reports.append({"runs": runs, "dest": _report_dir(cfg, out, forget)})
+        every = [e for es in evals.values() for e in es]
+        stages.append(Stage("report", "replicate_report", out / "report",
+                            stage_key("report", cfg.study, *[e.key for e in every]), {"reports": reports},
+                            tuple(e.name for e in every)))
+    return stages
+
+
+def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
+    # the generator's version is an input too: a world written by another generator is regenerated,
+    # and everything trained or scored on it re-runs (open_world would refuse an older schema anyway)
+    world_key = stage_key("generate", cfg.world, f"generator {data_gen_generate.GENERATOR_VERSION}")
+    stages = [Stage("world", "generate", out / "world", world_key, {"out": out / "world", "cfg": cfg.world})]
+    base = None
+    if cfg.model.family == "tiny-llava":  # else a real checkpoint (local dir or hub id) is the base
+        base = Stage("base", "pretrain", out / "base",
+                     stage_key("pretrain", {"model": cfg.model, "pretrain": cfg.pretrain}, world_key),
+                     {"cfg": cfg, "world": out / "world", "out_dir": out / "base"}, ("world",))
+        stages.append(base)
+    target = _finetune_stage(cfg, out, "target", "full", base)
+    stages.append(target)
+    evals: list[Stage] = []
+    for forget in cfg.study.forget_splits:
+        split_stages = _forget_split_stages(cfg, out, forget, base, target)
+        stages += split_stages
+        evals += [s for s in split_stages if s.kind == "evaluate"]
+    if cfg.study.report:
+        stages.append(_report_stage(cfg, out, evals))
+    return stages
+
+
+def _finetune_stage(cfg: BenchConfig, out: Path, name: str, split: str, base: Stage | None) -> Stage:
+    base_key = base.key if base else stage_key("checkpoint", cfg.model)
+    parent = base.path if base else Path(cfg.model.path)
+    args = {"cfg": cfg, "world": out / "world", "parent": parent, "split": split, "out_dir": out / name}
+    return Stage(name, "finetune", out / name, stage_key("finetune", {"finetune": cfg.finetune, "split": split}, base_key),
+                 args, ("world", "base") if base else ("world",))
+
+
+def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, base: Stage | None, target: Stage) -> list[Stage]:
+    """The gold of ``forget`` and its evaluation, the base and target evaluations, every unlearning run and its
+    evaluation."""
+    pct = _pct(forget)
+    gold = _finetune_stage(cfg, out, f"gold-{pct}", retain_split(forget), base)
+    gold_eval = _eval_stage(cfg, out, f"gold-{pct}", gold, forget, None)
+    stages = [gold, gold_eval]
+    if cfg.study.evaluate_base:
+        stages += [_eval_stage(cfg, out, f"{m.name}-{pct}", m, forget, gold_eval) for m in (base, target) if m]
+    for modality in cfg.study.forget_modalities:
+        for variant, overrides in cfg.study.variants.items():
+            for method in cfg.study.methods:
+                name = unlearn_run_name(method, variant, modality, forget)
+                section = deep_merge(to_dict(cfg.unlearn), overrides) | {
+                    "method": method, "forget": forget, "forget_modality": modality}
+                u = _unlearn_stage(cfg, out, name, section, target)
+                stages += [u, _eval_stage(cfg, out, name, u, forget, gold_eval)]
+    return stages
+
+
+def _unlearn_stage(cfg: BenchConfig, out: Path, name: str, section: dict[str, Any], target: Stage) -> Stage:
+    ucfg = dataclasses.replace(cfg, unlearn=from_dict(UnlearnConfig, section, "unlearn"))
+    try:  # the variant's overrides and the method's options, before anything runs
+        check_method_tables(ucfg.unlearn)
+        resolve_method(ucfg.unlearn)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (stage unlearn/{name})") from None
+    path = out / "unlearn" / name
+    # a stop rule with a gold threshold reads a gold model: wait for this study's golds
+    stop = ucfg.unlearn.stop
+    golds = tuple(f"gold-{_pct(f)}" for f in cfg.study.forget_splits) \
+        if stop.rule != "fixed" and stop.threshold == "gold" else ()
+    return Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", _unlearn_key(ucfg.unlearn), target.key),
+                 {"cfg": ucfg, "world": out / "world", "target": target.path, "out_dir": path},
+                 ("world", target.name) + golds)
+
+
+def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, forget: str, gold: Stage | None) -> Stage:
+    """The evaluation of ``model``'s output against the gold's result (``gold`` None: it is the gold)."""
+    study = cfg.study
+    ecfg = EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
+                      options={**study.metric_options, "require_gold": True})
+    path = out / "results" / f"{name}.json"
+    args = {"model": model.path, "world": out / "world", "out": path, "gold": gold.path if gold else "self",
+            "cfg": ecfg}
+    return Stage(f"evaluate/{name}", "evaluate", path, stage_key("evaluate", ecfg, model.key, gold.key if gold else "self"),
+                 args, ("world", model.name) + ((gold.name,) if gold else ()))
+
+
+def _report_dir(cfg: BenchConfig, out: Path, forget: str) -> Path:
+    return out / "report" if len(cfg.study.forget_splits) == 1 else out / "report" / forget
+
+
+def _report_stage(cfg: BenchConfig, out: Path, evals: list[Stage]) -> Stage:
+    reports = []
+    for forget in cfg.study.forget_splits:
+        pct = _pct(forget)
+        mine = [e for e in evals if e.path.stem.endswith(f"-{pct}")]
+        curves = [e.args["model"] for e in mine if e.args["model"].parent == out / "unlearn"]  # unlearning runs
+        reports.append({"results": [e.path for e in mine], "gold": out / "results" / f"gold-{pct}.json",
+                        "dest": _report_dir(cfg, out, forget), "curves": curves})
+    return Stage("report", "report", out / "report", stage_key("report", cfg.study, *[e.key for e in evals]),
+                 {"reports": reports}, tuple(e.name for e in evals))
