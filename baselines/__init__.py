@@ -17,7 +17,6 @@ from typing import Any, Mapping
 
 from baselines import (dpo, grad_ascent, grad_diff, idk, kl, llmu, npo, retain_ft, rmu, scrub, simnpo,
                        sku)
-from baselines.batches import DERIVED_KINDS
 from clearbench.types import unknown_name_message
 
 METHODS: dict[str, types.ModuleType] = {
@@ -35,7 +34,8 @@ METHODS: dict[str, types.ModuleType] = {
     "sku": sku,
 }
 
-BATCH_KINDS = ("forget", "retain", *DERIVED_KINDS)  # the derived kinds are built by batches.derived_records
+# "random": answers of the run's retain records (LLMU's normal data); "random_forget": of the other forget records
+BATCH_KINDS = ("forget", "retain", "idk", "random", "random_forget")
 
 
 def get_method(name: str) -> types.ModuleType:

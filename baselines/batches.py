@@ -1,9 +1,9 @@
-"""Batch kinds derived from a step's forget rows: refusals ("idk") and mismatched answers ("random",
-"random_forget").
+"""Batch kinds derived from a step's forget rows: refusals ("idk") and mismatched answers ("random" from
+the run's retain records, "random_forget" from the other forget records).
 
 Each keeps the forget record's question and image (so the modality is unchanged) and swaps the
-answer. The trainer builds them with ``derived_records`` from the step's forget rows, in the same order
-(DPO pairs idk row b with forget row b), and collates them like any other records.
+answer. The trainer's sampler builds them from the step's forget rows, in the same order (DPO pairs idk
+row b with forget row b), and collates them like any other records.
 """
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from typing import Sequence
 from clearbench.types import Record
 
 REFUSALS_PATH = Path(__file__).parent / "data" / "refusals.txt"
-# whose answers a mismatched-answer kind re-asks the forget question with: LLMU's "normal data" (the
-# run's retain records) or, as SKU's code and CLEAR's do, other forget records
-RANDOM_DONORS = {"random": "retain", "random_forget": "forget"}
-DERIVED_KINDS = ("idk", *RANDOM_DONORS)
 
 
 def load_refusals(path: str | Path = REFUSALS_PATH) -> list[str]:
@@ -65,15 +61,3 @@ def random_records(
             out.append(_swap_answer(rec, rng.choice(donors).answer, f"random{i}"))
     return out
 
-
-def derived_records(kind: str, rows: Sequence[Record], *, forget: Sequence[Record], retain: Sequence[Record],
-                    refusals: Sequence[str], seed: int, step: int, k: int) -> list[Record]:
-    """The ``kind`` batch of optimizer step ``step``, built from that step's forget ``rows``: "idk" one
-    refusal per row; "random" ``k`` answers per row drawn from ``retain`` records, "random_forget" from
-    ``forget`` records (``RANDOM_DONORS``). Deterministic in (seed, step, kind)."""
-    rng = random.Random(f"{seed}:{step}:{kind}")
-    if kind == "idk":
-        return idk_records(rows, refusals, rng)
-    if kind in RANDOM_DONORS:
-        return random_records(rows, retain if RANDOM_DONORS[kind] == "retain" else forget, rng, k)
-    raise ValueError(f"{kind!r} is not a derived batch kind; derived kinds: {', '.join(DERIVED_KINDS)}")

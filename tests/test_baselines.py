@@ -14,7 +14,7 @@ import torch
 import baselines
 from baselines import (batches_for, clear_recipe, dpo, get_method, grad_ascent, grad_diff, idk, kl, llmu,
                        method_config, needs_reference_for, npo, resolve_config, retain_ft, rmu, scrub, simnpo, sku)
-from baselines.batches import RANDOM_DONORS, derived_records, idk_records, load_refusals, random_records
+from baselines.batches import idk_records, load_refusals, random_records
 from clearbench.losses import StepInfo, language_layers, logit_mask, masked_mse, mean_nll, model_inputs
 from clearbench.reference import Reference
 from clearbench.types import Modality, Record, Task
@@ -446,30 +446,6 @@ def test_idk_and_random_records_keep_the_question():
     assert random_records(forget, forget, random.Random(5), k=2) == random_records(forget, forget, random.Random(5), k=2)
     with pytest.raises(ValueError, match="no record in the pool"):
         random_records(forget[:1], forget[:1], random.Random(0))
-
-
-def test_derived_kinds_draw_their_donors_as_documented():
-    """"random": answers of retain records (LLMU's normal data); "random_forget": of other forget records (SKU,
-    CLEAR); "idk": refusals. Each keeps the forget row's question, in the forget rows' order, seeded by
-    (seed, step, kind)."""
-    forget = [_rec(i, f"forget answer {i}") for i in range(3)]
-    retain = [_rec(10 + i, f"retain answer {i}") for i in range(4)]
-    refusals = load_refusals()
-
-    def build(kind, step=0):
-        return derived_records(kind, forget[:2], forget=forget, retain=retain, refusals=refusals, seed=1, step=step, k=3)
-
-    assert set(RANDOM_DONORS) | {"idk"} == set(baselines.BATCH_KINDS) - {"forget", "retain"}
-    pools = {"random": {r.answer for r in retain}, "random_forget": {r.answer for r in forget}}
-    for kind, answers in pools.items():
-        rows = build(kind)
-        assert [r.question for r in rows] == [f.question for f in forget[:2] for _ in range(3)]
-        assert {r.answer for r in rows} <= answers and all(r.answer != forget[i // 3].answer for i, r in enumerate(rows))
-        assert rows == build(kind) and [r.answer for r in rows] != [r.answer for r in build(kind, step=1)]
-    idk_rows = build("idk")
-    assert [r.question for r in idk_rows] == [f.question for f in forget[:2]] and {r.answer for r in idk_rows} <= set(refusals)
-    with pytest.raises(ValueError, match="not a derived batch kind"):
-        build("retain")
 
 
 def test_llmu_and_sku_ask_for_their_donors():

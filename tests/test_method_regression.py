@@ -22,11 +22,11 @@ import torch
 
 import baselines
 from baselines import batches_for, clear_recipe, get_method, method_config, needs_reference_for, resolve_config
-from baselines.batches import derived_records, load_refusals
+from baselines.batches import load_refusals
 from clearbench.config import LoraConfig, TrainConfig
 from clearbench.lora import apply_lora, set_trainable
 from clearbench.reference import Reference
-from clearbench.train import ShuffleSampler, example_nll_loss, total_steps, train
+from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, total_steps, train
 from clearbench.types import Modality, Record, Task
 from clearbench.unlearn import UnlearnSampler
 
@@ -90,22 +90,6 @@ def _records(group: str, people) -> list[Record]:
 FORGET, RETAIN = _records("forget", PEOPLE[:2]), _records("retain", PEOPLE[2:])
 
 
-class ContractSampler:
-    """The trainer's sampler: forget rows and retain draws from clearbench.unlearn.UnlearnSampler, the derived
-    kinds (idk, random, random_forget) from ``baselines.batches.derived_records``, as the trainer builds them."""
-
-    def __init__(self, kinds, batch_size: int, seed: int, random_k: int = 2):
-        self.base = UnlearnSampler(FORGET, RETAIN, ("forget", "retain"), batch_size, seed)
-        self.steps_per_epoch, self.kinds, self.seed, self.random_k = self.base.steps_per_epoch, kinds, seed, random_k
-        self.refusals = load_refusals()
-
-    def global_batch(self, step: int) -> dict[str, list[Record]]:
-        base = self.base.global_batch(step)
-        return {kind: base[kind] if kind in base else derived_records(
-            kind, base["forget"], forget=FORGET, retain=RETAIN, refusals=self.refusals, seed=self.seed, step=step,
-            k=self.random_k) for kind in self.kinds}
-
-
 def _train_cfg(**kw) -> TrainConfig:
     base = dict(lr=1e-3, max_steps=STEPS, batch_size=4, micro_batch_size=2, schedule="constant", warmup_steps=0,
                 log_every=1, augment=False, mixed_precision="no", seed=0)
@@ -122,7 +106,7 @@ def target(tiny_llava_dir, tmp_path_factory):
     loaded.model.double()
     cfg = _train_cfg(lr=5e-3, max_steps=20, batch_size=8, micro_batch_size=8)
     train(loaded.model.train(), loaded.processor, loaded.family, ShuffleSampler(FORGET + RETAIN, 8, 0),
-          example_nll_loss, cfg, tmp_path_factory.mktemp("target"))
+          example_nll_loss, cfg, TrainRun(tmp_path_factory.mktemp("target")))
     return loaded
 
 
@@ -132,7 +116,8 @@ def run_method(target, name: str, options: dict, out_dir: Path, lora: bool = Fal
     the loop."""
     train_cfg = _train_cfg(max_steps=steps, lora=LoraConfig(enabled=lora, r=4, alpha=16))
     cfg = method_config(name, options)
-    sampler = ContractSampler(batches_for(name, cfg), train_cfg.batch_size, train_cfg.seed)
+    sampler = UnlearnSampler(FORGET, RETAIN, batches_for(name, cfg), train_cfg.batch_size, train_cfg.seed,
+                             load_refusals(), random_k=2)
     cfg = resolve_config(name, cfg, sampler.steps_per_epoch, total_steps(train_cfg, sampler.steps_per_epoch))
     model = copy.deepcopy(target.model).train()
     if lora:
@@ -143,7 +128,7 @@ def run_method(target, name: str, options: dict, out_dir: Path, lora: bool = Fal
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     method = get_method(name)
     train(model, target.processor, target.family, sampler, lambda m, b, step: method.loss(m, b, ref, cfg, step),
-          train_cfg, out_dir)
+          train_cfg, TrainRun(out_dir))
     rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
     unchanged = {n for n, p in model.named_parameters() if n in before and torch.equal(p, before[n])}
     return rows, unchanged
