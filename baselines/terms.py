@@ -22,4 +22,5 @@ def kl_to_reference(model, ref, batch: dict) -> torch.Tensor:
 
 def logged(total: torch.Tensor, terms: Mapping[str, Any]) -> dict[str, float]:
     """A step's logs: ``loss`` and each term (tensor or number) as a float."""
-    return {"loss": total.item()} | {key: float(value) for key, value in terms.items()}
+    return {"loss": total.item()} | {key: float(value.detach()) if torch.is_tensor(value) else float(value)
+                                     for key, value in terms.items()}
