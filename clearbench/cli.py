@@ -1,10 +1,28 @@
-"""The ``clearbench`` command line: ``clearbench SUBCOMMAND [options]``."""
+"""The ``clearbench`` command line: ``clearbench SUBCOMMAND [options]``.
+
+An expected failure (bad input, a missing, existing, locked or unwritable file, a failed stage) prints one line
+naming the input and the fix, exit code 2; Ctrl-C prints one line, exit code 130. ``--debug``: the traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from clearbench import __version__
+
+# the fix for an operating-system error on a path the user gave (--out, --world, ...)
+OS_FIXES = {
+    errno.EACCES: "choose a path you may write to, or fix its permissions",
+    errno.EPERM: "choose a path you may write to",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.ENOSPC: "the disk is full: free space or choose another --out",
+    errno.EDQUOT: "the disk quota is used up: free space or choose another --out",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EEXIST: "a file is in the way: choose another path or remove it",
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "the path is a directory: give a file path",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,11 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
         "train tiny or real VLMs, unlearn, evaluate.",
     )
     parser.add_argument("--version", action="version", version=f"clearbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for command in COMMANDS:
         command.add_parser(sub)
+    for p in sub.choices.values():  # also after the subcommand; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error instead of one line")
     return parser
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an expected failure: the message (an OS error: the path, what happened and the fix)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fix = OS_FIXES.get(exc.errno, "check the path and the disk")
+        return f"{where}{exc.strerror.lower()}; {fix}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        # Bad input: one clear line, no traceback (the message names the input and the fix).
-        print(f"clearbench {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"clearbench {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # bad input; missing, existing, locked or unwritable files; a failed stage
+        if args.debug:
+            raise
+        print(f"clearbench {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

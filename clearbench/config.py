@@ -8,167 +8,34 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from clearbench.types import FORGET_MODALITIES, unknown_name_message
+from clearbench.typed_config import (ConfigError, FieldError, check_numbers, deep_merge, from_dict, parse_overrides,
+                                     to_dict)
+from clearbench.types import FORGET_MODALITIES, forget_percent, unknown_name_message
 
 T = TypeVar("T")
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message names it and says how to fix it."""
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (recursing into dataclasses, lists, dicts)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} matches none of {', '.join(_type_name(a) for a in args)}")
-    if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (arg, *rest) = typing.get_args(tp) or (Any,)
-        items = [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        _, vt = typing.get_args(tp) or (Any, Any)
-        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-    return _coerce_scalar(value, tp, where)
-
-
-def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    return value
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    names = list(fields)
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else key
-        if key not in names:
-            raise ConfigError(unknown_name_message("config key", path, [f"{where}.{n}" if where else n for n in names]))
-        default = _field_default(fields[key])
-        if isinstance(value, dict) and dataclasses.is_dataclass(default):
-            # a partial section overrides the field's own default instance, not the class defaults
-            value = deep_merge(to_dict(default), value)
-        kwargs[key] = _coerce(value, hints[key], path)
+def check_split(obj: Any, field: str, split: str) -> None:
+    """``split`` is a forget split name (forgetNN); which ones exist is the world's business."""
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None if f.default is dataclasses.MISSING else f.default
-
-
-def to_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
+        forget_percent(split)
+    except ValueError as exc:
+        raise FieldError(field, split, str(exc).removeprefix(f"{split!r} ")) from None
 
 
 def config_hash(obj: Any) -> str:
     """Stable short hash of a config (dataclass or plain JSON data)."""
     blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["train.lr=1e-4", "lora.enabled=true"]`` -> nested dict (values parsed as YAML scalars)."""
-    nested: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[parts[-1]] = value
-    return nested
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def preset_path(preset: str) -> Path:
@@ -183,13 +50,21 @@ def preset_path(preset: str) -> Path:
     raise ConfigError(unknown_name_message("preset", preset, known) + f" (looked in {PRESET_DIR})")
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+def load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset's mapping, with the preset it ``inherit``s merged under it (no interpolation)."""
+    path = Path(path)
+    if path.resolve() in seen:
+        chain = " -> ".join(p.stem for p in (*seen, path.resolve()))
+        raise ConfigError(f"preset {path} inherits itself ({chain}); remove the 'inherit' that closes the loop")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     base = data.pop("inherit", None)
-    if base:  # one explicit level of reuse, no interpolation
-        data = deep_merge(load_yaml(preset_path(base)), data)
+    if base:
+        data = deep_merge(load_yaml(preset_path(base), (*seen, path.resolve())), data)
     return data
 
 
@@ -248,6 +123,17 @@ class TrainConfig:
     # length, then the batches are shuffled), so less compute goes to padding. 0: plain shuffling.
     group_by_length: int = 0
 
+    def __post_init__(self) -> None:  # lr=inf trained a model of NaNs; max_steps=-3 silently ran epochs
+        check_numbers(self, positive=("lr", "batch_size", "micro_batch_size"),
+                      non_negative=("epochs", "max_steps", "max_length", "warmup_steps", "min_lr_ratio", "weight_decay",
+                                    "grad_clip", "seed", "l1_lambda", "save_every", "log_every", "group_by_length"))
+        if self.max_steps == 0 and self.epochs == 0:
+            raise FieldError("epochs", self.epochs, "train for epochs > 0, or set max_steps > 0")
+        if self.min_lr_ratio > 1:
+            raise FieldError("min_lr_ratio", self.min_lr_ratio, "a fraction of lr, in [0, 1]")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise FieldError("betas", self.betas, "Adam's two betas, each in [0, 1)")
+
 
 @dataclasses.dataclass
 class DataMix:
@@ -259,6 +145,11 @@ class DataMix:
     image_roles: list[str] = dataclasses.field(default_factory=lambda: ["train", ""])
     repeat: int = 1
     fraction: float = 1.0  # seeded subsample (e.g. replay a share of the pretrain set while finetuning)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("repeat", "fraction"))
+        if self.fraction > 1:
+            raise FieldError("fraction", self.fraction, "a share of the records, in (0, 1]")
 
 
 @dataclasses.dataclass
@@ -285,6 +176,11 @@ class WorldConfig:
     seed: int = 0
     params: dict[str, Any] = dataclasses.field(default_factory=dict)  # data_gen WorldParams fields
 
+    def __post_init__(self) -> None:
+        check_numbers(self, non_negative=("seed",))
+        if "seed" in self.params:
+            raise FieldError("params.seed", self.params["seed"], "set world.seed instead (the study varies it)")
+
 
 @dataclasses.dataclass
 class PretrainConfig:
@@ -301,6 +197,9 @@ class FinetuneConfig:
     # "warmup_steps = max(1, max_steps // num_epochs)", clear.md §2.3); 0 keeps warmup_steps as given
     warmup_epochs: float = 0.0
     phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, non_negative=("warmup_epochs",))
 
     def resolved_phases(self) -> list[PhaseConfig]:
         return list(self.phases) if self.phases else [self.phase]
@@ -322,6 +221,12 @@ class StopConfig:
     source: typing.Literal["auto", "heldout", "forget"] = "auto"
     threshold: float | str = 0.0
     gold_model: str = ""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("every", "n"))
+        if isinstance(self.threshold, str) and self.threshold != "gold" or \
+                not isinstance(self.threshold, str) and not 0 <= self.threshold <= 1:
+            raise FieldError("threshold", self.threshold, "a probability in [0, 1] or 'gold'")
 
 
 def _clear_unlearn_train() -> TrainConfig:
@@ -357,6 +262,13 @@ class UnlearnConfig:
     eval_every: int = 0  # > 0: in-loop answer probabilities every N steps -> curve.jsonl
     curve_n: int = 16  # records per (split, modality) in the curve
 
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("random_k", "curve_n"), non_negative=("warmup_epochs", "eval_every"))
+        check_split(self, "forget", self.forget)
+        for method, lr in self.lr_by_method.items():
+            if not (math.isfinite(lr) and lr > 0):
+                raise FieldError(f"lr_by_method.{method}", lr, "must be a finite number > 0")
+
 
 @dataclasses.dataclass
 class StudyConfig:
@@ -372,13 +284,58 @@ class StudyConfig:
         "": {}, "l1": {"train": {"lora": {"enabled": True}, "l1_lambda": 1.0e-4}}})
     metric_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval.aggregate.MetricOptions
     eval_batch_size: int = 32
-    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300)
+    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300); older presets
+    eval_max_per_cell: int = 0  # > 0: at most this many per (config, modality, task, image role) cell, seeded
     evaluate_base: bool = True  # also score the base and target models
     report: bool = True
     # Replicates: [] runs the study once with the preset's own seeds (OUT/ as above). [s0, s1, ...] runs
     # one full study per seed under OUT/seed-<s>/ with world.seed and every train.seed (pretrain phases,
     # finetune, unlearn) set to s (clearbench.study.seed_config), and writes OUT/report/: mean ± sd over seeds.
     seeds: list[int] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
+        if self.eval_max_per_config and self.eval_max_per_cell:
+            raise FieldError("eval_max_per_cell", self.eval_max_per_cell,
+                             f"set one cap: eval_max_per_config is {self.eval_max_per_config} too (set it to 0)")
+        for i, split in enumerate(self.forget_splits):
+            check_split(self, f"forget_splits[{i}]", split)
+        for i, modality in enumerate(self.forget_modalities):
+            if modality not in FORGET_MODALITIES:
+                raise FieldError(f"forget_modalities[{i}]", modality, unknown_name_message(
+                    "forget modality", modality, FORGET_MODALITIES))
+        dup = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if dup:
+            raise FieldError("seeds", self.seeds, f"lists {dup} more than once; give each replicate seed once")
+        if any(s < 0 for s in self.seeds):
+            raise FieldError("seeds", self.seeds, "seeds must be >= 0 (they seed numpy generators)")
+
+
+def _parameterisations() -> dict[str, dict[str, Any]]:
+    return {"full": {}, "lora": {"train": {"lora": {"enabled": True}}}}
+
+
+@dataclasses.dataclass
+class CalibrationConfig:
+    """``clearbench run`` with ``enabled``: instead of the study, a learning-rate sweep per method and
+    parameterisation on the target (forget split and modality: the study's first), scored on validation records
+    disjoint from the evaluation's, and the rule of ``clearbench.calibration`` picks each method's lr."""
+
+    enabled: bool = False
+    # parameterisation -> overrides of the unlearn section (the variants that share its lrs name it)
+    parameterisations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_parameterisations)
+    lrs: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # parameterisation -> lr grid
+    retain_tolerance: float = 0.10  # admissible: retain-validation probability >= (1 - this) x the target's
+    n_per_cell: int = 64  # validation records per (group, modality, task) cell
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("n_per_cell",), non_negative=("retain_tolerance",))
+        for name, grid in self.lrs.items():
+            if name not in self.parameterisations:
+                raise FieldError(f"lrs.{name}", name, unknown_name_message("parameterisation", name,
+                                                                          self.parameterisations))
+            if len(grid) < 2 or any(not math.isfinite(lr) or lr <= 0 for lr in grid) or len(set(grid)) != len(grid):
+                raise FieldError(f"lrs.{name}", grid, "must list at least two distinct finite learning rates > 0")
 
 
 @dataclasses.dataclass
@@ -391,3 +348,4 @@ class BenchConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)

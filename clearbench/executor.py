@@ -9,14 +9,16 @@ arguments and calls ``STAGE_FUNCTIONS[kind]``; a stage starts once every stage i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from clearbench.config import BenchConfig, to_dict
 from clearbench.provenance import write_json_atomic
@@ -24,13 +26,20 @@ from clearbench.study import STAGE_FUNCTIONS, Stage, plan_study, seed_config, se
 
 # Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran.
 PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1,
-              "replicate_report": 0.1}
+              "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1}
 # Imported once by the fork server, so that each worker starts with them loaded.
 WORKER_PRELOAD = ["clearbench.executor", "clearbench.study", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
 
 
-class StageFailed(RuntimeError):
+LOCK_FILE = "run.lock"
+
+
+class StageFailed(ChildProcessError):
     """A stage run in a worker process (``jobs`` > 1) failed; its traceback is in its log file."""
+
+
+class StudyLocked(FileExistsError):
+    """Another live process is running a study in this directory (its lock file exists)."""
 
 
 def state_of(stage: Stage) -> str:
@@ -134,21 +143,91 @@ def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = p
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: run at least one stage at a time")
     out = Path(out)
-    stages, log_path = plan_study(cfg, out, only_seed)  # the grid is validated before anything runs
-    save_config(cfg, out)
-    for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
-        save_config(seed_config(cfg, seed), seed_dir(out, seed))
-    run = _Progress(stages, log_path, echo, jobs)
-    if jobs > 1:
-        _run_parallel(run, log_path.parent / "logs")
-    else:
-        for stage in stages:
-            started = run.begin(stage)
-            if started:
-                STAGE_FUNCTIONS[stage.kind](**stage.args, resume=started.resume)
-                run.finish(stage, started)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give the study a directory")
+    stages, log_path = plan_study(cfg, out, only_seed)  # the config is validated before anything runs
+    locked = [seed_dir(out, only_seed)] if only_seed is not None else [out, *(seed_dir(out, s) for s in cfg.study.seeds)]
+    with study_lock(locked, echo):
+        save_config(cfg, out)
+        for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
+            save_config(seed_config(cfg, seed), seed_dir(out, seed))
+        run = _Progress(stages, log_path, echo, jobs)
+        if jobs > 1:
+            _run_parallel(run, log_path.parent / "logs")
+        else:
+            for stage in stages:
+                started = run.begin(stage)
+                if started:
+                    STAGE_FUNCTIONS[stage.kind](**stage.args, resume=started.resume)
+                    run.finish(stage, started)
     echo(f"study finished in {_fmt(time.time() - run.t0)}")
     return run.outcome
+
+
+# ------------------------------------------------------------------------------------- the lock
+@contextlib.contextmanager
+def study_lock(dirs: list[Path], echo: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold ``run.lock`` (this process's pid, host and start time) in each of ``dirs`` while a study runs: a
+    second ``clearbench run`` on the same directory is refused with the holder's pid; the lock of a process
+    that is gone (killed) is taken over with a note."""
+    held: list[Path] = []
+    try:
+        for d in dirs:
+            held.append(_acquire(Path(d) / LOCK_FILE, echo))
+        yield
+    finally:
+        for path in held:
+            path.unlink(missing_ok=True)
+
+
+def _acquire(path: Path, echo: Callable[[str], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if _alive(holder):
+                raise StudyLocked(
+                    f"{path.parent} is being run by process {holder['pid']} on {holder['host']} (lock {path}); wait "
+                    f"for it to finish or stop it; if that process is gone, remove the lock") from None
+            echo(f"note: taking over {path} from process {holder.get('pid')}, which is no longer running")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid())}, f)
+        return path
+    raise StudyLocked(f"could not take the lock {path}: other processes keep taking it; run one study at a time")
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # written by a process killed between creating and filling it
+        return {}
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's process still runs (on another host: assumed so, it cannot be checked from here)."""
+    if "pid" not in holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return holder.get("started") == _start_time(holder["pid"])  # else the pid was reused
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 # --------------------------------------------------------------------------------- --jobs N
@@ -243,8 +322,8 @@ def _launch(ctx, run: _Progress, stage: Stage, log_file: Path, threads: int, run
 def _raise_failed(failed: list[tuple[Stage, int, Path]], pending: list[Stage]) -> None:
     if failed:
         stage, code, log_file = failed[0]
-        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:]) if log_file.exists() else ""
-        raise StageFailed(f"stage {stage.name} failed in its worker process (exit code {code}); "
-                          f"its log is {log_file}; last lines:\n{tail}")
+        lines = [line for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
+        raise StageFailed(f"stage {stage.name} failed in its worker process (exit code {code}); its log is "
+                          f"{log_file}" + (f"; it ended with: {lines[-1].strip()}" if lines else ""))
     if pending:
         raise RuntimeError(f"stages {[s.name for s in pending]} never became ready: their needs form a cycle")

@@ -9,11 +9,12 @@ model the phase started from (``clearbench.models.adapter``); ``load_model`` mer
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,9 +24,7 @@ from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_train
 from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
                                    write_json_atomic)
 from clearbench.train import ShuffleSampler, TrainResult, TrainRun, example_nll_loss, train
-from clearbench.types import Record, check_name
-
-FINETUNE_SPLITS = ("full", "retain99", "retain95", "retain90")
+from clearbench.types import Record, check_name, forget_splits_in, retain_split
 
 
 def select_records(world, mixes: list[DataMix], split: str | None = None) -> list[Record]:
@@ -109,12 +108,43 @@ def as_world(world):
 
 def check_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """A stage's output directory, created: a non-empty one needs ``resume`` (continue it) or ``overwrite`` (emptied)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file; give the run a directory")
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise FileExistsError(f"{out_dir} exists and is not empty; pass --resume to continue it "
                               f"or --overwrite to start again")
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def open_run_dir(out_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool,
+                 view: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Create the stage directory ``out_dir`` and write its resolved ``config.json``. Resuming needs the settings
+    the interrupted run trained with: a change in ``view(config)`` (what the weights depend on) is refused."""
+    path = out_dir / "config.json"
+    if resume and path.is_file():
+        change = _first_change(view(read_json(path)), view(json.loads(json.dumps(config, default=str))))
+        if change:
+            raise ValueError(f"--resume: {change} differs from the interrupted run's {path}; resume with the same "
+                             f"preset and overrides, or pass --overwrite to start again")
+    check_out(out_dir, resume, overwrite)
+    write_json_atomic(path, config)
+
+
+def _first_change(old: Any, new: Any, where: str = "") -> str | None:
+    """The first dotted key whose value differs, with both values ("a.b (1 -> 2)"), or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            change = _first_change(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+            if change:
+                return change
+        return None
+    return None if old == new else f"{where} ({old!r} -> {new!r})"
+
+
+def _sections(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda config: {k: config.get(k) for k in keys}
 
 
 def run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> dict[str, Any]:
@@ -143,8 +173,7 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
             raise ValueError(f"pretrain phase {phase.name!r}: save_merged: false (adapter-only) is for finetune and "
                              f"unlearn; pretrain builds the base, which is saved whole: set save_merged: true")
     world, out_dir = as_world(world), Path(out_dir)
-    check_out(out_dir, resume, overwrite)
-    write_json_atomic(out_dir / "config.json", to_dict(cfg))
+    open_run_dir(out_dir, to_dict(cfg), resume, overwrite, _sections("model", "pretrain"))
     family = get_family("tiny-llava")
     tiny_cfg = tiny_llava.TinyConfig(**cfg.model.tiny)
     t0 = time.time()
@@ -191,15 +220,16 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     """Finetune ``parent`` on the authors of ``split`` (full -> target, retainXX -> gold)."""
     from clearbench.models import load_model
 
-    check_name("finetune split", split, FINETUNE_SPLITS)
     phases = cfg.finetune.resolved_phases()
     for phase in phases:
         if phase.objective != "lm":
             raise ValueError(f"finetune phase {phase.name!r}: objective {phase.objective!r} is for pretrain phases; "
                              f"finetuning trains the answers (objective: lm)")
     world, out_dir = as_world(world), Path(out_dir)
-    check_out(out_dir, resume, overwrite)
-    write_json_atomic(out_dir / "config.json", to_dict(cfg) | {"split": split, "parent": str(parent)})
+    # "full" makes the target; the retain split of one of the world's forget splits makes that split's gold
+    check_name("finetune split", split, ["full", *(retain_split(f) for f in forget_splits_in(world.configs))])
+    open_run_dir(out_dir, to_dict(cfg) | {"split": split, "parent": str(parent)}, resume, overwrite,
+                 _sections("model", "finetune", "split", "parent"))
     parent_dir = model_dir(parent)
     check_model_world(parent, world.fingerprint, "parent model")
     loaded = load_model(parent_dir, family=cfg.model.family if cfg.model.family != "tiny-llava" else None)
@@ -255,8 +285,6 @@ def finetune_phase(cfg: BenchConfig, phase: PhaseConfig, n_records: int) -> Phas
     """A finetune phase with ``finetune.warmup_epochs`` resolved into warmup steps (an epoch is
     ``n_records // batch_size`` steps, as ShuffleSampler counts them)."""
     epochs = cfg.finetune.warmup_epochs
-    if epochs < 0:
-        raise ValueError(f"finetune.warmup_epochs={epochs} must be >= 0 (0: use phase.train.warmup_steps)")
     if epochs == 0:
         return phase
     steps = round(epochs * max(1, n_records // phase.train.batch_size))
@@ -278,6 +306,4 @@ def copy_model(src: Path, dst: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(Path(path).read_text())

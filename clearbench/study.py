@@ -13,39 +13,24 @@ cells as mean ± sd over the seeds. A seed's stage keys do not depend on the oth
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from baselines import get_method
-from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, WorldConfig, deep_merge, from_dict, to_dict
+from clearbench import calibration
+from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
+from clearbench.models import FAMILIES
+from clearbench.models.tiny_llava import TinyConfig
+from clearbench.plan import STAGE_FILE, Stage, eval_config, stage_key, unlearn_stage  # noqa: F401 (STAGE_FILE: re-exported)
 from clearbench.stages import finetune, pretrain
-from clearbench.types import FORGET_MODALITIES, check_forget_split, check_name, retain_split
-from clearbench.unlearn import unlearn
+from clearbench.types import check_name, forget_percent, forget_split, retain_split, unknown_name_message
+from clearbench.unlearn import check_method_tables, resolve_method, unlearn
 from data_gen import generate as data_gen_generate
+from eval.aggregate import MetricOptions
 from eval.evaluate import EvalConfig, evaluate
 from eval.leaderboard import build_report, make_reference
 from eval.replicates import build_replicate_report
-
-STAGE_FILE = "stage.json"
-
-
-@dataclasses.dataclass
-class Stage:
-    name: str  # e.g. "unlearn/npo-l1-multimodal-10"
-    kind: str  # a STAGE_FUNCTIONS key
-    path: Path  # output directory or file
-    key: str
-    args: dict[str, Any]  # STAGE_FUNCTIONS[kind](**args, resume=...) produces ``path``
-    needs: tuple[str, ...] = ()  # names of the stages whose outputs it reads (for --jobs)
-
-    @property
-    def marker(self) -> Path:
-        return (self.path if self.kind != "evaluate" else self.path.parent / f".{self.path.stem}") / STAGE_FILE
-
 
 # ------------------------------------------------------------------------------- stage functions
 def generate_stage(out: Path, cfg: WorldConfig, resume: bool) -> None:
@@ -80,41 +65,9 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "unlearn": unlearn,
     "report": report_stage,
     "replicate_report": replicate_report_stage,
+    "validate": calibration.validate_stage,
+    "calibrate_select": calibration.select_stage,
 }
-
-# ------------------------------------------------------------------------------------- keys
-# Fields added after studies existed, left out of stage keys while they hold these values, so that
-# adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length). Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0}
-
-
-def _key_view(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _key_view(v) for k, v in obj.items()
-                if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
-    if isinstance(obj, list):
-        return [_key_view(v) for v in obj]
-    return obj
-
-
-def stage_key(kind: str, section: Any, *upstream: str) -> str:
-    blob = json.dumps({"kind": kind, "config": _key_view(to_dict(section)), "upstream": list(upstream)},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _unlearn_key(ucfg: UnlearnConfig) -> dict[str, Any]:
-    """The unlearn section as one method's stage key sees it: the per-method tables narrowed to that
-    method, so tuning one method in a preset does not re-run the others (``options_by_method`` is left
-    out when it has no (non-empty) entry for the method: keys of runs made before it existed stay valid)."""
-    section = to_dict(ucfg)
-    section["lr_by_method"] = {k: v for k, v in section["lr_by_method"].items() if k == ucfg.method}
-    options = {k: v for k, v in section.pop("options_by_method").items() if k == ucfg.method and v}
-    if options:
-        section["options_by_method"] = options
-    return section
-
 
 # ------------------------------------------------------------------------------------ names
 def _pct(forget: str) -> str:
@@ -144,28 +97,42 @@ def seed_config(cfg: BenchConfig, seed: int) -> BenchConfig:
     return from_dict(BenchConfig, d)
 
 
-def _check_seeds(seeds: list[int]) -> None:
-    dup = sorted({s for s in seeds if seeds.count(s) > 1})
-    if dup:
-        raise ConfigError(f"study.seeds lists {dup} more than once; give each replicate seed once")
-    if any(s < 0 for s in seeds):
-        raise ConfigError(f"study.seeds {seeds}: seeds must be >= 0 (they seed numpy generators)")
+# ---------------------------------------------------------------------------------- validation
+def check_config(cfg: BenchConfig) -> BenchConfig:
+    """The sections the config types keep as plain mappings, checked against the types that read them, and the
+    study grid against the world its params generate: a mistake fails when the config is loaded, not an hour in,
+    as one ConfigError naming the key (with "did you mean")."""
+    from_dict(MetricOptions, cfg.study.metric_options, "study.metric_options")
+    _checked(check_name, "model.family", "model family", cfg.model.family, list(FAMILIES))
+    from_dict(TinyConfig, cfg.model.tiny, "model.tiny")
+    params = from_dict(data_gen_generate.WorldParams, {**cfg.world.params, "seed": cfg.world.seed}, "world.params")
+    _checked(params.validate, "world.params")
+    check_method_tables(cfg.unlearn)
+    if cfg.unlearn.method:
+        resolve_method(cfg.unlearn)
+    known = [forget_split(p) for p in params.forget_percents]
+    for i, forget in enumerate(cfg.study.forget_splits):
+        if forget not in known:
+            raise ConfigError(f"study.forget_splits[{i}]: {unknown_name_message('forget split', forget, known)} The "
+                              f"world of world.params has these; add {forget_percent(forget)} to "
+                              f"world.params.forget_percents to make it")
+    for i, method in enumerate(cfg.study.methods):
+        _checked(get_method, f"study.methods[{i}]", method)
+    return cfg
 
 
-def _check_grid(cfg: BenchConfig) -> None:
-    """Unknown names in the grid fail now, with a suggestion, not an hour in."""
-    for forget in cfg.study.forget_splits:
-        check_forget_split(forget)
-    for method in cfg.study.methods:
-        get_method(method)
-    for modality in cfg.study.forget_modalities:
-        check_name("forget modality", modality, list(FORGET_MODALITIES))
+def _checked(fn: Callable[..., Any], where: str, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ the plan
 def build_study(cfg: BenchConfig, out: Path) -> list[Stage]:
     """The ordered stages of the study described by ``cfg`` under directory ``out`` (with
     ``study.seeds``: every replicate's stages, then the combined report)."""
+    check_config(cfg)
     if cfg.study.seeds:
         return _build_replicates(cfg, Path(out))
     return _build_one(cfg, Path(out))
@@ -183,7 +150,6 @@ def plan_study(cfg: BenchConfig, out: Path, only_seed: int | None = None) -> tup
 
 
 def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
-    _check_seeds(cfg.study.seeds)
     stages: list[Stage] = []
     evals: dict[int, list[Stage]] = {}
     for seed in cfg.study.seeds:
@@ -208,7 +174,6 @@ def _build_replicates(cfg: BenchConfig, out: Path) -> list[Stage]:
 
 
 def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
-    _check_grid(cfg)
     # the generator's version is an input too: a world written by another generator is regenerated,
     # and everything trained or scored on it re-runs (open_world would refuse an older schema anyway)
     world_key = stage_key("generate", cfg.world, f"generator {data_gen_generate.GENERATOR_VERSION}")
@@ -221,6 +186,8 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
         stages.append(base)
     target = _finetune_stage(cfg, out, "target", "full", base)
     stages.append(target)
+    if cfg.calibration.enabled:  # a learning-rate sweep instead of the study
+        return stages + calibration.sweep_stages(cfg, out, target)
     evals: list[Stage] = []
     for forget in cfg.study.forget_splits:
         split_stages = _forget_split_stages(cfg, out, forget, base, target)
@@ -260,22 +227,16 @@ def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, base: Stage |
 
 
 def _unlearn_stage(cfg: BenchConfig, out: Path, name: str, section: dict[str, Any], target: Stage) -> Stage:
-    ucfg = dataclasses.replace(cfg, unlearn=from_dict(UnlearnConfig, section, "unlearn"))
-    path = out / "unlearn" / name
     # a stop rule with a gold threshold reads a gold model: wait for this study's golds
-    stop = ucfg.unlearn.stop
+    stop = section.get("stop", {})
     golds = tuple(f"gold-{_pct(f)}" for f in cfg.study.forget_splits) \
-        if stop.rule != "fixed" and stop.threshold == "gold" else ()
-    return Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", _unlearn_key(ucfg.unlearn), target.key),
-                 {"cfg": ucfg, "world": out / "world", "target": target.path, "out_dir": path},
-                 ("world", target.name) + golds)
+        if stop.get("rule", "fixed") != "fixed" and stop.get("threshold") == "gold" else ()
+    return unlearn_stage(cfg, out / "world", out / "unlearn" / name, f"unlearn/{name}", section, target, golds)
 
 
 def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, forget: str, gold: Stage | None) -> Stage:
     """The evaluation of ``model``'s output against the gold's result (``gold`` None: it is the gold)."""
-    study = cfg.study
-    ecfg = EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
-                      options={**study.metric_options, "require_gold": True})
+    ecfg = eval_config(cfg.study, forget)
     path = out / "results" / f"{name}.json"
     args = {"model": model.path, "world": out / "world", "out": path, "gold": gold.path if gold else "self",
             "cfg": ecfg}

@@ -24,13 +24,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+import baselines
+from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
+from baselines.batches import REFUSALS_PATH, idk_records, load_refusals, random_records
 from clearbench import scoring, stages
-from clearbench.config import BenchConfig, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
+from clearbench.config import BenchConfig, ConfigError, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
 from clearbench.models import load_model
 from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
-from clearbench.train import TrainRun, get_accelerator, train as train_loop
+from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
 from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
 
 
@@ -44,8 +47,6 @@ class UnlearnSampler:
         self.steps_per_epoch = max(1, len(self.forget) // batch_size)  # the tail is dropped, a different one each epoch
 
     def global_batch(self, step: int) -> dict[str, list[Record]]:
-        from baselines.batches import idk_records, random_records
-
         b = self.batch_size
         epoch, pos = divmod(step, self.steps_per_epoch)
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.forget))
@@ -59,15 +60,19 @@ class UnlearnSampler:
                 out[kind] = [self.retain[i] for i in idx]
             elif kind == "idk":  # same order as the forget rows: DPO pairs them row by row
                 out[kind] = idk_records(rows, self.refusals, random.Random(f"{self.seed}:{step}:idk"))
-            elif kind == "random":  # donors: the whole forget set (CLEAR: "other forget items")
-                out[kind] = random_records(rows, self.forget, random.Random(f"{self.seed}:{step}:random"), self.random_k)
+            elif kind in ("random", "random_forget"):  # each forget row with other records' answers
+                rng = random.Random(f"{self.seed}:{step}:{kind}")
+                out[kind] = random_records(rows, self._donors(kind), rng, self.random_k)
         return out
 
-
-# ------------------------------------------------------------------------------------- criterion
-def answer_probability(model, processor, family, records: Sequence[Record], batch_size: int = 32) -> float:
-    """Mean over records of exp(mean token log p(answer)) (TOFU's Prob.), teacher-forced, eval mode."""
-    return scoring.answer_probability(Loaded(model, processor, family), records, batch_size)
+    def _donors(self, kind: str) -> list[Record]:
+        """"random": the run's retain records (LLMU's "normal data"); "random_forget": the other forget records
+        (CLEAR's "other forget items", SKU)."""
+        # TODO(lead, at merge of baselines): drop the fallback; until baselines knows "random_forget", "random"
+        # keeps its old donors (the forget records), so no method changes what it trains on before then
+        if kind == "random_forget" or "random_forget" not in baselines.BATCH_KINDS:
+            return self.forget
+        return self.retain
 
 
 def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
@@ -116,25 +121,63 @@ class Plan:
 
 def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     """Validate every input (one clear error each) and resolve the run."""
-    from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
+    check_method_tables(cfg)
+    method, method_cfg = resolve_method(cfg)
+    forget, retain, retain_config = _forget_and_retain(cfg, world)
+    train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
+    if len(forget) < train.batch_size:
+        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
+                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
+    per_epoch = max(1, len(forget) // train.batch_size)  # as UnlearnSampler counts steps
+    if cfg.warmup_epochs > 0:
+        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * per_epoch))
+    resolve = getattr(baselines, "resolve_config", None)  # TODO(lead, at merge of baselines): a plain call
+    if resolve is not None:  # options given in epochs become steps of this run
+        method_cfg = resolve(cfg.method, method_cfg, per_epoch, total_steps(train, per_epoch))
+    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
+    if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
+        raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "
+                         f"needs LoRA (unlearn.train.lora.enabled=true); enable LoRA or allow a frozen copy "
+                         f"(unlearn.reference=auto or copy; it costs one more copy of the model)")
+    refusals = _refusals(cfg) if "idk" in kinds else []
+    _require_model(target, world, "target model")
+    stop_records, stop_source = _stop_records(cfg, world, forget)
+    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
+    gold = Path(cfg.stop.gold_model) if cfg.stop.threshold == "gold" and stop_records else None
+    return Plan(method, method_cfg, kinds, needs_ref, train, forget, retain, retain_config, refusals,
+                stop_records, stop_source, gold)
 
-    if not cfg.method:
-        raise ValueError(f"no unlearning method: pass --method (one of {', '.join(sorted(METHODS))})")
-    method = get_method(cfg.method)
+
+def check_method_tables(cfg: UnlearnConfig) -> None:
+    """Every per-method entry (lr_by_method, options_by_method) names a method, and its options are that
+    method's: all of them, not only this run's method (a typo fails when the config is loaded)."""
     for field in ("lr_by_method", "options_by_method"):
         for key in getattr(cfg, field):
             if key not in METHODS:
-                raise ValueError(unknown_name_message(f"method in unlearn.{field}:", key, METHODS))
-    for key, opts in cfg.options_by_method.items():  # every entry is checked, not only this run's method
-        method_config(key, opts)
+                raise ConfigError(unknown_name_message(f"method in unlearn.{field}:", key, METHODS))
+    for key, opts in cfg.options_by_method.items():
+        _method_config(f"unlearn.options_by_method.{key}", key, opts)
+
+
+def resolve_method(cfg: UnlearnConfig) -> tuple[Any, Any]:
+    """The method module and its Config: options_by_method[method], then CLEAR's recipe, then method_options."""
+    if not cfg.method:
+        raise ConfigError(f"no unlearning method: pass --method (one of {', '.join(sorted(METHODS))})")
+    method = get_method(cfg.method)
     options = (cfg.options_by_method.get(cfg.method, {}) | (clear_recipe(cfg.method) if cfg.clear_recipe else {})
                | cfg.method_options)
-    method_cfg = method_config(cfg.method, options)
-    kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
-    train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
-    if not (math.isfinite(train.l1_lambda) and train.l1_lambda >= 0):
-        raise ValueError(f"unlearn.train.l1_lambda={train.l1_lambda}: the L1 weight must be a finite number >= 0 "
-                         f"(0 turns it off)")
+    return method, _method_config("unlearn.method_options", cfg.method, options)
+
+
+def _method_config(where: str, method: str, options: dict[str, Any]) -> Any:
+    try:
+        return method_config(method, options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _forget_and_retain(cfg: UnlearnConfig, world) -> tuple[list[Record], list[Record], str]:
+    """The forget records of the forget modality, and every record of the complementary retain split."""
     check_forget_split(cfg.forget, world.configs)
     retain_config = retain_split(cfg.forget)
     if retain_config not in world.configs:
@@ -144,46 +187,22 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
         raise ValueError(f"forget_modality={cfg.forget_modality!r}: {cfg.forget} of this world has no "
                          f"{'image' if cfg.forget_modality == 'visual' else 'text'} records (a world generated without "
                          f"them?); use forget_modality=text, visual or multimodal to match what it holds")
-    if len(forget) < train.batch_size:
-        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
-                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
-    retain = world.records(retain_config)  # always both modalities
-    refusals: list[str] = []
-    if "idk" in kinds:
-        from baselines.batches import REFUSALS_PATH, load_refusals
+    return forget, world.records(retain_config), retain_config  # retain: always both modalities
 
-        path = Path(cfg.refusals or REFUSALS_PATH)
-        if not path.is_file():
-            raise FileNotFoundError(f"method {cfg.method!r} trains on refusals but the refusal file {path} is missing; "
-                                    f"set unlearn.refusals to a file with one refusal per line")
-        refusals = load_refusals(path)
-    if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
-        raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "
-                         f"needs LoRA (unlearn.train.lora.enabled=true); enable LoRA or allow a frozen copy "
-                         f"(unlearn.reference=auto or copy; it costs one more copy of the model)")
-    if cfg.warmup_epochs > 0:
-        train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * max(1, len(forget) // train.batch_size)))
-    if cfg.random_k < 1:
-        raise ValueError(f"unlearn.random_k={cfg.random_k} must be >= 1")
-    _require_model(target, world, "target model")
-    stop_records, stop_source = _stop_records(cfg, world, forget)
-    if cfg.eval_every < 0 or cfg.curve_n < 1:
-        raise ValueError("unlearn.eval_every must be >= 0 (0: off) and unlearn.curve_n >= 1")
-    # the fixed rule has no threshold: a preset's threshold "gold" (without a gold model) is not read then
-    gold = Path(cfg.stop.gold_model) if cfg.stop.threshold == "gold" and stop_records else None
-    return Plan(method, method_cfg, kinds, needs_ref, train, forget, retain, retain_config, refusals,
-                stop_records, stop_source, gold)
+
+def _refusals(cfg: UnlearnConfig) -> list[str]:
+    path = Path(cfg.refusals or REFUSALS_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"method {cfg.method!r} trains on refusals but the refusal file {path} is missing; "
+                                f"set unlearn.refusals to a file with one refusal per line")
+    return load_refusals(path)
 
 
 def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list[Record], str]:
     s = cfg.stop
     if s.rule == "fixed":
         return [], ""
-    if s.every < 1 or s.n < 1:
-        raise ValueError(f"unlearn.stop.every={s.every} and unlearn.stop.n={s.n} must be >= 1")
-    if isinstance(s.threshold, str):
-        if s.threshold != "gold":
-            raise ValueError(f"unlearn.stop.threshold={s.threshold!r}: a probability in [0, 1] or 'gold'")
+    if s.threshold == "gold":
         if not s.gold_model:
             raise ValueError("unlearn.stop.threshold=gold needs unlearn.stop.gold_model (e.g. runs/gold-10)")
         _require_model(Path(s.gold_model), world, "gold model")
@@ -211,8 +230,9 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     t0 = time.time()
     acc = get_accelerator(p.train.mixed_precision)
     model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
-    monitor = _Monitor(functools.partial(answer_probability, model, loaded.processor, loaded.family), cfg.unlearn, p,
-                       out_dir, acc.is_main_process)  # every process evaluates (same stop decision); one writes
+    trained = Loaded(model, loaded.processor, loaded.family)
+    # every process evaluates (the same stop decision); one writes
+    monitor = _Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir, acc.is_main_process)
     ckpt = out_dir / "checkpoints" / "last" / "state.json"
     monitor.start(world, json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0, threshold)
     sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
@@ -234,16 +254,20 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
 
 
 def _open_run_dir(cfg: BenchConfig, p: Plan, target: Path, out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to resume a finished run or one with another config; write the resolved config."""
+    """Refuse to resume a finished run or one with other settings; write the resolved config."""
     if resume and (out_dir / "run.json").exists():
         raise FileExistsError(f"{out_dir} is a finished run (run.json exists); pass --overwrite to run it again")
     config = to_dict(cfg) | {"target": str(target), "resolved": {"train": to_dict(p.train),
                                                                  "method_config": dataclasses.asdict(p.method_cfg)}}
-    if resume and (out_dir / "config.json").exists() and json.loads((out_dir / "config.json").read_text()) != config:
-        raise ValueError(f"--resume: the config differs from the interrupted run's {out_dir}/config.json; "
-                         f"resume with the same preset and overrides, or pass --overwrite")
-    stages.check_out(out_dir, resume, overwrite)
-    write_json_atomic(out_dir / "config.json", config)
+    stages.open_run_dir(out_dir, config, resume, overwrite, _resume_view)
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """What an unlearning run's weights depend on: the other methods' entries of the per-method tables do not
+    count (tuning another method of a study must not block resuming this one); this method's are resolved."""
+    tables = ("lr_by_method", "options_by_method")
+    return {"model": config.get("model"), "target": config.get("target"), "resolved": config.get("resolved"),
+            "unlearn": {k: v for k, v in (config.get("unlearn") or {}).items() if k not in tables}}
 
 
 def _threshold(ucfg: UnlearnConfig, p: Plan, family_name: str | None) -> float:
@@ -254,7 +278,7 @@ def _threshold(ucfg: UnlearnConfig, p: Plan, family_name: str | None) -> float:
     if p.gold_model is None:
         return float(ucfg.stop.threshold)
     gold = load_model(model_dir(p.gold_model), family=family_name, device=default_device())
-    return answer_probability(gold.model, gold.processor, gold.family, p.stop_records)
+    return scoring.answer_probability(gold, p.stop_records)
 
 
 def _prepare(model, p: Plan, reference: str):

@@ -1,29 +1,19 @@
-"""Vision-tower pretraining on face attributes: LLaVA's stage 1 done the cheap way for the tiny model.
+"""Vision-tower pretraining for the tiny model: LLaVA's stage 1 done the cheap way.
 
-A pretrain phase with ``objective: vision_attributes`` trains only the vision tower (the projector
-and the language model stay as they are) to predict, from the image features the projector will
-read (the ``vision_feature_layer`` patch tokens, mean-pooled), which attribute phrases the record's
-description names: "a person with short brown hair, fair skin, blue eyes and a cap" gives the labels
-{"short brown hair", "fair skin", "blue eyes", "a cap"} (multi-label, binary cross-entropy over the
-phrases of all the phase's records; the linear head is thrown away afterwards).
+A pretrain phase with ``objective: vision_attributes`` trains only the vision tower (the projector and the
+language model stay as they are) to predict, from the image features the projector will read (the
+``vision_feature_layer`` patch tokens, mean-pooled), which attribute phrases the record's description names:
+"a person with short brown hair, fair skin, blue eyes and a cap" gives the labels {"short brown hair",
+"fair skin", "blue eyes", "a cap"} (multi-label, binary cross-entropy over the phrases of all the phase's
+records; the linear head is thrown away afterwards). ``objective: vision_answers`` does the same for
+short-answer questions such as the world VQA: each distinct question is a softmax over the answers seen with
+it ("What shape is in the image?" -> circle, square, star ...). ``vision_multitask`` trains both at once.
 
-Why: the world's anonymous faces are not authors, so nothing about the authors leaks into the base
-model, yet the tower learns features that tell faces apart. Measured on world seed 0 (1 thread, shared
-CPU), a linear probe on the frozen tower's features (authors' training photos -> their held-out photos,
-200 identities): random init 0.03; after 60 epochs of this objective on 1,000 plain-background portraits
-0.28, on 1,000 scene photos 0.52, on 2,000 scene photos (the generator's default since 2.2.0) 0.875.
-The anonymous faces must look like the photos the model will name (see the issue #4 notes).
-A vision-only step costs a fraction of a language-model step, so this is the cheapest way found to
-make face naming learnable. Deterministic in (seed, step); a resumed phase restarts from its start.
-
-``objective: vision_answers`` does the same for short-answer questions such as the world VQA: each
-distinct question is a softmax over the answers seen with it ("What shape is in the image?" -> circle,
-square, star ...). On the tiny base of world seed 0 the language model named the shape right 0.18 of
-the time; a linear probe on the frozen tower read it at 0.45, and 0.89 once the tower was trained on
-this objective (issue #4 notes). Alone after the faces phase it lifted the base's VQA from 0.65 to
-0.76 but the 64-wide tower forgot the faces (real-faces naming 0.95 -> 0.38); ``vision_multitask``
-(both at once) from scratch gave 0.755 and 0.55. The ``tiny`` preset runs the faces phase, then
-``vision_multitask`` at half the lr for 20 epochs: 0.765 and 0.927 (configs/tiny.yaml).
+Why: the world's anonymous faces are not authors, so nothing about the authors leaks into the base model,
+yet the tower learns features that tell faces apart, and a vision-only step costs a fraction of a
+language-model step; the anonymous faces must look like the photos the model will name. Deterministic in
+(seed, step); a resumed phase restarts from its start. What each choice was measured against:
+docs/presets.md ("The tiny recipe").
 """
 from __future__ import annotations
 
@@ -144,8 +134,7 @@ def train_vision_multitask(model, processor, records: Sequence[Record], cfg: Tra
                            desc: str = "vision") -> TrainResult:
     """Both objectives in one phase: caption records (face descriptions) train the attribute phrases,
     VQA records the answer classes; a batch mixes them and its loss is the sum of the two means. Run one
-    after the other instead, the tiny tower forgets the first (world seed 0: faces then VQA took the
-    base's real-faces naming from 0.95 to 0.38)."""
+    after the other instead, the tiny tower forgets the first (docs/presets.md)."""
     faces = [k for k, r in enumerate(records) if r.task == Task.CAPTION]
     vqa = [k for k, r in enumerate(records) if r.task != Task.CAPTION]
     if not faces or not vqa:

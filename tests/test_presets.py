@@ -32,6 +32,23 @@ def test_every_preset_loads_and_builds_its_study(preset, tmp_path):
     assert not (tmp_path / "study").exists()  # building runs nothing
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_presets_metric_options_fit_the_world_schema_it_generates(preset, tiny_world):
+    """Since world schema 2 the perturbed answers are the paraphrase's wording with a wrong fact (docs/metrics.md),
+    so the truth ratio compares them with the paraphrase ("tofu" does, except on the real-faces/real-world
+    controls); "answer" is for schema 1 data, which open_world refuses."""
+    from data_gen.generate import SCHEMA_VERSION
+    from eval.aggregate import MetricOptions
+
+    assert SCHEMA_VERSION >= 2 and json.loads((tiny_world.path / "manifest.json").read_text())["schema_version"] == \
+        SCHEMA_VERSION
+    options = MetricOptions(**load_config(BenchConfig, preset).study.metric_options)
+    assert options.tr_reference in ("paraphrase", "tofu"), (preset, options.tr_reference)
+    text = next(r for r in tiny_world.records("forget10_perturbed", modalities=["text"]) if r.perturbed_answers)
+    shared = [w for w in text.perturbed_answers[0].split() if w in text.paraphrased_answer.split()]
+    assert len(shared) > len(text.perturbed_answers[0].split()) // 2  # the perturbation keeps the paraphrase's wording
+
+
 def test_an_unknown_key_in_a_preset_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("inherit: llava-1.5-7b\nunlearn:\n  train:\n    lora: {rank: 8}\n")

@@ -41,9 +41,22 @@ def test_study_produces_every_stage_and_a_report(study):
     names = list(first)
     assert names[:3] == ["world", "base", "target"]
     assert "unlearn/grad_ascent-multimodal-10" in names and "unlearn/grad_ascent-l1-multimodal-10" in names
-    for name in ("gold-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10"):
-        result = json.loads((out / "results" / f"{name}.json").read_text())
-        assert result["schema_version"] >= 1
+    from eval.results import recompute, validate
+
+    results = {name: json.loads((out / "results" / f"{name}.json").read_text()) for name in (
+        "gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10")}
+    for name, result in results.items():  # every aggregate recomputes from the stored per-example values
+        assert validate(result, None if name == "gold-10" else results["gold-10"]) == [], name
+        fresh, stored = recompute(result)["metrics"], result["aggregates"]["metrics"]
+        assert fresh.keys() == stored.keys() and all(fresh[k] == pytest.approx(stored[k], abs=1e-12) for k in stored)
+    m = {name: r["aggregates"]["metrics"] for name, r in results.items()}
+    # the gold against itself: the same distribution, KS p = 1 in every modality
+    assert [m["gold-10"][f"forget/{x}/forget_quality"] for x in ("all", "text", "image", "joint")] == [1.0] * 4
+    # four finetuning steps on every author (the target) vs the retain authors only (the gold)
+    assert m["target-10"]["forget/all/probability"] > m["gold-10"]["forget/all/probability"]
+    assert m["target-10"]["forget/all/rouge_l"] > m["gold-10"]["forget/all/rouge_l"]
+    # gradient ascent on the forget set lowers its answers' probability below the target's
+    assert m["grad_ascent-multimodal-10"]["forget/all/probability"] < m["target-10"]["forget/all/probability"]
     html = (out / "report" / "index.html").read_text()
     assert "grad_ascent-l1-multimodal-10" in html
     assert json.loads((out / "config.json").read_text())["study"]["methods"] == ["grad_ascent"]
@@ -344,7 +357,7 @@ def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
 
 
 def test_phase_objective_counts_in_stage_keys_only_when_not_the_default(tmp_path):
-    from clearbench.study import stage_key
+    from clearbench.plan import stage_key
 
     cfg = load_config(BenchConfig, "tiny-smoke")  # its phases all use the default objective
     d = to_dict(cfg.pretrain)
@@ -363,3 +376,60 @@ def test_a_new_generator_version_reruns_the_world_and_everything_downstream(tmp_
     monkeypatch.setattr(gen, "GENERATOR_VERSION", gen.GENERATOR_VERSION + "-next")
     after = {s.name: s.key for s in build_study(cfg, tmp_path)}
     assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)
+
+
+# ----------------------------------------------------------------------------------- the lock
+def test_a_study_being_run_by_a_live_process_is_refused_with_its_pid(tmp_path, capsys):
+    from clearbench.cli import main
+    from clearbench.executor import StudyLocked, study_lock
+
+    out, notes = tmp_path / "study", []
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        with study_lock([out]):  # this process holds it: its pid is in the lock file
+            assert json.loads((out / "run.lock").read_text())["pid"] == os.getpid()
+        assert not (out / "run.lock").exists()
+        started = Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        lock = {"pid": holder.pid, "host": os.uname().nodename, "started": started}
+        (out / "run.lock").write_text(json.dumps(lock))
+        assert main(["run", "--preset", "tiny-smoke", "--out", str(out), *OVERRIDES]) == 2
+        err = capsys.readouterr().err
+        assert f"is being run by process {holder.pid}" in err and err.count("\n") == 1 and "Traceback" not in err
+        assert sorted(p.name for p in out.iterdir()) == ["run.lock"]  # nothing ran, nothing written
+        # the same pid with another start time is a reused pid: the lock is stale
+        (out / "run.lock").write_text(json.dumps(lock | {"started": "1"}))
+        with study_lock([out], notes.append):
+            assert json.loads((out / "run.lock").read_text())["pid"] == os.getpid()
+        assert notes == [f"note: taking over {out / 'run.lock'} from process {holder.pid}, which is no longer running"]
+    finally:
+        holder.kill()
+        holder.wait()
+    (out / "run.lock").write_text(json.dumps(lock))  # its holder is gone now
+    with study_lock([out], notes.append):
+        pass
+    assert len(notes) == 2 and not (out / "run.lock").exists()
+    # replicates: a full run needs every seed's lock, so it waits for an --only-seed process of any seed
+    with study_lock([out / "seed-1"]):
+        with pytest.raises(StudyLocked, match=f"seed-1 is being run by process {os.getpid()}"):
+            with study_lock([out, out / "seed-0", out / "seed-1"]):
+                pass
+        assert not (out / "run.lock").exists() and not (out / "seed-0" / "run.lock").exists()  # released on failure
+
+
+# ------------------------------------------------------------------------------ a forget20 world
+def test_a_forget20_world_runs_end_to_end(tmp_path):
+    """Forget splits come from the world: a world generated with forget_percents [20] has forget20, retain80 and
+    holdout20, and the whole study runs on it (gold on retain80, unlearning and evaluation on forget20)."""
+    out = tmp_path / "f20"
+    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + [
+        "world.params.forget_percents=[20]", "study.forget_splits=[forget20]", "study.evaluate_base=false"])
+    outcome = run_study(cfg, out, echo=lambda s: None)
+    assert set(outcome.values()) == {"ran"} and "gold-20" in outcome and "unlearn/grad_ascent-multimodal-20" in outcome
+    gold = json.loads((out / "gold-20" / "run.json").read_text())
+    assert gold["split"] == "retain80"
+    run = json.loads((out / "unlearn" / "grad_ascent-multimodal-20" / "run.json").read_text())
+    assert (run["forget"], run["retain"], run["records"]["forget"] > 0) == ("forget20", "retain80", True)
+    result = json.loads((out / "results" / "grad_ascent-multimodal-20.json").read_text())
+    assert result["provenance"]["forget_split"] == "forget20"
+    assert any(k.startswith("forget/") for k in result["aggregates"]["metrics"])
+    assert "grad_ascent-multimodal-20" in (out / "report" / "index.html").read_text()

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from clearbench.config import BenchConfig, from_dict
+from clearbench.config import BenchConfig, from_dict, to_dict
 
 
 def _phases_cfg():
@@ -52,6 +52,26 @@ def test_interrupted_phases_resume_without_redoing_finished_phases(tiny_llava_di
     assert (cut / "train" / "0-faces" / "log.jsonl").read_text() == first_log  # not trained again
     a, b = load_file(str(full / "model" / "model.safetensors")), load_file(str(cut / "model" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_finetune_resume_refuses_changed_settings_and_names_the_first(tiny_llava_dir, tiny_world, tmp_path):
+    """Weights trained with one lr must not be continued with another (unlearn --resume refuses the same)."""
+    from clearbench.stages import finetune
+
+    cut = tmp_path / "cut"
+    finetune(_phases_cfg(), tiny_world, tiny_llava_dir, "full", cut)
+    shutil.rmtree(cut / "train" / "1-facts")
+    (cut / "run.json").unlink()
+    changed = from_dict(BenchConfig, {"finetune": {"phases": [dict(p, train=dict(p["train"], lr=4e-3)) for p in
+                                                              to_dict(_phases_cfg().finetune)["phases"]]}})
+    with pytest.raises(ValueError, match=r"--resume: finetune.phases \(.*'lr': 0.003.*-> .*'lr': 0.004.*\) differs"):
+        finetune(changed, tiny_world, tiny_llava_dir, "full", cut, resume=True)
+    other_section = from_dict(BenchConfig, {**to_dict(_phases_cfg()), "study": {"methods": ["npo"]}})
+    out = finetune(other_section, tiny_world, tiny_llava_dir, "full", cut, resume=True)  # the study section: no matter
+    assert (out / "run.json").exists()
+    with pytest.raises(ValueError, match="Unknown finetune split 'retain80'. Did you mean 'retain90'"):
+        finetune(_phases_cfg(), tiny_world, tiny_llava_dir, "retain80", tmp_path / "g")
+    assert not (tmp_path / "g").exists()
 
 
 # ------------------------------------------------------------------ vision-tower attribute pretraining

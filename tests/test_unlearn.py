@@ -104,6 +104,41 @@ def test_sampler_is_deterministic_and_pairs_rows(unlearn_target, tiny_world):
     assert len(set(epoch)) == len(epoch) == sampler.steps_per_epoch * 4  # one pass, no repeats
 
 
+def test_random_answers_come_from_the_retain_or_the_forget_records(unlearn_target, tiny_world, monkeypatch):
+    """"random": answers of the run's retain records (LLMU's normal data); "random_forget": of the other forget
+    records (CLEAR's "other forget items")."""
+    import baselines
+
+    monkeypatch.setattr(baselines, "BATCH_KINDS", tuple(dict.fromkeys((*baselines.BATCH_KINDS, "random_forget"))))
+    p = plan(_cfg().unlearn, tiny_world, unlearn_target)
+    sampler = UnlearnSampler(p.forget, p.retain, ("forget", "random", "random_forget"), 4, seed=3, random_k=2)
+    retain, forget = {r.answer for r in p.retain}, {r.answer for r in p.forget}
+    batches = [sampler.global_batch(step) for step in range(3)]
+    assert all(r.answer in retain for b in batches for r in b["random"])
+    assert any(r.answer not in forget for b in batches for r in b["random"])
+    assert all(r.answer in forget for b in batches for r in b["random_forget"])
+    assert [r.question for r in batches[0]["random"]] == [r.question for r in batches[0]["forget"] for _ in range(2)]
+
+
+def test_plan_resolves_method_options_through_baselines_once(unlearn_target, tiny_world, monkeypatch):
+    """baselines.resolve_config(name, cfg, steps_per_epoch, total_steps) turns epoch-given options into steps."""
+    import dataclasses
+
+    import baselines
+
+    calls = []
+
+    def resolve(name, cfg, steps_per_epoch, total_steps):
+        calls.append((name, steps_per_epoch, total_steps))
+        return dataclasses.replace(cfg, beta=0.25)
+
+    monkeypatch.setattr(baselines, "resolve_config", resolve, raising=False)
+    p = plan(_cfg(method="npo", train=deep_merge(FAST, {"max_steps": 0, "epochs": 2})).unlearn, tiny_world,
+             unlearn_target)
+    per_epoch = len(p.forget) // 4
+    assert calls == [("npo", per_epoch, 2 * per_epoch)] and p.method_cfg.beta == 0.25
+
+
 def test_resume_ends_with_same_weights(unlearn_target, tiny_world, tmp_path):
     cfg = _cfg(method="npo", train=deep_merge(FAST, {"max_steps": 4, "save_every": 1}),
                stop={"rule": "forget_prob_below", "every": 2, "n": 4, "threshold": 0.0})
@@ -119,6 +154,20 @@ def test_resume_ends_with_same_weights(unlearn_target, tiny_world, tmp_path):
     rows = [[(r["step"], r["forget_prob"]) for r in run["stop"]["criterion"]] for run in runs]
     assert [s for s, _ in rows[1]] == [0, 2, 4]  # rows of the interrupted attempt survive the restart
     assert [v for _, v in rows[0]] == pytest.approx([v for _, v in rows[1]], abs=1e-6)
+
+
+def test_resume_refuses_other_settings_but_not_other_methods_tuning(unlearn_target, tiny_world, tmp_path):
+    cfg = _cfg(method="npo", train=deep_merge(FAST, {"max_steps": 3, "save_every": 1}))
+    with pytest.raises(Interrupt):
+        unlearn(cfg, tiny_world, unlearn_target, tmp_path / "cut", stop_at_step=1)
+    with pytest.raises(ValueError, match=r"--resume: resolved.train.lr \(0.01 -> 0.02\) differs"):
+        unlearn(_cfg(method="npo", train=deep_merge(FAST, {"max_steps": 3, "save_every": 1, "lr": 2e-2})),
+                tiny_world, unlearn_target, tmp_path / "cut", resume=True)
+    # another method's entry in the per-method tables (a study tuning rmu) does not change this run
+    tuned = _cfg(method="npo", train=deep_merge(FAST, {"max_steps": 3, "save_every": 1}),
+                 lr_by_method={"rmu": 1e-3}, options_by_method={"rmu": {"alpha": 3.0}})
+    out = unlearn(tuned, tiny_world, unlearn_target, tmp_path / "cut", resume=True)
+    assert json.loads((out / "run.json").read_text())["train"]["resumed_from"] == 1
 
 
 def test_early_stopping_stops_at_the_rules_step(unlearn_target, tiny_world, tmp_path):

@@ -15,7 +15,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_bench_config(args: argparse.Namespace) -> BenchConfig:
-    return load_config(BenchConfig, args.preset, args.overrides)
+    """The preset with the overrides, every section checked (clearbench.study.check_config)."""
+    from clearbench.study import check_config
+
+    return check_config(load_config(BenchConfig, args.preset, args.overrides))
 
 
 def open_world_arg(path: str):

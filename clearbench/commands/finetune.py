@@ -7,13 +7,11 @@ from clearbench.commands._common import add_config_args, load_bench_config, open
 
 
 def add_parser(sub) -> None:
-    from clearbench.stages import FINETUNE_SPLITS
-
     p = sub.add_parser("finetune", help="finetune a base model on all authors (target) or retain authors (gold)",
                        description=__doc__)
     p.add_argument("--world", required=True, help="world directory written by clearbench generate")
     p.add_argument("--model", required=True, help="parent: a run dir (runs/base) or a checkpoint dir / hub id")
-    p.add_argument("--split", default="full", help=f"one of {', '.join(FINETUNE_SPLITS)} (default full)")
+    p.add_argument("--split", default="full", help="full (the target, default) or retainNN (a gold: the authors outside forgetNN, e.g. retain90)")
     p.add_argument("--out", required=True, help="output run directory, e.g. runs/target or runs/gold-10")
     add_config_args(p)
     p.set_defaults(func=run)
