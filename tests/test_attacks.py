@@ -184,15 +184,15 @@ def test_transform_attack_scores_held_out_photos_only(results):
 
 def test_paraphrase_probe_is_skipped_without_paraphrased_questions_and_scores_them_when_present(models, tiny_world):
     target = open_target(models["grad_ascent"], tiny_world, AttackConfig(max_per_config=12, **FAST))
+    assert all(r.paraphrased_question and r.paraphrased_question != r.question for r in target.probes)
+    asked = paraphrase.paraphrased(target.probes)
+    assert [r.question for r in asked] == [r.paraphrased_question for r in target.probes]
+    setting = paraphrase.run_setting(target, paraphrase.Config(), "paraphrased_question")
+    assert not setting.skipped and [e.id for e in setting.examples] == [r.id for r in target.probes]
+    # a hand-made world whose records have no paraphrased question (worlds before generator 2.3.0)
+    target.probes = [dataclasses.replace(r, paraphrased_question="") for r in target.probes]
     skipped = paraphrase.run_setting(target, paraphrase.Config(), "paraphrased_question")
     assert skipped.skipped == paraphrase.NO_PARAPHRASES and not skipped.examples
-    # a hand-made world: the same records with reworded questions (the generator adds them in a later version)
-    reworded = [dataclasses.replace(r, paraphrased_question=f"Tell me this: {r.question}") for r in target.probes[:6]]
-    target.probes = reworded + target.probes[6:]
-    asked = paraphrase.paraphrased(target.probes)
-    assert [r.question for r in asked] == [f"Tell me this: {r.question}" for r in reworded[:6]]
-    setting = paraphrase.run_setting(target, paraphrase.Config(), "paraphrased_question")
-    assert not setting.skipped and sorted(e.id for e in setting.examples) == sorted(r.id for r in reworded)
 
 
 def test_in_context_facts_come_from_the_right_people_and_never_give_the_answer_away(tiny_world):
@@ -229,7 +229,7 @@ def test_every_attack_writes_per_example_values_that_recompute(results):
         assert validate_result(r) == [], name
         assert len(r["standard"]["examples"]) == 12
         ran = [s for s in r["settings"] if not s["skipped"]]
-        assert ran or name == "paraphrase", name
+        assert ran, name
         for s in ran:
             m = r["aggregates"]["metrics"]
             assert s["examples"] and f"{s['name']}/all/probability_delta" in m

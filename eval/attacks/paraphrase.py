@@ -2,8 +2,8 @@
 probe"; UnLOK-VQA's and FIUBench's paraphrased questions).
 
 The probes are the forget records that carry a ``paraphrased_question`` (the world generator writes one per
-question since it has them); the question is replaced by it, everything else (image, answers) is kept. A world
-without them is reported as the reason the setting is skipped.
+question since version 2.3.0); the question is replaced by it, everything else (image, answers) is kept. An older
+world without them is reported as the reason the setting is skipped.
 """
 from __future__ import annotations
 

@@ -47,15 +47,9 @@ def ids_digest(ids: Iterable[str]) -> str:
 def example_values(examples: Sequence[ExampleOutput]) -> dict[str, dict[str, float]]:
     """{id: {metric: value}} for ``METRICS``, from the evaluation's per-example values (naming_acc on naming
     records only); the truth ratio in its keep form, higher = the truth preferred."""
-    base = per_example_values(examples, MetricOptions())
-    out = {}
-    for ex in examples:
-        v = base[ex.id]
-        row = {"rouge_l": v["rouge_l"], "probability": v["probability"],
-               "truth_ratio": truth_ratio.keep_stat(np.array([v["tr"]]))}
-        if "naming_acc" in v:
-            row["naming_acc"] = v["naming_acc"]
-        out[ex.id] = row
+    out = per_example_values(examples, MetricOptions(), METRICS)
+    for row in out.values():  # the per-example truth ratio is TR itself
+        row["truth_ratio"] = truth_ratio.keep_stat(np.array([row["truth_ratio"]]))
     return out
 
 
