@@ -21,7 +21,7 @@ from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
 from eval.attacks import ATTACKS, AttackConfig, attack, get_attack, options_of, validate_result
 from eval.attacks import in_context, paraphrase, quantize, relearn, transform
 from eval.attacks.probes import open_target
-from eval.attacks.result import worst_case
+from eval.attacks.result import example_values as result_values, worst_case
 
 SHAPE = tiny_llava.TinyConfig(image_size=32, patch_size=16, vision_width=32, text_width=64, mlp=256,
                               vocab_size=1024)
@@ -56,8 +56,8 @@ def models(tiny_world, tmp_path_factory) -> dict[str, Path]:
     return {"target": target, "grad_ascent": unlearn(ga, tiny_world, target, root / "grad_ascent")}
 
 
-def _run(model, world, out, name, options=None, **kw):
-    return attack(model, world, out, AttackConfig(attack=name, options=options or {}, **(FAST | kw)))
+def _run(model, world, out, name, options=None, gold=None, **kw):
+    return attack(model, world, out, AttackConfig(attack=name, options=options or {}, **(FAST | kw)), gold=gold)
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +284,24 @@ def test_worst_case_over_attacks_is_per_example_and_per_model(results, models):
     other["provenance"]["model_fingerprint"] = "another"
     with pytest.raises(ValueError, match="different models"):
         worst_case([results["relearn"], other])
+
+
+def test_the_gold_models_values_on_the_same_probes_are_reported_beside(models, tiny_world, tmp_path):
+    from eval.evaluate import EvalConfig, evaluate
+    from eval.example import ExampleOutput
+
+    gold_out = tmp_path / "gold.json"  # the target stands in for the gold model here
+    evaluate(models["target"], tiny_world, gold_out, gold="self", cfg=EvalConfig(max_per_cell=3, max_new_tokens=8),
+             progress=False)
+    r = _run(models["grad_ascent"], tiny_world, tmp_path / "q.json", "quantize", {"schemes": ["int8"]},
+             max_per_cell=3, gold=gold_out)
+    gold_examples = [ExampleOutput.from_dict(d) for d in r["gold"]["examples"]]
+    assert sorted(e.id for e in gold_examples) == sorted(e["id"] for e in r["standard"]["examples"])
+    expected = np.mean([v["probability"] for v in result_values(gold_examples).values()])
+    assert r["aggregates"]["metrics"]["gold/all/probability"] == pytest.approx(expected)
+    assert r["aggregates"]["metrics"]["gold/all/probability"] > r["aggregates"]["metrics"]["standard/all/probability"]
+    with pytest.raises(ValueError, match="forget05"):
+        _run(models["grad_ascent"], tiny_world, tmp_path / "q5.json", "quantize", forget="forget05", gold=gold_out)
 
 
 # ------------------------------------------------------------------------------------ running

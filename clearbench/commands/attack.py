@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--gold", help="the gold model's evaluation result: its forget values are reported beside")
     p.add_argument("--forget", default="", help="forget split (default: the model's, from its run.json)")
     p.add_argument("--max-per-config", type=int, default=0, help="cap the forget probes (0: all)")
+    p.add_argument("--max-per-cell", type=int, default=0,
+                   help="cap the forget probes per modality x task x image-role cell, as evaluate does (0: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=None, help="greedy generation length (default 32)")
     p.add_argument("--seed", type=int, default=0, help="the probes' cap")
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     get_attack(args.attack)
     cfg = AttackConfig(attack=args.attack, forget=args.forget, max_per_config=args.max_per_config,
-                       batch_size=args.batch_size, seed=args.seed, options=parse_overrides(args.options))
+                       max_per_cell=args.max_per_cell, batch_size=args.batch_size, seed=args.seed,
+                       options=parse_overrides(args.options))
     if args.max_new_tokens is not None:
         cfg.max_new_tokens = args.max_new_tokens
     options_of(cfg)  # bad options fail before the world is opened

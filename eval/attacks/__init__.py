@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from clearbench.config import config_hash, from_dict
+from clearbench.data import open_world
 from clearbench.provenance import device_info, library_versions, write_json_atomic
 from clearbench.types import unknown_name_message
 from eval.attacks import in_context, paraphrase, quantize, relearn, transform
@@ -57,11 +59,13 @@ def validate_result(result: Any) -> list[str]:
 
 def attack(model: str | Path, world, out: str | Path, cfg: AttackConfig, *, gold: str | Path | None = None,
            overwrite: bool = False) -> dict[str, Any]:
-    """Run attack ``cfg.attack`` on ``model`` (an unlearned run or model directory) and write its result to
-    ``out``; ``gold``: the gold model's evaluation result (its forget values are reported beside). Every bad
+    """Run attack ``cfg.attack`` on ``model`` (an unlearned run or model directory) and ``world`` (a World or its
+    directory) and write its result to ``out``; ``gold``: the gold model's evaluation result (its forget values are reported beside). Every bad
     input fails before a model is loaded."""
     module, options = get_attack(cfg.attack), options_of(cfg)
     out = Path(out)
+    if isinstance(world, (str, os.PathLike)):
+        world = open_world(world)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it (a killed run resumes from its cache)")
     target = open_target(model, world, cfg)

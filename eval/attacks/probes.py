@@ -1,7 +1,7 @@
 """What every attack works on: the attacked model, its world and forget split, the probe records, scoring.
 
-The probes are the evaluation's forget records (``forgetXX_perturbed``, capped like ``clearbench evaluate
---max-per-config``), scored by the evaluation's one scoring pass (``eval.outputs.score``), so an attack's
+The probes are the evaluation's forget records (``forgetXX_perturbed``, capped as the evaluation caps them:
+``eval.evaluate.select_records``, so they are the same ids), scored by the evaluation's one scoring pass (``eval.outputs.score``), so an attack's
 per-example values are the evaluation's, on an attacked model or an altered record.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, read_run
 from clearbench.types import Record, check_forget_split
 from eval import outputs
+from eval.evaluate import EvalConfig, select_records
 from eval.example import ExampleOutput
 
 
@@ -26,7 +27,8 @@ class AttackConfig:
 
     attack: str = "relearn"
     forget: str = ""  # "": the forget split the model was unlearned on (its run.json), else forget10
-    max_per_config: int = 0  # cap on the probe records (seeded, as the evaluation's cap); 0: all
+    max_per_config: int = 0  # caps on the probe records, as the evaluation's (EvalConfig); 0: none
+    max_per_cell: int = 0
     batch_size: int = 32
     max_new_tokens: int = outputs.GENERATION["max_new_tokens"]
     seed: int = 0
@@ -107,15 +109,15 @@ def open_target(model: str | Path, world, cfg: AttackConfig) -> Target:
     config = f"{forget}_perturbed"
     if config not in world.configs:
         raise ValueError(f"world {world.path} has no {config} config; regenerate it with {forget}")
-    if cfg.max_per_config < 0 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-        raise ValueError("max_per_config must be >= 0, batch_size and max_new_tokens >= 1")
-    probes = seeded_subset(world.records(config), cfg.max_per_config, cfg.seed)
+    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
+        raise ValueError(f"batch_size={cfg.batch_size} and max_new_tokens={cfg.max_new_tokens} must be >= 1")
+    caps = EvalConfig(forget=forget, max_per_config=cfg.max_per_config, max_per_cell=cfg.max_per_cell, seed=cfg.seed)
+    probes = select_records(world.records(config), config, caps)
     return Target(path=path, model_dir=mdir, world=world, forget=forget, probes=probes, cfg=cfg)
 
 
 def seeded_subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
-    """``n`` records drawn by ``seed`` (all when n is 0 or at least their number), sorted by id (the
-    evaluation's cap: the same seed draws the same probes)."""
+    """``n`` records drawn by ``seed`` (all when n is 0 or at least their number), sorted by id."""
     recs = sorted(records, key=lambda r: r.id)
     if n and len(recs) > n:
         recs = sorted(random.Random(seed).sample(recs, n), key=lambda r: r.id)

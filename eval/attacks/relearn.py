@@ -21,7 +21,7 @@ import torch
 
 from clearbench.config import TrainConfig
 from clearbench.lora import apply_lora, set_trainable
-from clearbench.models.common import Loaded
+from clearbench.models.common import Loaded, default_dtype
 from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
 from clearbench.types import Record, retain_split
 from eval.attacks.probes import Setting, Target, seeded_subset, stratified
@@ -136,5 +136,6 @@ def _relearn(target: Target, cfg: Config, records: list[Record], curve_records: 
         train(model, loaded.processor, loaded.family, sampler, example_nll_loss, cfg.train,
               TrainRun(Path(tmp), desc=f"relearn {len(records)}", on_step=on_step))
         log = [json.loads(line) for line in (Path(tmp) / "log.jsonl").read_text().splitlines()]
-    model.eval()
+    # scored in the dtype the standard probes were scored in (bf16 on a GPU), so the delta is the relearning's
+    model.to(dtype=default_dtype(next(model.parameters()).device, None)).eval()
     return trained, log, curve
