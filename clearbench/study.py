@@ -13,6 +13,7 @@ cells as mean ± sd over the seeds. A seed's stage keys do not depend on the oth
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge,
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
 from clearbench.models.tiny_llava import TinyConfig
-from clearbench.plan import STAGE_FILE, Stage, eval_config, stage_key, unlearn_stage  # noqa: F401 (STAGE_FILE: re-exported)
+from clearbench.plan import Stage, eval_config, stage_key, unlearn_stage
 from clearbench.stages import finetune, pretrain
 from clearbench.types import check_name, forget_percent, forget_split, retain_split, unknown_name_message
 from clearbench.unlearn import check_method_tables, resolve_method, unlearn
@@ -30,6 +31,7 @@ from data_gen import generate as data_gen_generate
 from eval.aggregate import MetricOptions
 from eval.evaluate import EvalConfig, evaluate
 from eval.leaderboard import build_report, make_reference
+from eval.metrics import metric_versions
 from eval.replicates import build_replicate_report
 
 # ------------------------------------------------------------------------------- stage functions
@@ -240,8 +242,9 @@ def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, forget: st
     path = out / "results" / f"{name}.json"
     args = {"model": model.path, "world": out / "world", "out": path, "gold": gold.path if gold else "self",
             "cfg": ecfg}
-    return Stage(f"evaluate/{name}", "evaluate", path, stage_key("evaluate", ecfg, model.key, gold.key if gold else "self"),
-                 args, ("world", model.name) + ((gold.name,) if gold else ()))
+    # the metric versions are inputs too: a changed formula re-aggregates (from the evaluation's cache)
+    key = stage_key("evaluate", ecfg, model.key, gold.key if gold else "self", json.dumps(metric_versions()))
+    return Stage(f"evaluate/{name}", "evaluate", path, key, args, ("world", model.name) + ((gold.name,) if gold else ()))
 
 
 def _report_dir(cfg: BenchConfig, out: Path, forget: str) -> Path:
