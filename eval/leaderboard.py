@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import html
 import io
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from eval.aggregate import MetricOptions
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
+from eval.report_columns import Column, Grid, Shown, blank_reason, csv_keys, fill, report_tables
 from eval.results import load_gold_result, recompute, validate
 
 SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
@@ -85,6 +90,9 @@ class Row:
     metrics: dict[str, float]  # recomputed
     provenance: dict[str, Any]
     curve: list[dict[str, Any]] | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)  # why keys are missing (aggregates.warnings)
+    cells: list[list[str]] = dataclasses.field(default_factory=list)  # the (split, modality) cells scored
+    has_gold: bool = True  # compared with a gold result (forget quality, PrivLeak)
 
 
 @dataclasses.dataclass
@@ -225,6 +233,16 @@ def _model_label(provenance: dict[str, Any]) -> str:
     return f"model {str(provenance.get('model_fingerprint', '?'))[:12]}"
 
 
+def method_label(info: dict[str, Any]) -> str:
+    """"npo", "npo + L1", "npo + LoRA + L1": the method and the variant options that change it."""
+    parts = [str(info["method"])]
+    if info.get("lora") is True:
+        parts.append("LoRA")
+    if float(info.get("l1_lambda") or 0.0) > 0:
+        parts.append("L1")
+    return " + ".join(parts)
+
+
 def _curve(result: dict[str, Any], info: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     curve = result.get("curve") or (info or {}).get("curve")
     return curve if isinstance(curve, list) and curve else None
@@ -235,24 +253,46 @@ def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
     info = run_info(prov)
     is_gold = (prov.get("model_fingerprint") == ref.gold_fingerprint if ref.gold is not None
                else prov.get("gold") == "self")  # without a leaderboard gold: the file evaluated as gold
-    metrics = recompute(result, ref.gold)["metrics"]
+    fresh = recompute(result, ref.gold)
+    extra = {"warnings": [str(w) for w in fresh.get("warnings") or []], "cells": [list(c) for c in fresh["cells"]],
+             "has_gold": ref.gold is not None or bool(result.get("gold"))}
     if info is None:
-        return Row(path, _model_label(prov), None, 0.0, None, is_gold, metrics, prov, _curve(result, None))
-    l1 = float(info.get("l1_lambda") or 0.0)
-    label = f"{info['method']} + L1" if l1 > 0 else str(info["method"])
+        return Row(path, _model_label(prov), None, 0.0, None, is_gold, fresh["metrics"], prov, _curve(result, None),
+                   **extra)
     setting = _SETTING_OF[info["forget_modality"] or "multimodal"]
-    return Row(path, label, str(info["method"]), l1, setting, is_gold, metrics, prov, _curve(result, info))
+    return Row(path, method_label(info), str(info["method"]), float(info.get("l1_lambda") or 0.0), setting, is_gold,
+               fresh["metrics"], prov, _curve(result, info), **extra)
 
 
-def make_rows(checked: Sequence[Checked], ref: Reference) -> list[Row]:
-    rows = [make_row(c.path, c.result, ref) for c in checked if not c.reasons]
+def make_rows(checked: Sequence[Checked], ref: Reference, failed: list[Checked] | None = None) -> list[Row]:
+    """The rows of the accepted files. With ``failed``, a file whose numbers cannot be recomputed goes there
+    with its reason instead of stopping the report. Two rows of one label in one table (seeds, lambdas) are
+    told apart by their file names."""
+    rows = []
+    for c in checked:
+        if c.reasons:
+            continue
+        try:
+            rows.append(make_row(c.path, c.result, ref))
+        except Exception as e:  # one bad file never stops the report
+            if failed is None:
+                raise
+            failed.append(Checked(c.path, c.result, [f"cannot be recomputed: {type(e).__name__}: {e}"]))
     if ref.gold is not None and not any(r.is_gold for r in rows):
         rows.insert(0, make_row(ref.gold_path or "gold", ref.gold, ref))
-    seen = Counter(r.label for r in rows)
-    for r in rows:  # two runs of one method (seeds, lambdas): tell them apart by file name
-        if seen[r.label] > 1:
-            r.label = f"{r.label} [{Path(r.path).stem}]"
+    seen = Counter((r.label, r.setting) for r in rows)
+    for r in rows:
+        if seen[(r.label, r.setting)] > 1:
+            r.label = f"{r.label} [{run_tag(r)}]"
     return rows
+
+
+def run_tag(row: Row) -> str:
+    """The row's file name without its forget modality and forget percent (``npo-lora-l1-text-10`` ->
+    ``npo-lora-l1``), so that one variant has one label in every setting's table and plot."""
+    fm = (run_info(row.provenance) or {}).get("forget_modality")
+    parts = Path(row.path).stem.split("-")
+    return "-".join(p for p in parts if p != fm and not p.isdigit()) or Path(row.path).stem
 
 
 def rank_key_of(values: Mapping[str, float], label: str) -> tuple[float, float, str]:
@@ -276,13 +316,32 @@ def tables(rows: Sequence[Row]) -> dict[str, list[tuple[int | None, Row]]]:
     return out
 
 
-# --------------------------------------------------------------------------- text outputs
+# --------------------------------------------------------------------------- cells and grids
 def fmt(k: str, value: float | None) -> str:
     """A value as its metric's spec formats it (p-values: 3 significant digits)."""
     if value is None:
         return "—"
     spec = outputs().get(k.rsplit("/", 1)[-1])
     return format(value, spec.fmt if spec else ".4f")
+
+
+def row_cell(row: Row, col: Column) -> Shown | None:
+    """One row's value in one column, with the n of a KS statistic beside it; None when blank."""
+    value = row.metrics.get(col.key)
+    if value is None:
+        return None
+    n = row.metrics.get(col.n_key) if col.n_key else None
+    return Shown(fmt(col.key, value), repr(value), f"n={n:.0f}" if n is not None else "")
+
+
+def row_reason(row: Row, k: str) -> str:
+    return blank_reason(k, row.warnings, row.cells, row.has_gold)
+
+
+def setting_grids(entries: Sequence[tuple[int | None, Row]]) -> list[Grid]:
+    """The report's tables (``eval.report_columns.report_tables``) filled with one setting's rows."""
+    items = [(rank_text(rank), row.label, row) for rank, row in entries]
+    return [fill(t, items, row_cell, row_reason) for t in report_tables()]
 
 
 def setting_title(setting: str) -> str:
@@ -293,62 +352,156 @@ def rank_text(rank: int | None) -> str:
     return "gold (ref)" if rank is None else str(rank)
 
 
+# --------------------------------------------------------------------------- Markdown and CSV
+def md_cell(text: Any) -> str:
+    """Plain text as one Markdown table cell: HTML escaped, ``\\`` and ``|`` escaped, line breaks as spaces."""
+    text = html.escape(str(text), quote=False).replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(text.splitlines())
+
+
+def csv_cell(text: Any) -> str:
+    """A text cell that a spreadsheet will not run as a formula (OWASP: prefix = + - @ tab CR with a quote)."""
+    text = str(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of cells already escaped (``md_cell``)."""
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
+def _md_shown(cell: Shown) -> str:
+    return md_cell(cell.text + (f" ({cell.sub})" if cell.sub else "") + (f" [{cell.note}]" if cell.note else ""))
+
+
+def grid_markdown(grid: Grid) -> list[str]:
+    """One table: its title, the table, the numbered reasons of blank cells, the columns left out."""
+    head = ["rank", "model", *(md_cell(c.header) for c in grid.columns)]
+    body = [[md_cell(rank), md_cell(label), *map(_md_shown, cells)] for rank, label, _, cells in grid.rows]
+    out = [f"### {grid.table.title}", "", md_cell(grid.table.about), "", markdown_table(head, body), ""]
+    out += [f"- [{i}] {md_cell(reason)}" for i, reason in enumerate(grid.notes, 1)]
+    out += [f"- not shown, no value in any row: {md_cell(c.header)}: {md_cell(reason)}" for c, reason in grid.hidden]
+    return out + ([""] if grid.notes or grid.hidden else [])
+
+
 def table_markdown(entries: list[tuple[int | None, Row]]) -> str:
-    cols = columns()
-    return markdown_table(["rank", "model", *(h for h, _ in cols)],
-                          [[rank_text(rank), row.label.replace("|", "\\|"), *(fmt(k, row.metrics.get(k)) for _, k in cols)]
-                           for rank, row in entries])
+    return "\n".join(line for grid in setting_grids(entries) for line in grid_markdown(grid))
+
+
+def csv_keys_all() -> list[str]:
+    """The CSV's result keys: every column of the report's tables, then every other registered column."""
+    keys = csv_keys()
+    return keys + [k for _, k in columns() if k not in keys]
 
 
 def table_csv(entries: list[tuple[int | None, Row]]) -> str:
     """Full-precision CSV; the header is the result keys (one vocabulary end to end)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    keys = [k for _, k in columns()]
+    keys = csv_keys_all()
     w.writerow(["rank", "model", "method", "l1_lambda", "file", *keys])
     for rank, row in entries:
-        w.writerow(["gold" if rank is None else rank, row.label, row.method or "", row.l1_lambda, row.path,
-                    *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
+        w.writerow(["gold" if rank is None else rank, csv_cell(row.label), csv_cell(row.method or ""), row.l1_lambda,
+                    csv_cell(row.path), *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
     return buf.getvalue()
 
 
+def legend_markdown() -> list[str]:
+    out = ["## what the columns mean", ""]
+    for t in report_tables():
+        out += [f"- **{md_cell(t.title)}**: " + "; ".join(f"{md_cell(c.header)}: {md_cell(c.doc)}" for c in t.columns)]
+    return out + [""]
+
+
 def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked]) -> str:
+    e = md_cell
     parts = ["# clearbench leaderboard", "",
-             f"- forget split: `{ref.forget_split}`; world fingerprint: `{ref.world_fingerprint}`",
-             f"- gold result: `{ref.gold_path}` (model `{ref.gold_fingerprint}`)" if ref.gold else
+             f"- forget split: {e(ref.forget_split)}; world fingerprint: {e(ref.world_fingerprint)}",
+             f"- gold result: {e(ref.gold_path)} (model {e(ref.gold_fingerprint)})" if ref.gold else
              "- gold result: none given (embedded gold copies are not checked against a leaderboard gold)",
-             f"- reference: {ref.source or 'none'}",
+             f"- reference: {e(ref.source or 'none')}",
              f"- ranking: {RANKING_RULE}",
-             "- every number is recomputed from the result files' per-example values (eval.results.recompute)",
-             "- Real / Retain / Forget / FQ are CLEAR's paper columns (FQ = 1 − JS on forget captions); "
-             "FQ D, FQ (KS p) and FQ log10 p are TOFU's forget quality (KS on forget text-QA truth ratios); MU is "
-             "TOFU's model utility; the split columns pool modalities; definitions in docs/metrics.md", ""]
+             "- every number is recomputed from the result files' per-example values (eval.results.recompute); "
+             "a blank cell (—) carries the number of its reason, listed under its table", ""]
     for setting, entries in tabs.items():
         parts += [f"## {setting_title(setting)}", "", table_markdown(entries), ""]
-    return "\n".join(parts + rejected_markdown([(f"`{c.path}`", c.reasons) for c in rejected])) + "\n"
+    parts += legend_markdown()
+    return "\n".join(parts + rejected_markdown([(c.path, c.reasons) for c in rejected])) + "\n"
 
 
 def rejected_markdown(items: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
     """The report's last section: each rejected file (label, reasons)."""
-    return ["## rejected files", "", *([f"- {label}: " + "; ".join(reasons) for label, reasons in items] or ["none"])]
+    return ["## rejected files", "",
+            *([f"- {md_cell(label)}: " + "; ".join(map(md_cell, reasons)) for label, reasons in items] or ["none"])]
+
+
+# --------------------------------------------------------------------------- files the report refuses to read
+MAX_RESULT_BYTES = 128 * 2**20  # docs/report/README.md: ~2.5x the largest result of the shipped presets
+MAX_JSON_DEPTH = 32  # a result file nests 7 levels; configs in provenance add a few
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of ``[`` / ``{`` in JSON text, strings skipped, without parsing it (so a file
+    nested 100,000 levels deep cannot exhaust the parser's recursion)."""
+    structure = np.frombuffer(_STRINGS.sub(b"", data), dtype=np.uint8)
+    steps = np.isin(structure, (91, 123)).astype(np.int64) - np.isin(structure, (93, 125))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def screen_file(path: str | Path, max_bytes: int = MAX_RESULT_BYTES, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why the report refuses to read ``path`` at all (None: read and check it): over ``max_bytes`` or nested
+    deeper than ``max_depth``."""
+    try:
+        size = Path(path).stat().st_size
+        if size > max_bytes:
+            return (f"file is {size / 2**20:.1f} MiB, over the report's limit of {max_bytes / 2**20:.0f} MiB for a "
+                    "result file (eval.leaderboard.MAX_RESULT_BYTES)")
+        depth = json_depth(Path(path).read_bytes())
+    except OSError:
+        return None  # the check reports the unreadable file
+    if depth > max_depth:
+        return f"JSON nested {depth} levels deep, deeper than a result file's schema allows ({max_depth})"
+    return None
+
+
+def screen_files(paths: Sequence[str | Path]) -> tuple[list[Checked], list[str | Path]]:
+    """(the refused files with their reason, the files to check)."""
+    refused, keep = [], []
+    for p in paths:
+        reason = screen_file(p)
+        if reason:
+            refused.append(Checked(str(p), None, [reason]))
+        else:
+            keep.append(p)
+    return refused, keep
+
+
+def checked_rows(paths: Sequence[str | Path], ref: Reference) -> tuple[Reference, list[Row], list[Checked]]:
+    """Screen, check, recompute: (the reference, the rows, the rejected files in the order given)."""
+    refused, keep = screen_files(paths)
+    ref, checked = check_files(keep, ref)
+    failed: list[Checked] = []
+    rows = make_rows(checked, ref, failed)
+    order = {str(p): i for i, p in enumerate(paths)}
+    rejected = sorted(refused + [c for c in checked if c.reasons] + failed, key=lambda c: order.get(c.path, 0))
+    return ref, rows, rejected
 
 
 def build_report(paths: Sequence[str | Path], out: str | Path, ref: Reference,
                  curve_dirs: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Check, recompute, rank; write tables.md, table_<setting>.csv, PNG plots and index.html."""
+    """Check, recompute, rank; write tables.md, table_<setting>.csv, PNG plots and index.html. A file that
+    cannot be read, checked or recomputed is listed under "rejected files"; it never stops the report."""
     from eval import report_html
 
-    ref, checked = check_files(paths, ref)
-    rejected = [c for c in checked if c.reasons]
-    rows = make_rows(checked, ref)
+    ref, rows, rejected = checked_rows(paths, ref)
     tabs = tables(rows)
     curves, notes = report_html.collect_curves(rows, curve_dirs)
-    plots = report_html.make_plots(rows, curves)
+    plots, plot_notes = report_html.make_plots(rows, curves)
+    notes += plot_notes
     report_html.write_report(out, markdown_report(ref, tabs, rejected), tabs, table_csv,
                              report_html.render(ref, tabs, rejected, plots, notes), plots)
     return {"reference": ref, "rows": rows, "tables": tabs, "rejected": rejected, "plots": sorted(plots),
