@@ -452,9 +452,10 @@ def json_depth(data: bytes) -> int:
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 
 
-def screen_file(path: str | Path, max_bytes: int = MAX_RESULT_BYTES, max_depth: int = MAX_JSON_DEPTH) -> str | None:
-    """Why the report refuses to read ``path`` at all (None: read and check it): over ``max_bytes`` or nested
-    deeper than ``max_depth``."""
+def screen_file(path: str | Path, max_bytes: int | None = None, max_depth: int | None = None) -> str | None:
+    """Why the report refuses to read ``path`` at all (None: read and check it): over ``max_bytes`` (default
+    ``MAX_RESULT_BYTES``) or nested deeper than ``max_depth`` (default ``MAX_JSON_DEPTH``)."""
+    max_bytes, max_depth = max_bytes or MAX_RESULT_BYTES, max_depth or MAX_JSON_DEPTH
     try:
         size = Path(path).stat().st_size
         if size > max_bytes:

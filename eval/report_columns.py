@@ -143,29 +143,30 @@ def csv_keys() -> list[str]:
 
 # --------------------------------------------------------------------------- blank cells
 def blank_reason(k: str, warnings: Sequence[str], cells: Sequence[Sequence[str]], has_gold: bool = True) -> str:
-    """Why result key ``k`` has no value: the warning its aggregation recorded (the longest "<key prefix> not
-    computed: ..." that ``k`` starts with), else what is missing from the result."""
+    """Why result key ``k`` has no value, in words that do not repeat the key (so that one cause is one
+    footnote): the reason its aggregation recorded (the warning "<prefix> not computed: <reason>" with the
+    longest prefix of ``k``), else what is missing from the result."""
     scope, modality, metric = k.split("/")
     wanted = [k] + ([k.removesuffix("_auc_gold") + "_privleak"] if k.endswith("_auc_gold") else [])
-    best = ""
+    best, reason = -1, ""
     for w in warnings:
-        prefix = w.split(" not computed", 1)[0]
-        if " not computed" in w and any(x.startswith(prefix) for x in wanted) and len(prefix) > len(best.split(
-                " not computed", 1)[0]):
-            best = w
-    if best:
-        return best
+        prefix, sep, why = w.partition(" not computed: ")
+        if sep and len(prefix) > best and any(x.startswith(prefix) for x in wanted):
+            best, reason = len(prefix), why
+    if reason:
+        return reason
     present = {tuple(c) for c in cells}
     if scope == "mia":
-        if ("forget", modality) not in present or ("holdout", modality) not in present:
-            return f"{k}: no forget and holdout {modality} records to compare (MIA needs both)"
+        missing = [s for s in ("forget", "holdout") if (s, modality) not in present]
+        if missing:
+            return f"no {' and no '.join(missing)} {modality} records (MIA compares forget with holdout records)"
     elif scope == "forget" and metric.startswith("forget_quality") and not has_gold:
-        return f"{k}: no gold result to compare with"
+        return "no gold result to compare with"
     elif scope in SPLIT_TEXT and scope != "all" and modality != "all" and (scope, modality) not in present:
-        return f"{k}: no {scope}/{modality} records were scored"
+        return f"no {scope}/{modality} records were scored"
     if metric.startswith("naming"):
-        return f"{k}: naming accuracy applies to naming records (a photo in, a name out) only"
-    return f"{k}: not in this result (not computed for its records)"
+        return "naming accuracy applies to naming records (a photo in, a name out) only"
+    return "not in the result's aggregates (not computed for its records)"
 
 
 # --------------------------------------------------------------------------- a table with its values

@@ -21,47 +21,21 @@ from eval.leaderboard import (FQ_KEY, MU_KEY, RANK_KEY, RANKING_RULE, Reference,
 from eval.report_columns import report_tables
 from eval.results import build_result, recompute
 
-_spec = importlib.util.spec_from_file_location(
-    "_clearbench_metric_fixtures_lb", pathlib.Path(__file__).with_name("test_metrics_fixtures.py"))
-fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fx)
+_spec = importlib.util.spec_from_file_location("_clearbench_report_fixtures_lb",
+                                               pathlib.Path(__file__).with_name("report_fixtures.py"))
+rf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rf)
+fx, MODELS, _json = rf.fx, rf.MODELS, rf.as_read
 
 PNG = b"\x89PNG\r\n\x1a\n"
-# name: (memorised, run info or None, seed)
-MODELS = {
-    "target": (1.0, None, 0),
-    "npo-10": (0.3, {"method": "npo", "forget_modality": "joint", "l1_lambda": 0.0, "lora": False}, 2),
-    "npo-l1-10": (0.5, {"method": "npo", "forget_modality": "joint", "l1_lambda": 1e-4, "lora": True}, 3),
-    "ga-text-10": (0.8, {"method": "grad_ascent", "forget_modality": "text", "l1_lambda": 0.0, "lora": False}, 4),
-    "rmu-image-10": (0.6, {"method": "rmu", "forget_modality": "image", "l1_lambda": 0.0, "lora": False}, 5),
-}
-
-
-def _json(obj):
-    return json.loads(json.dumps(obj))  # as read back from disk
 
 
 @pytest.fixture(scope="module")
 def lb(tmp_path_factory):
     """A gold result and five valid results written to disk (no model involved)."""
-    root = tmp_path_factory.mktemp("lb")
-    gold_ex = fx.synthetic_examples(seed=1, memorised=0.0)
-    gold_prov = dict(fx.provenance(), model_fingerprint="gold-fp", model_path="runs/gold-10", gold="self")
-    gold = _json(build_result(gold_ex, aggregate(gold_ex, gold_ex), gold_prov, gold=gold_ex))
-    (root / "gold-10.json").write_text(json.dumps(gold))  # validity: test_valid_files_are_accepted
-    results, paths = {}, {}
-    for name, (mem, run, seed) in MODELS.items():
-        ex = fx.synthetic_examples(seed=seed, memorised=mem)
-        prov = dict(fx.provenance(), model_fingerprint=f"fp-{name}", model_path=f"runs/{name}")
-        if run is not None:
-            prov["run"] = run
-        res = _json(build_result(ex, aggregate(ex, gold_ex), prov, gold=gold))
-        paths[name] = root / f"{name}.json"
-        paths[name].write_text(json.dumps(res))
-        results[name] = res
-    ref = make_reference(root / "gold-10.json")  # validates the gold result (once: it costs a recomputation)
-    return {"root": root, "gold": gold, "gold_path": root / "gold-10.json", "results": results, "paths": paths,
-            "ref": ref}
+    out = rf.write_results(tmp_path_factory.mktemp("lb"))
+    out["ref"] = make_reference(out["gold_path"])  # validates the gold result (once: it costs a recomputation)
+    return out
 
 
 @pytest.fixture(scope="module")
