@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from eval import crossmodal
+from eval import report_sections as sections
 from eval.aggregate import MetricOptions
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
@@ -93,6 +95,8 @@ class Row:
     warnings: list[str] = dataclasses.field(default_factory=list)  # why keys are missing (aggregates.warnings)
     cells: list[list[str]] = dataclasses.field(default_factory=list)  # the (split, modality) cells scored
     has_gold: bool = True  # compared with a gold result (forget quality, PrivLeak)
+    attacks: dict[str, dict[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)  # attack -> setting -> Δ
+    leaks: dict[tuple[str, str], tuple[int, int]] | None = None  # eval.crossmodal.leaks of a method's row
 
 
 @dataclasses.dataclass
@@ -260,6 +264,10 @@ def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
         return Row(path, _model_label(prov), None, 0.0, None, is_gold, fresh["metrics"], prov, _curve(result, None),
                    **extra)
     setting = _SETTING_OF[info["forget_modality"] or "multimodal"]
+    try:
+        extra["leaks"] = crossmodal.leaks(result, setting)
+    except (ValueError, KeyError):
+        extra["leaks"] = None  # no embedded gold examples: the leak rate is explained as blank
     return Row(path, method_label(info), str(info["method"]), float(info.get("l1_lambda") or 0.0), setting, is_gold,
                fresh["metrics"], prov, _curve(result, info), **extra)
 
@@ -341,7 +349,7 @@ def row_reason(row: Row, k: str) -> str:
 def setting_grids(entries: Sequence[tuple[int | None, Row]]) -> list[Grid]:
     """The report's tables (``eval.report_columns.report_tables``) filled with one setting's rows."""
     items = [(rank_text(rank), row.label, row) for rank, row in entries]
-    return [fill(t, items, row_cell, row_reason) for t in report_tables()]
+    return [fill(t, items, row_cell, row_reason) for t in report_tables(any(r.attacks for _, r in entries))]
 
 
 def setting_title(setting: str) -> str:
@@ -375,23 +383,26 @@ def _md_shown(cell: Shown) -> str:
     return md_cell(cell.text + (f" ({cell.sub})" if cell.sub else "") + (f" [{cell.note}]" if cell.note else ""))
 
 
-def grid_markdown(grid: Grid) -> list[str]:
-    """One table: its title, the table, the numbered reasons of blank cells, the columns left out."""
+def grid_markdown(grid: Grid, legend: bool = False) -> list[str]:
+    """One table: its title, the table, the numbered reasons of blank cells, the columns left out (and with
+    ``legend`` what its columns mean; the setting tables share one legend at the end of the report)."""
     head = ["rank", "model", *(md_cell(c.header) for c in grid.columns)]
     body = [[md_cell(rank), md_cell(label), *map(_md_shown, cells)] for rank, label, _, cells in grid.rows]
     out = [f"### {grid.table.title}", "", md_cell(grid.table.about), "", markdown_table(head, body), ""]
     out += [f"- [{i}] {md_cell(reason)}" for i, reason in enumerate(grid.notes, 1)]
     out += [f"- not shown, no value in any row: {md_cell(c.header)}: {md_cell(reason)}" for c, reason in grid.hidden]
-    return out + ([""] if grid.notes or grid.hidden else [])
+    if legend:
+        out += [f"- {md_cell(c.header)}: {md_cell(c.doc)}" for c in grid.columns]
+    return out + ([""] if grid.notes or grid.hidden or legend else [])
 
 
 def table_markdown(entries: list[tuple[int | None, Row]]) -> str:
     return "\n".join(line for grid in setting_grids(entries) for line in grid_markdown(grid))
 
 
-def csv_keys_all() -> list[str]:
+def csv_keys_all(attacks: bool = False) -> list[str]:
     """The CSV's result keys: every column of the report's tables, then every other registered column."""
-    keys = csv_keys()
+    keys = csv_keys(attacks)
     return keys + [k for _, k in columns() if k not in keys]
 
 
@@ -399,7 +410,7 @@ def table_csv(entries: list[tuple[int | None, Row]]) -> str:
     """Full-precision CSV; the header is the result keys (one vocabulary end to end)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    keys = csv_keys_all()
+    keys = csv_keys_all(any(r.attacks for _, r in entries))
     w.writerow(["rank", "model", "method", "l1_lambda", "file", *keys])
     for rank, row in entries:
         w.writerow(["gold" if rank is None else rank, csv_cell(row.label), csv_cell(row.method or ""), row.l1_lambda,
@@ -414,7 +425,8 @@ def legend_markdown() -> list[str]:
     return out + [""]
 
 
-def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked]) -> str:
+def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked],
+                    extra: Sequence[tuple[str, str, list[Grid]]] = ()) -> str:
     e = md_cell
     parts = ["# clearbench leaderboard", "",
              f"- forget split: {e(ref.forget_split)}; world fingerprint: {e(ref.world_fingerprint)}",
@@ -426,6 +438,8 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              "a blank cell (—) carries the number of its reason, listed under its table", ""]
     for setting, entries in tabs.items():
         parts += [f"## {setting_title(setting)}", "", table_markdown(entries), ""]
+    for _, title, grids in extra:
+        parts += [f"## {title}", "", *(line for grid in grids for line in grid_markdown(grid, legend=True))]
     parts += legend_markdown()
     return "\n".join(parts + rejected_markdown([(c.path, c.reasons) for c in rejected])) + "\n"
 
@@ -492,18 +506,33 @@ def checked_rows(paths: Sequence[str | Path], ref: Reference) -> tuple[Reference
     return ref, rows, rejected
 
 
-def build_report(paths: Sequence[str | Path], out: str | Path, ref: Reference,
-                 curve_dirs: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Check, recompute, rank; write tables.md, table_<setting>.csv, PNG plots and index.html. A file that
-    cannot be read, checked or recomputed is listed under "rejected files"; it never stops the report."""
+def report_sections(rows: Sequence[Row]) -> list[tuple[str, str, list[Grid]]]:
+    """(anchor, title, tables) of the sections after the per-setting tables: each attack's settings (when the
+    study has attack results) and cross-modal leakage (when it has all three forget settings)."""
+    out = []
+    if sections.has_attacks(rows):
+        out.append(("attacks", "attacks: each attack's recovery per setting", sections.attack_detail_grids(
+            rows, lambda r: r.label if r.setting is None else f"{r.label} ({r.setting})")))
+    if sections.has_all_settings(rows):
+        out.append(("crossmodal", "cross-modal leakage", sections.crossmodal_grids(rows)))
+    return out
+
+
+def build_report(paths: Sequence[str | Path], out: str | Path, ref: Reference, curve_dirs: Sequence[str | Path] = (),
+                 attacks: Mapping[str, Sequence[str | Path]] | None = None) -> dict[str, Any]:
+    """Check, recompute, rank; write tables.md, table_<setting>.csv, PNG plots and index.html. ``attacks``:
+    {run (a result file's stem): [its attack result files]} (eval.report_sections). A file that cannot be read,
+    checked or recomputed is listed under "rejected files"; it never stops the report."""
     from eval import report_html
 
     ref, rows, rejected = checked_rows(paths, ref)
+    rejected += [Checked(p, None, reasons) for p, reasons in sections.attach_attacks(attacks or {}, rows, screen_file)]
     tabs = tables(rows)
+    extra = report_sections(rows)
     curves, notes = report_html.collect_curves(rows, curve_dirs)
     plots, plot_notes = report_html.make_plots(rows, curves)
     notes += plot_notes
-    report_html.write_report(out, markdown_report(ref, tabs, rejected), tabs, table_csv,
-                             report_html.render(ref, tabs, rejected, plots, notes), plots)
+    report_html.write_report(out, markdown_report(ref, tabs, rejected, extra), tabs, table_csv,
+                             report_html.render(ref, tabs, rejected, plots, notes, extra), plots)
     return {"reference": ref, "rows": rows, "tables": tabs, "rejected": rejected, "plots": sorted(plots),
-            "notes": notes}
+            "notes": notes, "sections": extra}

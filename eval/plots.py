@@ -254,3 +254,66 @@ def curve_plot(label: str, points: dict[str, list[tuple[float, float]]]) -> byte
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return png(fig)
+
+
+@plain_text
+def attacks_plot(rows: Sequence[Any]) -> bytes:
+    """Each attack's recovery Δ of the pooled forget probability per setting (one panel per attack), one point
+    per model, numbered as in the legend; 0 = the attack changed nothing."""
+    attacked = [r for r in rows if r.attacks]
+    names = list(dict.fromkeys(a for r in attacked for a in r.attacks))
+    styles = Styles(attacked)
+    fig = Figure(figsize=(min(4.2 * len(names), 17) + 3.0, 4.4))
+    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        settings = list(dict.fromkeys(s for r in attacked for s in r.attacks.get(name, {})))
+        for j, r in enumerate(attacked):
+            pts = [(i + (j - len(attacked) / 2) * 0.5 / max(len(attacked), 1), v["probability"])
+                   for i, s in enumerate(settings) if (v := r.attacks.get(name, {}).get(s)) and
+                   v["probability"] is not None]
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=30, zorder=3, edgecolors="black",
+                           linewidths=0.3, color="gold" if r.label in styles.gold else styles.color[r.label],
+                           marker=styles.marker.get(r.label, "*"))
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(settings) - 0.4)
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("Δ forget probability (after − before) ↓", fontsize=9)
+    fig.legend(handles=styles.handles([r.label for r in attacked]), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               fontsize=7, frameon=False, title="models")
+    fig.suptitle("recovery under each attack (points; 0 = no recovery)", fontsize=11)
+    fig.tight_layout()
+    return png(fig)
+
+
+@plain_text
+def crossmodal_plot(matrices: dict[str, dict[str, dict[str, float]]], title: str) -> bytes:
+    """One 3 x 3 heat map per method (forget setting x evaluated modality), values written in each cell."""
+    methods = list(matrices)
+    ncols = min(4, max(len(methods), 1))
+    nrows = math.ceil(len(methods) / ncols)
+    fig = Figure(figsize=(3.3 * ncols + 1.2, 2.9 * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    values = [v for m in matrices.values() for row in m.values() for v in row.values()]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    image = None
+    for k, ax in enumerate(axes.flat):
+        if k >= len(methods):
+            ax.set_axis_off()
+            continue
+        grid = [[matrices[methods[k]].get(s, {}).get(m, math.nan) for m in ("text", "image", "joint")]
+                for s in SETTINGS]
+        image = ax.imshow(grid, vmin=lo, vmax=hi if hi > lo else lo + 1e-9, cmap="viridis")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, "—" if math.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=7,
+                        color="white" if not math.isnan(v) and v < (lo + hi) / 2 else "black")
+        ax.set_xticks(range(3), ["text", "image", "img+txt"], fontsize=7)
+        ax.set_yticks(range(3), list(SETTINGS), fontsize=7)
+        ax.set_title(methods[k], fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.flat), shrink=0.7)
+    fig.suptitle(f"{title}: forget setting (rows) → evaluated modality (columns)", fontsize=10)
+    return png(fig)

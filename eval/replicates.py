@@ -202,11 +202,12 @@ def render_html(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> 
              "<li>every number is recomputed from each seed's result files, then averaged; ± is the sample sd; "
              "a blank cell (—) carries the number of its reason, listed under its table; hover a header for its "
              "meaning, click it to sort (by the mean)</li>"]
-    body = [report_html.nav(tabs), "<h2>findings</h2><ul>", *(f"<li>{e(line)}</li>" for line in findings(tabs)),
-            "</ul>"]
-    for setting, entries in tabs.items():
+    grids = {setting: seed_grids(entries) for setting, entries in tabs.items()}
+    body = [report_html.nav({s: [g.table for g in gs] for s, gs in grids.items()}), "<h2>findings</h2><ul>",
+            *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
+    for setting, gs in grids.items():
         body.append(f'<h2 id="{e(setting)}">{e(setting_title(setting))}</h2>')
-        body += [report_html.grid_html(setting, grid) for grid in seed_grids(entries)]
+        body += [report_html.grid_html(setting, grid) for grid in gs]
     body.append(report_html.rejected_html([(f"seed {s}: {c.path}", c.reasons) for s, cs in rejected.items()
                                            for c in cs]))
     return report_html.page("clearbench replicates: mean ± sd over seeds", intro, body)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from eval.attacks import ATTACKS
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
 
@@ -125,15 +126,47 @@ def _spec_header(k: str) -> str:
     return next((h for h, kk in spec_columns() if kk == k), "")
 
 
-def report_tables() -> list[Table]:
-    """The tables of one forget setting, in page order."""
-    return [overview_table(), *(modality_table(m) for m, _, _ in MODALITIES), controls_table()]
+ATTACK_METRICS: tuple[tuple[str, str], ...] = (("probability", "Prob"), ("rouge_l", "ROUGE-L"))
+WORST_DOC = ("per forget probe, the most recovered {what} over the standard probes and every attack (in-sample "
+             "relearning excluded), averaged: the worst-case forget score (eval.attacks.result.worst_case; higher = "
+             "more knowledge came back; docs/attacks.md)")
 
 
-def csv_keys() -> list[str]:
+def worst_column(metric: str = "probability", header: str = "Prob") -> Column:
+    return Column(f"worst-case {header} ↓", f"worst_case/all/{metric}",
+                  WORST_DOC.format(what=f"answer {header}") + f" [worst_case/all/{metric}]")
+
+
+def attacks_table() -> Table:
+    """Per forget setting: each row's probes unattacked, the worst case and each attack's largest recovery."""
+    cols = []
+    for metric, header in ATTACK_METRICS:
+        cols += [Column(f"attack probes {header} ↓", f"standard/all/{metric}", f"the {header} of the forget probes of "
+                        f"the attacks, unattacked (the same records for every attack) [standard/all/{metric}]"),
+                 worst_column(metric, header)]
+        cols += [Column(f"{name} Δ{header}", f"{name}/all/{metric}_delta", f"{name}: the largest recovery of {header} "
+                        f"(after - before on the same probes) over its out-of-sample settings (docs/attacks.md) "
+                        f"[{name} result: max_delta/all/{metric}]") for name in ATTACKS]
+    return Table("attacks", "attacks", "is it really gone? the forget probes after relearning, quantization, "
+                 "paraphrased questions, transformed photos and facts in the prompt (docs/attacks.md)", tuple(cols))
+
+
+def report_tables(attacks: bool = False) -> list[Table]:
+    """The tables of one forget setting, in page order; ``attacks``: the study has attack results (a worst-case
+    column beside the standard forget probability, and the attacks table)."""
+    tables = [overview_table(), *(modality_table(m) for m, _, _ in MODALITIES), controls_table()]
+    if attacks:
+        cols = list(tables[0].columns)
+        at = next(i for i, c in enumerate(cols) if c.key == "forget/all/probability") + 1
+        tables[0] = dataclasses.replace(tables[0], columns=tuple(cols[:at] + [worst_column()] + cols[at:]))
+        tables.append(attacks_table())
+    return tables
+
+
+def csv_keys(attacks: bool = False) -> list[str]:
     """Every key the report shows, each once, in page order (the CSV's columns)."""
     seen: dict[str, None] = {}
-    for t in report_tables():
+    for t in report_tables(attacks):
         for c in t.columns:
             seen.setdefault(c.key)
             if c.n_key:

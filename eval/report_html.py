@@ -19,9 +19,11 @@ from typing import Any, Sequence
 
 from clearbench.provenance import read_run, write_text_atomic
 from eval import plots
+from eval.crossmodal import matrix
 from eval.leaderboard import (FQ_MODALITY_KEYS, RANKING_RULE, Checked, Reference, Row, method_label,
                               setting_grids, setting_title)
-from eval.report_columns import Grid, Shown, report_tables
+from eval.report_columns import Grid, Shown, Table
+from eval.report_sections import has_all_settings
 
 
 # --------------------------------------------------------------------------- curves
@@ -91,6 +93,11 @@ def make_plots(rows: Sequence[Row], curves: dict[str, dict]) -> tuple[dict[str, 
         wanted.append(("fq_modality.png", lambda: plots.fq_modality_plot(rows)))
     if len({r.setting for r in rows} - {None}) >= 2:
         wanted.append(("settings.png", lambda: plots.settings_plot(rows)))
+    if any(r.attacks for r in rows):
+        wanted.append(("attacks.png", lambda: plots.attacks_plot(rows)))
+    if has_all_settings(rows):
+        wanted.append(("crossmodal.png", lambda: plots.crossmodal_plot(matrix(rows, "probability"),
+                                                                        "forget probability")))
     for label, points in curves.items():
         name = f"curve_{_slug(label)}.png"
         while name in {n for n, _ in wanted}:
@@ -112,6 +119,11 @@ PLOT_CAPTIONS = {
     "tradeoff.png": "Forget quality D (the ranking statistic, gold = 0) against model utility, per forget setting.",
     "fq_modality.png": "Forget quality D on each evaluated modality (text, image, image+text) at the same n, one "
                        "panel per forget setting.",
+    "attacks.png": "Each attack's recovery: the change of the pooled forget probability (after − before, on the "
+                   "same probes) for every setting of the attack and every attacked model; 0 = no recovery.",
+    "crossmodal.png": "Cross-modal matrix per method: the forget probability on each evaluated modality (columns) "
+                      "after unlearning through one modality (rows); a low row with a high cell off its own "
+                      "modality is leakage.",
     "settings.png": "Each method across the forget settings: which modality was unlearned (x) against forget "
                     "quality D, CLEAR's Forget and model utility; reference rows as horizontal lines.",
 }
@@ -182,8 +194,10 @@ def grid_html(setting: str, grid: Grid, provenance: bool = False) -> str:
         if provenance:
             tds.append(provenance_td(row))
         rows.append(tds)
-    out = [f'<h3 id="{e(setting)}-{e(grid.table.name)}">{e(setting_title(setting))}: {e(grid.table.title)}</h3>',
-           f'<p class="about">{e(grid.table.about)}</p>', sortable_table(f"{setting}-{grid.table.name}", head, rows)]
+    anchor = f"{setting}-{grid.table.name}" if setting else grid.table.name
+    title = f"{setting_title(setting)}: {grid.table.title}" if setting else grid.table.title
+    out = [f'<h3 id="{e(anchor)}">{e(title)}</h3>', f'<p class="about">{e(grid.table.about)}</p>',
+           sortable_table(anchor, head, rows)]
     notes = [f"<li>[{i}] {e(r)}</li>" for i, r in enumerate(grid.notes, 1)]
     notes += [f"<li>not shown, no value in any row: <b>{e(c.header)}</b>: {e(r)}</li>" for c, r in grid.hidden]
     if notes:
@@ -248,18 +262,18 @@ def rejected_html(items: Sequence[tuple[str, Sequence[str]]]) -> str:
         lines or ["<li>none</li>"]) + "</ul>"
 
 
-def nav(tabs: dict[str, list], extra: Sequence[tuple[str, str]] = ()) -> str:
-    """Links to every table and section of the page."""
+def nav(tables: dict[str, list[Table]], extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Links to every table ({setting: its tables}) and section of the page."""
     e = html.escape
     links = [" · ".join([f"<b>{e(setting_title(s))}</b>:"] + [f'<a href="#{e(s)}-{t.name}">{e(t.title)}</a>'
-                                                             for t in report_tables()]) for s in tabs]
+                                                             for t in ts]) for s, ts in tables.items()]
     links.append(" · ".join(f'<a href="#{e(anchor)}">{e(title)}</a>' for anchor, title in
-                            [("plots", "plots"), *extra, ("rejected-files", "rejected files")]))
+                            [*extra, ("plots", "plots"), ("rejected-files", "rejected files")]))
     return "<nav>" + "<br>".join(links) + "</nav>"
 
 
 def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], plots: dict[str, bytes],
-           notes: Sequence[str] = ()) -> str:
+           notes: Sequence[str] = (), extra: Sequence[tuple[str, str, list[Grid]]] = ()) -> str:
     e = html.escape
     gold = (f"<code>{e(str(ref.gold_path))}</code> (model <code>{e(str(ref.gold_fingerprint))}</code>)"
             if ref.gold else "none given (embedded gold copies not checked against a leaderboard gold)")
@@ -270,10 +284,13 @@ def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], p
              "<li>every number is recomputed from the result files' per-example values; a blank cell (—) carries "
              "the number of its reason, listed under its table; hover a header for its meaning, click it to "
              "sort</li>"]
-    body = [nav(tabs)]
-    for setting, entries in tabs.items():
+    grids = {setting: setting_grids(entries) for setting, entries in tabs.items()}
+    body = [nav({s: [g.table for g in gs] for s, gs in grids.items()}, [(anchor, title) for anchor, title, _ in extra])]
+    for setting, gs in grids.items():
         body.append(f'<h2 id="{e(setting)}">{e(setting_title(setting))}</h2>')
-        body += [grid_html(setting, grid, provenance=i == 0) for i, grid in enumerate(setting_grids(entries))]
+        body += [grid_html(setting, grid, provenance=i == 0) for i, grid in enumerate(gs)]
+    for anchor, title, grids in extra:
+        body += [f'<h2 id="{e(anchor)}">{e(title)}</h2>', *(grid_html("", grid) for grid in grids)]
     body.append('<h2 id="plots">plots</h2>')
     for name, data in plots.items():
         b64 = base64.b64encode(data).decode("ascii")

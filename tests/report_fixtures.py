@@ -61,3 +61,22 @@ def write_results(root: pathlib.Path, models: dict[str, tuple[float, dict | None
         paths[name] = root / f"{name}.json"
         paths[name].write_text(json.dumps(results[name]))
     return {"root": root, "gold": gold, "gold_path": gold_path, "results": results, "paths": paths}
+
+
+def make_attack(result: dict[str, Any], attack: str = "quantize", recovery: float = 0.5) -> dict[str, Any]:
+    """An attack result on ``result``'s model: its forget examples as the standard probes and two settings whose
+    answers are likelier by ``recovery`` (scaled log-probabilities) and by half of it."""
+    from eval.attacks import ATTACKS
+    from eval.attacks.result import build_result as build_attack
+
+    standard = [ExampleOutput.from_dict(d) for d in result["examples"] if d["split"].startswith("forget")]
+
+    def shifted(factor: float) -> list[dict[str, Any]]:
+        return [{**ex.to_dict(), "lp_answer": [x * factor for x in ex.lp_answer]} for ex in standard]
+
+    settings = [{"name": name, "params": {}, "in_sample": False, "skipped": "", "examples": shifted(1 - f * recovery),
+                 "curve": [], "log": [], "seconds": 0.0} for name, f in (("strong", 1.0), ("weak", 0.5))]
+    prov = {k: result["provenance"][k] for k in ("world_fingerprint", "forget_split", "model_fingerprint",
+                                                 "library_versions", "seed", "device")}
+    prov |= {"config": {"attack": attack}, "config_hash": "0" * 64}
+    return as_read(build_attack(attack, ATTACKS[attack].VERSION, prov, {}, standard, settings))

@@ -268,3 +268,43 @@ def test_rendered_page_fits_a_1400px_window(study, tmp_path):
 
     pixels = np.asarray(Image.open(png).convert("L"))
     assert pixels.shape == (1200, 1400) and pixels.std() > 10  # a page with content, not a blank
+
+
+# --------------------------------------------------------------------------- attacks in the report
+def test_attack_columns_are_recomputed_and_tampering_is_rejected(study, tmp_path):
+    from eval.attacks.result import worst_case
+
+    npo, target = study["results"]["npo-10"], study["results"]["target"]
+    files = {}
+    for name, res, attack in (("npo-q", npo, "quantize"), ("npo-r", npo, "relearn"), ("target-q", target, "quantize")):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(rf.make_attack(res, attack)))
+    tampered = rf.make_attack(target, "paraphrase")
+    tampered["settings"][0]["examples"][0]["lp_answer"] = [0.0] * len(tampered["settings"][0]["examples"][0]["lp_answer"])
+    files["tampered"] = tmp_path / "tampered.json"
+    files["tampered"].write_text(json.dumps(tampered))
+    foreign = rf.make_attack(npo, "transform")  # npo's attack filed under the target's run
+    files["foreign"] = tmp_path / "foreign.json"
+    files["foreign"].write_text(json.dumps(foreign))
+    attacks = {"npo-10": [files["npo-q"], files["npo-r"]], "target": [files["target-q"], files["tampered"],
+                                                                      files["foreign"]],
+               "no-such-run": [files["npo-q"]]}
+    rep = build_report([study["paths"]["npo-10"], study["paths"]["target"]], tmp_path / "r", study["ref"],
+                       attacks=attacks)
+    reasons = {c.path: c.reasons for c in rep["rejected"]}
+    assert any("recomputation gives" in r for r in reasons[str(files["tampered"])])
+    assert any(r.startswith("model_fingerprint") for r in reasons[str(files["foreign"])])
+    assert len(rep["rejected"]) == 3  # the tampered, the foreign and the orphan file
+    rows = {r.label: r for r in rep["rows"]}
+    want = worst_case([json.loads(files["npo-q"].read_text()), json.loads(files["npo-r"].read_text())])
+    assert rows["npo"].metrics["worst_case/all/probability"] == want["worst_case/all/probability"]
+    assert rows["npo"].metrics["worst_case/all/probability"] > rows["npo"].metrics["standard/all/probability"]
+    assert set(rows["npo"].attacks) == {"quantize", "relearn"} and set(rows["target"].attacks) == {"quantize"}
+    assert rows["npo"].attacks["quantize"]["strong"]["probability"] > rows["npo"].attacks["quantize"]["weak"][
+        "probability"] > 0
+    assert "paraphrase" not in rows["target"].attacks  # the tampered file's numbers never enter
+    assert "attacks.png" in rep["plots"]
+    md = (tmp_path / "r" / "tables.md").read_text()
+    assert "worst-case Prob ↓" in md and "### attacks" in md and "quantize: recovery Δ forget probability" in md
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert 'id="table-multimodal-attacks"' in page and 'id="table-attack-quantize"' in page
