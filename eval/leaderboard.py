@@ -386,8 +386,9 @@ def _md_shown(cell: Shown) -> str:
 def grid_markdown(grid: Grid, legend: bool = False) -> list[str]:
     """One table: its title, the table, the numbered reasons of blank cells, the columns left out (and with
     ``legend`` what its columns mean; the setting tables share one legend at the end of the report)."""
-    head = ["rank", "model", *(md_cell(c.header) for c in grid.columns)]
-    body = [[md_cell(rank), md_cell(label), *map(_md_shown, cells)] for rank, label, _, cells in grid.rows]
+    ranked = any(rank for rank, *_ in grid.rows)
+    head = ["rank"] * ranked + [md_cell(grid.table.row_header), *(md_cell(c.header) for c in grid.columns)]
+    body = [[md_cell(rank)] * ranked + [md_cell(label), *map(_md_shown, cells)] for rank, label, _, cells in grid.rows]
     out = [f"### {grid.table.title}", "", md_cell(grid.table.about), "", markdown_table(head, body), ""]
     out += [f"- [{i}] {md_cell(reason)}" for i, reason in enumerate(grid.notes, 1)]
     out += [f"- not shown, no value in any row: {md_cell(c.header)}: {md_cell(reason)}" for c, reason in grid.hidden]

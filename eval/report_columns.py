@@ -51,6 +51,7 @@ class Table:
     title: str
     about: str
     columns: tuple[Column, ...]
+    row_header: str = "model"
 
 
 def describe(k: str) -> str:

@@ -187,10 +187,13 @@ def grid_html(setting: str, grid: Grid, provenance: bool = False) -> str:
     """One table of one setting: title, what it shows, the table (headers with tooltips), the numbered
     reasons of its blank cells, the columns left out, and the legend of its columns."""
     e = html.escape
-    head = ["rank", "model", *((c.header, c.doc) for c in grid.columns)] + (["provenance"] if provenance else [])
+    ranked = any(rank for rank, *_ in grid.rows)
+    head = ["rank"] * ranked + [grid.table.row_header, *((c.header, c.doc) for c in grid.columns)]
+    head += ["provenance"] if provenance else []
     rows = []
     for rank, label, row, cells in grid.rows:
-        tds = [td(rank, 0 if not rank[:1].isdigit() else int(rank)), td(label, label, "l"), *map(shown_td, cells)]
+        tds = [td(rank, 0 if not rank[:1].isdigit() else int(rank))] * ranked + [td(label, label, "l"),
+                                                                               *map(shown_td, cells)]
         if provenance:
             tds.append(provenance_td(row))
         rows.append(tds)

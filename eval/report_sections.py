@@ -116,8 +116,9 @@ def has_all_settings(rows: Sequence[Any]) -> bool:
 
 
 def _matrix_table(metric: str, title: str) -> Table:
+    scored = ("image",) if metric.startswith("naming") else crossmodal.EVALUATED  # naming records are image-only
     cols = tuple(Column(f"{s} → {m}", f"{s}/{m}", f"unlearned on {s} (its forget setting), scored on {m} forget "
-                        f"records: forget/{m}/{metric}") for s in crossmodal.SETTINGS for m in crossmodal.EVALUATED)
+                        f"records: forget/{m}/{metric}") for s in crossmodal.SETTINGS for m in scored)
     return Table(f"matrix-{metric}", f"{title}: forget setting → evaluated modality",
                  "rows: methods; columns: the modality unlearned → the modality scored (CLEAR §5.3's matrix)", cols)
 
@@ -190,5 +191,5 @@ def _spearman_grid(rows: Sequence[Any]) -> Grid:
     def reason(pair: tuple[str, str], k: str) -> str:
         return f"fewer than 3 methods in both settings, or one setting ranks them all equal ({k})"
     table = Table("spearman", "rank correlation between forget settings",
-                  "do the methods rank alike whichever modality they unlearn?", cols)
+                  "do the methods rank alike whichever modality they unlearn?", cols, "settings")
     return fill(table, [("", f"{a} vs {b}", (a, b)) for a, b in rhos[RHO_KEYS[0][0]]], cell, reason)
