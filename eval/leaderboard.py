@@ -31,7 +31,7 @@ from eval import report_sections as sections
 from eval.aggregate import MetricOptions
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
-from eval.report_columns import Column, Grid, Shown, blank_reason, csv_keys, fill, report_tables
+from eval.report_columns import Column, Grid, Shown, attack_reason, blank_reason, csv_keys, fill, report_tables
 from eval.results import load_gold_result, recompute, validate
 
 SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
@@ -343,7 +343,7 @@ def row_cell(row: Row, col: Column) -> Shown | None:
 
 
 def row_reason(row: Row, k: str) -> str:
-    return blank_reason(k, row.warnings, row.cells, row.has_gold)
+    return attack_reason(k, list(row.attacks)) or blank_reason(k, row.warnings, row.cells, row.has_gold)
 
 
 def setting_grids(entries: Sequence[tuple[int | None, Row]]) -> list[Grid]:

@@ -263,8 +263,13 @@ def attacks_plot(rows: Sequence[Any]) -> bytes:
     attacked = [r for r in rows if r.attacks]
     names = list(dict.fromkeys(a for r in attacked for a in r.attacks))
     styles = Styles(attacked)
-    fig = Figure(figsize=(min(4.2 * len(names), 17) + 3.0, 4.4))
-    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = Figure(figsize=(4.2 * ncols + 3.0, 3.8 * nrows + 0.6))
+    grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(names):]:
+        ax.set_axis_off()
     for ax, name in zip(axes, names):
         settings = list(dict.fromkeys(s for r in attacked for s in r.attacks.get(name, {})))
         for j, r in enumerate(attacked):
@@ -280,7 +285,8 @@ def attacks_plot(rows: Sequence[Any]) -> bytes:
         ax.set_xlim(-0.6, len(settings) - 0.4)
         ax.set_title(name, fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("Δ forget probability (after − before) ↓", fontsize=9)
+    for row in grid:
+        row[0].set_ylabel("Δ forget probability ↓", fontsize=9)
     fig.legend(handles=styles.handles([r.label for r in attacked]), loc="center left", bbox_to_anchor=(1.0, 0.5),
                fontsize=7, frameon=False, title="models")
     fig.suptitle("recovery under each attack (points; 0 = no recovery)", fontsize=11)
@@ -311,7 +317,7 @@ def crossmodal_plot(matrices: dict[str, dict[str, dict[str, float]]], title: str
                 ax.text(j, i, "—" if math.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=7,
                         color="white" if not math.isnan(v) and v < (lo + hi) / 2 else "black")
         ax.set_xticks(range(3), ["text", "image", "img+txt"], fontsize=7)
-        ax.set_yticks(range(3), list(SETTINGS), fontsize=7)
+        ax.set_yticks(range(3), list(SETTINGS) if k % ncols == 0 else [], fontsize=7)
         ax.set_title(methods[k], fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=list(axes.flat), shrink=0.7)

@@ -176,6 +176,17 @@ def csv_keys(attacks: bool = False) -> list[str]:
 
 
 # --------------------------------------------------------------------------- blank cells
+def attack_reason(k: str, attacked: Sequence[str]) -> str | None:
+    """Why an attack column (eval.report_sections) is blank for a row with ``attacked`` attack results, or None
+    for a key that is not an attack column."""
+    scope = k.split("/")[0]
+    if scope not in ("standard", "worst_case", *ATTACKS):
+        return None
+    if not attacked:
+        return "no attack result for this model (a study attacks its unlearned models and the target)"
+    return f"no {scope} result for this model" if scope in ATTACKS else "not in its attack results"
+
+
 def blank_reason(k: str, warnings: Sequence[str], cells: Sequence[Sequence[str]], has_gold: bool = True) -> str:
     """Why result key ``k`` has no value, in words that do not repeat the key (so that one cause is one
     footnote): the reason its aggregation recorded (the warning "<prefix> not computed: <reason>" with the

@@ -56,6 +56,7 @@ def attach_attacks(attacks: Mapping[str, Sequence[str | Path]], rows: Sequence[A
 
 def _add(row: Any, results: list[dict[str, Any]]) -> None:
     """Row keys from accepted attack results of one model (recomputed, never copied) and each attack's settings."""
+    results = sorted(results, key=lambda r: list(ATTACKS).index(r["attack"]) if r["attack"] in ATTACKS else len(ATTACKS))
     first = recompute_attack(results[0])["metrics"]
     row.metrics |= {k: v for k, v in first.items() if k.startswith("standard/")}
     row.metrics |= worst_case(results)

@@ -306,5 +306,6 @@ def test_attack_columns_are_recomputed_and_tampering_is_rejected(study, tmp_path
     assert "attacks.png" in rep["plots"]
     md = (tmp_path / "r" / "tables.md").read_text()
     assert "worst-case Prob ↓" in md and "### attacks" in md and "quantize: recovery Δ forget probability" in md
+    assert "no attack result for this model" in md  # the gold row's blank attack cells say why
     page = (tmp_path / "r" / "index.html").read_text()
     assert 'id="table-multimodal-attacks"' in page and 'id="table-attack-quantize"' in page
