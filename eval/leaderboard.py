@@ -330,7 +330,8 @@ def fmt(k: str, value: float | None) -> str:
     if value is None:
         return "—"
     spec = outputs().get(k.rsplit("/", 1)[-1])
-    return format(value, spec.fmt if spec else ".4f")
+    text = format(value, spec.fmt if spec else ".4f")
+    return text.lstrip("-") if text.startswith("-") and float(text) == 0.0 else text  # no "-0.0000"
 
 
 def row_cell(row: Row, col: Column) -> Shown | None:

@@ -78,7 +78,10 @@ def _setting_cell(metric: str):
     def cell(row: Any, col: Column) -> Shown | None:
         attack, setting = col.key.split("/", 1)
         value = row.attacks.get(attack, {}).get(setting, {}).get(metric)
-        return None if value is None else Shown(f"{value:+.4f}", repr(value))
+        if value is None:
+            return None
+        text = f"{value:+.4f}"
+        return Shown("0.0000" if float(text) == 0.0 else text, repr(value))
     return cell
 
 
