@@ -11,9 +11,7 @@ import base64
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -227,20 +225,6 @@ def page(title: str, intro: Sequence[str], body: Sequence[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``clearbench.provenance.write_text_atomic`` for bytes: temp file, fsync, rename (a symlink is replaced)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(out: str | Path, markdown: str, tabs: dict[str, Any], table_csv, index_html: str,
                  plots: dict[str, bytes] | None = None) -> Path:
     """The report files of both report builders: tables.md, table_<setting>.csv, PNGs, index.html, each
@@ -251,7 +235,7 @@ def write_report(out: str | Path, markdown: str, tabs: dict[str, Any], table_csv
     for setting, entries in tabs.items():
         write_text_atomic(out / f"table_{setting}.csv", table_csv(entries))
     for name, data in (plots or {}).items():
-        write_bytes_atomic(out / name, data)
+        write_text_atomic(out / name, data)
     write_text_atomic(out / "index.html", index_html)
     return out
 
