@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eval.leaderboard import build_report, check_files, make_reference
+    from eval.leaderboard import build_report
+    from eval.verify import check_files, make_reference
 
     validate_only = args.files[0] == "validate"
     files = args.files[1:] if validate_only else args.files
