@@ -65,6 +65,7 @@ class Row:
     metrics: dict[str, float]  # recomputed
     provenance: dict[str, Any]
     curve: list[dict[str, Any]] | None = None
+    level: str = "recomputed"  # eval.verify.Checked.level: "re-scored" when a RESULT.verified.json passed
 
 
 # --------------------------------------------------------------------------- rows
@@ -83,8 +84,7 @@ def _curve(result: dict[str, Any], info: dict[str, Any] | None) -> list[dict[str
 def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
     prov = result["provenance"]
     info = run_info(prov)
-    is_gold = (prov.get("model_fingerprint") == ref.gold_fingerprint if ref.gold is not None
-               else prov.get("gold") == "self")  # without a leaderboard gold: the file evaluated as gold
+    is_gold = ref.is_gold(result)  # the --gold file's content, never a fingerprint the file claims
     metrics = recompute(result, ref.gold)["metrics"]
     if info is None:
         return Row(path, _model_label(prov), None, 0.0, None, is_gold, metrics, prov, _curve(result, None))
@@ -95,7 +95,7 @@ def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
 
 
 def make_rows(checked: Sequence[Checked], ref: Reference) -> list[Row]:
-    rows = [make_row(c.path, c.result, ref) for c in checked if not c.reasons]
+    rows = [dataclasses.replace(make_row(c.path, c.result, ref), level=c.level) for c in checked if not c.reasons]
     if ref.gold is not None and not any(r.is_gold for r in rows):
         rows.insert(0, make_row(ref.gold_path or "gold", ref.gold, ref))
     seen = Counter(r.label for r in rows)
@@ -150,8 +150,9 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def table_markdown(entries: list[tuple[int | None, Row]]) -> str:
     cols = columns()
-    return markdown_table(["rank", "model", *(h for h, _ in cols)],
-                          [[rank_text(rank), row.label.replace("|", "\\|"), *(fmt(k, row.metrics.get(k)) for _, k in cols)]
+    return markdown_table(["rank", "model", "check", *(h for h, _ in cols)],
+                          [[rank_text(rank), row.label.replace("|", "\\|"), row.level,
+                            *(fmt(k, row.metrics.get(k)) for _, k in cols)]
                            for rank, row in entries])
 
 
@@ -160,9 +161,9 @@ def table_csv(entries: list[tuple[int | None, Row]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     keys = [k for _, k in columns()]
-    w.writerow(["rank", "model", "method", "l1_lambda", "file", *keys])
+    w.writerow(["rank", "model", "method", "l1_lambda", "file", "check", *keys])
     for rank, row in entries:
-        w.writerow(["gold" if rank is None else rank, row.label, row.method or "", row.l1_lambda, row.path,
+        w.writerow(["gold" if rank is None else rank, row.label, row.method or "", row.l1_lambda, row.path, row.level,
                     *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
     return buf.getvalue()
 
@@ -172,7 +173,9 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              f"- forget split: `{ref.forget_split}`; world fingerprint: `{ref.world_fingerprint}`",
              f"- gold result: `{ref.gold_path}` (model `{ref.gold_fingerprint}`)" if ref.gold else
              "- gold result: none given (embedded gold copies are not checked against a leaderboard gold)",
-             f"- reference: {ref.source or 'none'}",
+             f"- reference: {ref.source or 'none'}", *(f"- skipped check: {note}" for note in ref.skipped),
+             "- check: `recomputed` = every aggregate recomputed from the file's values and its examples checked "
+             "against the gold/world (docs/submitting.md); `re-scored` = also a sample re-scored with the model",
              f"- ranking: {RANKING_RULE}",
              "- every number is recomputed from the result files' per-example values (eval.results.recompute)",
              "- Real / Retain / Forget / FQ are CLEAR's paper columns (FQ = 1 − JS on forget captions); "
