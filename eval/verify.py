@@ -230,7 +230,7 @@ def _options_problems(result: dict[str, Any], ref: Reference) -> list[str]:
 def id_problems(mine: Sequence[str], truth: Sequence[str], what: str) -> list[str]:
     """The examples a row scores must be exactly those of ``truth`` (the gold result's, or the world's)."""
     missing, extra = sorted(set(truth) - set(mine)), sorted(set(mine) - set(truth))
-    out = [f"{len(missing)} examples of {what} are missing (e.g. {missing[:3]})"] if missing else []
+    out = [f"{len(missing)} examples are missing (e.g. {missing[:3]}); {what} has them"] if missing else []
     return out + ([f"{len(extra)} examples are not in {what} (e.g. {extra[:3]})"] if extra else [])
 
 
