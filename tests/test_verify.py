@@ -1,10 +1,12 @@
-"""Submission checking on a tiny-smoke study (real models): every tampering the adversarial trial of issue 15
-got accepted is rejected (one case each), the gold row is the --gold file's content, and ``leaderboard verify``
-re-scores a sample with the model and catches a fabricated per-example value that no file check can see."""
+"""Submission checking on a tiny-smoke study (real models): every part of the aggregates is recomputed, the gold
+row is the --gold file's content, skipped checks are named, and ``leaderboard verify`` re-scores a sample with the
+model and catches a fabricated per-example value that no file check can see. The tampering rows of issue 15 run
+through the CLI in tests/test_hardening.py."""
 from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
 import json
 from pathlib import Path
@@ -14,21 +16,28 @@ import pytest
 from clearbench.cli import main
 from clearbench.config import BenchConfig, load_config
 from eval.aggregate import MetricOptions, aggregate
-from eval.results import examples_of, ids_digest, validate
+from eval.results import examples_of, ids_digest
 from eval.verify import Reference, check_file, check_result, make_reference, sidecar_path
 
 GA = "grad_ascent-multimodal-10"
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
+@functools.cache
+def smoke_study(root: str) -> dict:
+    """A tiny-smoke study with grad_ascent (~1 min on a CPU), run once per session (tests/test_hardening.py
+    reads it too). Treat it as read-only: copy a file before changing it."""
     from clearbench.executor import run_study
 
-    out = tmp_path_factory.mktemp("verify") / "smoke"
+    out = Path(root) / "smoke"
     run_study(load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent]"]), out, echo=lambda s: None)
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
     return {"out": out, "world": out / "world", "gold_path": out / "results" / "gold-10.json", "results": results,
             "model": out / "unlearn" / GA}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return smoke_study(str(tmp_path_factory.getbasetemp() / "smoke-study"))
 
 
 @pytest.fixture(scope="module")
@@ -45,72 +54,6 @@ def _recomputed(result: dict, gold: dict) -> dict:
         out["aggregates"]["options"]))))
     out["expected"] = {"n_examples": len(ex), "ids_sha256": ids_digest([e.id for e in ex])}
     return out
-
-
-def _forget_from_gold(r, g):
-    gold = {d["id"]: d for d in g["examples"]}
-    r["examples"] = [copy.deepcopy(gold[d["id"]]) if d["split"].startswith("forget") else d for d in r["examples"]]
-
-
-def _generations_are_answers(r, g):
-    for d in r["examples"]:
-        d["generation"] = d["answer"]
-
-
-def _answers_are_generations(r, g):
-    for d in r["examples"]:
-        if d["split"] == "retain_perturbed" and d["generation"].strip():
-            d["answer"] = d["generation"]
-
-
-def _drop_three_retain(r, g):
-    drop = [d["id"] for d in r["examples"] if d["split"] == "retain_perturbed"][:3]
-    r["examples"] = [d for d in r["examples"] if d["id"] not in drop]
-
-
-def _relabel(r, g):
-    r["provenance"]["run"]["method"] = "simnpo"
-
-
-def _gold_fingerprint(r, g):
-    r["provenance"]["model_fingerprint"] = g["provenance"]["model_fingerprint"]
-
-
-def _perturbed_rewritten(r, g):
-    d = next(d for d in r["examples"] if d["split"].startswith("forget"))
-    d["perturbed_answers"][0] = d["answer"]
-
-
-# name: (tampering, recompute aggregates after it, reference, a phrase of the rejection reason)
-TAMPERING = {
-    "forget examples replaced by the gold model's": (_forget_from_gold, True, "gold", "identical to the gold model's"),
-    "generations set to the reference answers": (_generations_are_answers, True, "gold", "not generate it greedily"),
-    "reference answers rewritten to the generations": (_answers_are_generations, True, "gold",
-                                                       "answer differs from the gold result"),
-    "3 retain examples dropped, expected rewritten": (_drop_three_retain, True, "gold",
-                                                      "3 examples are missing"),
-    "3 retain examples dropped, no gold, with the world": (_drop_three_retain, True, "world",
-                                                           "the world's selection (forget10, max_per_cell=4"),
-    "perturbed answer rewritten, checked against the world": (_perturbed_rewritten, True, "world",
-                                                              "perturbed_answers differs from the world's"),
-    "grad_ascent relabelled simnpo": (_relabel, False, "gold", "provenance says method 'simnpo' but the stage record"),
-    "the gold model's fingerprint": (_gold_fingerprint, False, "gold", "model_fingerprint is the gold model's"),
-}
-
-
-@pytest.mark.parametrize("case", list(TAMPERING))
-def test_tampering_is_rejected(study, refs, case):
-    tamper, recompute, ref, phrase = TAMPERING[case]
-    gold = study["results"]["gold-10"]
-    honest = study["results"][GA]
-    assert check_result(honest, refs[ref]) == []
-    bad = copy.deepcopy(honest)
-    tamper(bad, gold)
-    if recompute:
-        bad = _recomputed(bad, gold)
-        assert validate(bad) == []  # self-consistent: the file checks of before accepted it
-    reasons = check_result(bad, refs[ref])
-    assert any(phrase in r for r in reasons), reasons
 
 
 @pytest.mark.parametrize("part", ["cells", "components", "warnings"])
