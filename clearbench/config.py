@@ -292,8 +292,14 @@ class StudyConfig:
     # one full study per seed under OUT/seed-<s>/ with world.seed and every train.seed (pretrain phases,
     # finetune, unlearn) set to s (clearbench.study.seed_config), and writes OUT/report/: mean ± sd over seeds.
     seeds: list[int] = dataclasses.field(default_factory=list)
+    # Attacks (eval.attacks) run on every unlearned model and the target: names, each attack's Config fields, and
+    # the probes' cap per cell (0: the evaluation's eval_max_per_cell)
+    attacks: list[str] = dataclasses.field(default_factory=list)
+    attack_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    attack_max_per_cell: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self, non_negative=("attack_max_per_cell",))
         check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
         if self.eval_max_per_config and self.eval_max_per_cell:
             raise FieldError("eval_max_per_cell", self.eval_max_per_cell,

@@ -18,6 +18,7 @@ from clearbench.unlearn import check_method_tables, resolve_method
 from eval.evaluate import EvalConfig
 
 STAGE_FILE = "stage.json"
+FILE_KINDS = ("evaluate", "attack")  # stages whose output is one file: the marker sits beside it
 
 
 @dataclasses.dataclass
@@ -31,14 +32,14 @@ class Stage:
 
     @property
     def marker(self) -> Path:
-        return (self.path if self.kind != "evaluate" else self.path.parent / f".{self.path.stem}") / STAGE_FILE
+        return (self.path if self.kind not in FILE_KINDS else self.path.parent / f".{self.path.stem}") / STAGE_FILE
 
 
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
 # adding them does not re-run finished stages (phase objective; study.seeds of a single study;
 # train.group_by_length; eval max_per_cell). Their values here must never change meaning.
 KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "max_per_cell": 0,
-                        "eval_max_per_cell": 0}
+                        "eval_max_per_cell": 0, "attacks": [], "attack_options": {}, "attack_max_per_cell": 0}
 
 
 def _key_view(obj: Any) -> Any:

@@ -358,3 +358,23 @@ def test_cli_runs_one_attack_and_reports_one_line_errors(models, tiny_world_path
     assert len(err) == 1 and "Did you mean 'quantize'" in err[0]
     assert main(base + ["--attack", "quantize", "schemes=[int9]"]) == 2
     assert "int9" in capsys.readouterr().err
+
+
+def test_a_study_attacks_every_unlearned_model_and_the_target(tmp_path):
+    from clearbench.config import BenchConfig, load_config
+    from clearbench.executor import run_study
+    from clearbench.study import build_study
+
+    cfg = load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent]", "study.variants={'': {}}",
+                                                  "study.attacks=[quantize]", "study.attack_max_per_cell=2",
+                                                  "study.attack_options={quantize: {schemes: [int8]}}",
+                                                  "study.report=false"])
+    names = [s.name for s in build_study(cfg, tmp_path / "s")]
+    assert {"attack/grad_ascent-multimodal-10/quantize", "attack/target-10/quantize"} <= set(names)
+    plain = load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent]", "study.variants={'': {}}"])
+    # without attacks the study and its keys are what they were
+    assert not any(s.kind == "attack" for s in build_study(plain, tmp_path / "p"))
+    run_study(cfg, tmp_path / "s", echo=lambda s: None)
+    result = json.loads((tmp_path / "s" / "attacks" / "grad_ascent-multimodal-10" / "quantize.json").read_text())
+    assert validate_result(result) == []
+    assert result["provenance"]["config"]["max_per_cell"] == 2
