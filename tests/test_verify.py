@@ -101,9 +101,9 @@ def test_unreadable_files_are_one_line_reasons(tmp_path, monkeypatch):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     assert check_file(deep, Reference()).reasons == [
         "cannot be read as a JSON result file: JSON nested deeper than the schema allows (16 levels)"]
-    import eval.verify
+    from eval import verify
 
-    monkeypatch.setattr(eval.verify, "MAX_RESULT_BYTES", 1000)
+    monkeypatch.setattr(verify, "MAX_RESULT_BYTES", 1000)
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"x": "y" * 2000}))
     assert check_file(big, Reference()).reasons[0].endswith("over the 0 MiB limit of a result file")
