@@ -261,13 +261,22 @@ class UnlearnConfig:
     stop: StopConfig = dataclasses.field(default_factory=StopConfig)
     eval_every: int = 0  # > 0: in-loop answer probabilities every N steps -> curve.jsonl
     curve_n: int = 16  # records per (split, modality) in the curve
+    # [i, n]: only the authors of the i-th (1-based) of n near-equal batches of the forget split's authors
+    # (clearbench.unlearn.author_batches: smaller nested forget splits first, then by id); []: every author.
+    # The sequential-requests scenario unlearns forget10 as n such requests, one after the other.
+    forget_batch: list[int] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("random_k", "curve_n"), non_negative=("warmup_epochs", "eval_every"))
         check_split(self, "forget", self.forget)
+        if self.forget_batch and not (len(self.forget_batch) == 2 and 1 <= self.forget_batch[0] <= self.forget_batch[1]):
+            raise FieldError("forget_batch", self.forget_batch, "[i, n] with 1 <= i <= n (request i of n), or [] for all")
         for method, lr in self.lr_by_method.items():
             if not (math.isfinite(lr) and lr > 0):
                 raise FieldError(f"lr_by_method.{method}", lr, "must be a finite number > 0")
+
+
+SCENARIOS = ("forget", "restore", "sequential")  # study.scenarios (clearbench.scenarios)
 
 
 @dataclasses.dataclass
@@ -291,6 +300,10 @@ class StudyConfig:
     # one full study per seed under OUT/seed-<s>/ with world.seed and every train.seed (pretrain phases,
     # finetune, unlearn) set to s (clearbench.study.seed_config), and writes OUT/report/: mean ± sd over seeds.
     seeds: list[int] = dataclasses.field(default_factory=list)
+    # forget: the grid above (golds, unlearning runs, their evaluations, the report); restore / sequential: the
+    # scenarios of clearbench.scenarios, set in the `restore` and `sequential` sections
+    scenarios: list[typing.Literal[SCENARIOS]] = dataclasses.field(  # type: ignore[valid-type]
+        default_factory=lambda: ["forget"])
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config",))
@@ -308,6 +321,28 @@ class StudyConfig:
 
 
 @dataclasses.dataclass
+class SequentialConfig:
+    """``study.scenarios: [sequential]``: ``steps`` successive deletion requests (``forget``'s authors in that many
+    batches, clearbench.unlearn.author_batches), each unlearned from the previous request's model with the unlearn
+    section and study variant ``variant``; after every request a fixed seeded subset is scored
+    (clearbench.scenarios; scores: eval.scenarios)."""
+
+    forget: str = "forget10"
+    steps: int = 10  # T requests (forget10 of the default world: ten forget01-sized batches of 2 authors)
+    methods: list[str] = dataclasses.field(default_factory=list)  # []: study.methods
+    variant: str = ""  # a study.variants key: its unlearn overrides apply to every request ("": the plain run)
+    forget_modality: typing.Literal[tuple(FORGET_MODALITIES)] = "multimodal"  # type: ignore[valid-type]
+    n_per_request: int = 8  # forgetXX_perturbed records scored per request (all modalities)
+    n_control: int = 16  # retain_perturbed, real_faces and real_world records scored each
+    seed: int = 0  # draws the scored subsets
+    batch_size: int = 32  # scoring batch size
+
+    def __post_init__(self) -> None:
+        check_split(self, "forget", self.forget)
+        check_numbers(self, positive=("steps", "n_per_request", "n_control", "batch_size"), non_negative=("seed",))
+
+
+@dataclasses.dataclass
 class BenchConfig:
     """Everything a preset can set. Stages read their own section."""
 
@@ -317,3 +352,4 @@ class BenchConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    sequential: SequentialConfig = dataclasses.field(default_factory=SequentialConfig)

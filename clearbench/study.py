@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from baselines import get_method
+from clearbench import scenarios
 from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
@@ -83,13 +84,14 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "unlearn": unlearn,
     "report": report_stage,
     "replicate_report": replicate_report_stage,
+    **scenarios.STAGE_FUNCTIONS,
 }
 
 # ------------------------------------------------------------------------------------- keys
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
 # adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length). Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0}
+# train.group_by_length; study.scenarios; unlearn.forget_batch). Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "scenarios": ["forget"], "forget_batch": []}
 
 
 def _key_view(obj: Any) -> Any:
@@ -107,7 +109,7 @@ def stage_key(kind: str, section: Any, *upstream: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _unlearn_key(ucfg: UnlearnConfig) -> dict[str, Any]:
+def unlearn_key(ucfg: UnlearnConfig) -> dict[str, Any]:
     """The unlearn section as one method's stage key sees it: the per-method tables narrowed to that
     method, so tuning one method in a preset does not re-run the others (``options_by_method`` is left
     out when it has no (non-empty) entry for the method: keys of runs made before it existed stay valid)."""
@@ -237,13 +239,13 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     target = _finetune_stage(cfg, out, "target", "full", base)
     stages.append(target)
     evals: list[Stage] = []
-    for forget in cfg.study.forget_splits:
+    for forget in cfg.study.forget_splits if "forget" in cfg.study.scenarios else ():
         split_stages = _forget_split_stages(cfg, out, forget, base, target)
         stages += split_stages
         evals += [s for s in split_stages if s.kind == "evaluate"]
-    if cfg.study.report:
+    if cfg.study.report and evals:
         stages.append(_report_stage(cfg, out, evals))
-    return stages
+    return stages + scenarios.scenario_stages(cfg, out, base, target)
 
 
 def _finetune_stage(cfg: BenchConfig, out: Path, name: str, split: str, base: Stage | None) -> Stage:
@@ -286,7 +288,7 @@ def _unlearn_stage(cfg: BenchConfig, out: Path, name: str, section: dict[str, An
     stop = ucfg.unlearn.stop
     golds = tuple(f"gold-{_pct(f)}" for f in cfg.study.forget_splits) \
         if stop.rule != "fixed" and stop.threshold == "gold" else ()
-    return Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", _unlearn_key(ucfg.unlearn), target.key),
+    return Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", unlearn_key(ucfg.unlearn), target.key),
                  {"cfg": ucfg, "world": out / "world", "target": target.path, "out_dir": path},
                  ("world", target.name) + golds)
 
