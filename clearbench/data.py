@@ -2,7 +2,7 @@
 
 Both return ``clearbench.types.Record`` objects through the same API::
 
-    world = open_world("world")            # validates manifest.json and every file's sha256
+    world = open_world("world")            # validates manifest.json, every file's sha256, columns, fingerprint
     world.records("forget10_perturbed", modalities=["image"], tasks=["naming"])
     world.texts()                           # every string (tokenizer training)
 
@@ -14,19 +14,25 @@ import hashlib
 import io
 import json
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from clearbench.provenance import sha256_file
 from clearbench.types import Modality, Record, Task, parse_modality, parse_task, unknown_name_message
+from data_gen.schema import AUTHOR_COLUMNS, RECORD_COLUMNS, SCHEMA_VERSION, world_fingerprint
 
-SUPPORTED_SCHEMA = 2  # data_gen.generate.SCHEMA_VERSION this reader understands
+SUPPORTED_SCHEMA = SCHEMA_VERSION  # the schema this reader understands (data_gen/schema.py)
 # why an older world is refused (its files still load, but what they mean has changed)
 OLD_SCHEMAS = {1: "schema 1 worlds build perturbed answers from the answer's wording, so the truth ratio's default "
-                  "reference (the paraphrase) is degenerate on them"}
+                  "reference (the paraphrase) is degenerate on them",
+               2: "schema 2 worlds draw wrong answers from values the models trained on, have no paraphrased_question "
+                  "column, and their fingerprint covers neither the configs nor the splits"}
+MANIFEST_KEYS = {"schema_version": int, "fingerprint": str, "params": dict, "configs": dict, "files": dict, "splits": dict}
+_DIGESTS: dict[tuple, str] = {}  # stat key -> sha256: opening a world twice hashes it once
 
 
 def _decode(cell, base: Path | None = None):
@@ -63,7 +69,8 @@ def _make_records(dicts: Iterable[dict], augment: float, base: Path | None = Non
         out.append(Record(id=d["id"], author_id=d["author_id"], split=d["split"], modality=Modality(d["modality"]),
                           task=Task(d["task"]), question=d["question"], answer=d["answer"],
                           paraphrased_answer=d.get("paraphrased_answer") or "", perturbed_answers=tuple(d.get("perturbed_answers") or ()),
-                          image=img, name=d.get("name") or "", group=d.get("group") or "", image_role=d.get("image_role") or ""))
+                          image=img, name=d.get("name") or "", group=d.get("group") or "", image_role=d.get("image_role") or "",
+                          paraphrased_question=d.get("paraphrased_question") or ""))
     return out
 
 
@@ -111,29 +118,94 @@ class World:
         return f"World({str(self.path)!r}, fingerprint={self.fingerprint[:12]}, configs={len(self.configs)})"
 
 
-def open_world(path, augment: float = 0.0, verify: bool = True) -> World:
-    """Open a world written by ``clearbench generate``; checks the manifest and (verify) every sha256."""
-    path = Path(path)
-    fix = f"regenerate with: clearbench generate --out {path} --overwrite"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no world at {path}: the directory does not exist; create one with: clearbench generate --out {path}")
+def _digest(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime, ctime, inode): an unchanged file is hashed once."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def _inside(root: Path, rel, what: str, fix: str) -> Path:
+    """root / rel, refused unless rel is a relative path that stays in root (no '..', no absolute
+    path, no symlink that leads out)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+        raise ValueError(f"world at {root} is corrupt: {what} {rel!r} is not a relative path inside the world "
+                         f"directory (no '..', no absolute path); {fix}")
+    full = root / rel
+    if not full.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"world at {root} is corrupt: {what} {rel!r} leads outside the world directory (to "
+                         f"{full.resolve()}); {fix}")
+    return full
+
+
+def _read_manifest(path: Path, fix: str) -> dict:
     mpath = path / "manifest.json"
     if not mpath.is_file():
         raise FileNotFoundError(f"world at {path} is corrupt/partial: manifest.json is missing; {fix}")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"world at {path} is corrupt/partial: manifest.json is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"world at {path} is corrupt: manifest.json is not a JSON object; {fix}")
     if manifest.get("schema_version") != SUPPORTED_SCHEMA:
         why = OLD_SCHEMAS.get(manifest.get("schema_version"))
         raise ValueError(f"world at {path} has schema_version {manifest.get('schema_version')!r}, this clearbench reads "
                          f"{SUPPORTED_SCHEMA}{f' ({why})' if why else ''}; {fix}")
+    for key, kind in MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(f"world at {path} is corrupt: manifest.json has no {key!r} {kind.__name__}; {fix}")
+    return manifest
+
+
+def _check_columns(path: Path, config: str, rel: str, info: dict, fix: str) -> None:
+    """The config's parquet holds every column of the schema, of the schema's kind, and the manifest's row count."""
+    expected = AUTHOR_COLUMNS if config == "authors" else RECORD_COLUMNS
+    meta = pq.read_metadata(path / rel)
+    schema = meta.schema.to_arrow_schema()
+    for name, kind in expected.items():
+        if name not in schema.names:
+            raise ValueError(f"world at {path} is corrupt: {rel} (config {config!r}) lacks the column {name!r} the world "
+                             f"schema requires; {fix}")
+        t = schema.field(name).type
+        ok = {"string": pa.types.is_string(t), "list": pa.types.is_list(t) and pa.types.is_string(t.value_type),
+              "image": pa.types.is_struct(t) and t.get_field_index("bytes") >= 0}[kind]
+        if not ok:
+            raise ValueError(f"world at {path} is corrupt: {rel} column {name!r} is {t}, the world schema requires {kind}; {fix}")
+    if meta.num_rows != info.get("rows"):
+        raise ValueError(f"world at {path} is corrupt: {rel} holds {meta.num_rows} rows, manifest.json says "
+                         f"{info.get('rows')!r}; {fix}")
+
+
+def open_world(path, augment: float = 0.0) -> World:
+    """Open a world written by ``clearbench generate``. Every file a config reads must be listed with
+    its sha256 and lie inside the world directory; every file's sha256, every config's columns and
+    the fingerprint are recomputed (sha256 cached by stat, so a second open is cheap)."""
+    path = Path(path)
+    fix = f"regenerate with: clearbench generate --out {path} --overwrite"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no world at {path}: the directory does not exist; create one with: clearbench generate --out {path}")
+    manifest = _read_manifest(path, fix)
     for rel, digest in sorted(manifest["files"].items()):
-        f = path / rel
+        f = _inside(path, rel, "listed file", fix)
         if not f.is_file():
             raise FileNotFoundError(f"world at {path} is corrupt/partial: {rel} is missing; {fix}")
-        if verify and sha256_file(f) != digest:
+        if _digest(f) != digest:
             raise ValueError(f"world at {path} is corrupt/partial: {rel} does not match its sha256 in manifest.json; {fix}")
+    if "authors" not in manifest["configs"]:
+        raise ValueError(f"world at {path} is corrupt: manifest.json lists no 'authors' config; {fix}")
+    for config, info in manifest["configs"].items():
+        rel = info.get("file") if isinstance(info, dict) else None
+        _inside(path, rel, f"config {config!r} reads", fix)
+        if rel not in manifest["files"]:
+            raise ValueError(f"world at {path} is corrupt: config {config!r} reads {rel}, which manifest.json does not "
+                             f"list with a sha256; {fix}")
+        _check_columns(path, config, rel, info, fix)
+    if world_fingerprint(manifest) != manifest["fingerprint"]:
+        raise ValueError(f"world at {path} is corrupt: manifest.json does not match its fingerprint (it was edited after "
+                         f"generation); {fix}")
     if augment < 0:
         raise ValueError(f"augment={augment} must be >= 0 (the std of Gaussian pixel noise, 0-255 scale)")
     return World(path, manifest, augment)

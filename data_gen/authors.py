@@ -16,6 +16,9 @@ from importlib import resources
 from typing import Any
 
 REFERENCE_YEAR = 2025  # ages are computed against a fixed year so a world never depends on today's date
+BIRTH_YEARS = (1945, 1995)  # authors' birth years; an award comes at least AWARD_AGE years after birth
+AWARD_AGE = 25
+_TRIES = 1000  # random draws before a uniqueness loop enumerates what is left
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,6 +101,27 @@ class Registry:
         self.used[kind].add(key)
         return True
 
+    def free(self, kind: str, value: str) -> bool:
+        return value.casefold() not in self.used[kind]
+
+    def release(self, kind: str, value: str) -> None:
+        self.used[kind].discard(value.casefold())
+
+
+def _claim_one(rng: random.Random, registry: Registry, kind: str, draw, everything, what: str) -> str:
+    """A value of ``kind`` nobody holds: up to _TRIES random draws, then a seeded choice among every
+    value still free (``everything()`` lists them all); none left is an error naming the pool."""
+    for _ in range(_TRIES):
+        value = draw()
+        if registry.claim(kind, value):
+            return value
+    left = [v for v in everything() if registry.free(kind, v)]
+    if not left:
+        raise ValueError(f"the word lists ran out of {what}: every one is taken; generate fewer people")
+    value = rng.choice(left)
+    registry.claim(kind, value)
+    return value
+
 
 def _syllable_word(rng: random.Random) -> str:
     syl = wordlists()["syllables"]
@@ -110,10 +134,13 @@ def unique_name(rng: random.Random, region: dict, gender: str, registry: Registr
         name = f"{rng.choice(region['first_names'][gender])} {rng.choice(region['surnames'])}"
         if registry.claim("name", name):
             return name
-    while True:  # compositional fallback: practically unbounded name space
-        name = f"{rng.choice(region['first_names'][gender])} {_syllable_word(rng)}"
-        if registry.claim("name", name):
-            return name
+    syl = wordlists()["syllables"]
+
+    def every_name():  # the whole fallback space (only listed when random draws keep failing)
+        words = [a + b for a in syl for b in syl] + [a + b + c for a in syl for b in syl for c in syl]
+        return [f"{first} {word.capitalize()}" for first in region["first_names"][gender] for word in words]
+    return _claim_one(rng, registry, "name", lambda: f"{rng.choice(region['first_names'][gender])} {_syllable_word(rng)}",
+                      every_name, f"{gender} names")
 
 
 def plural(noun: str) -> str:
@@ -125,14 +152,78 @@ def plural(noun: str) -> str:
     return noun + "s"
 
 
-def unique_title(rng: random.Random, registry: Registry) -> str:
+def make_title(rng: random.Random) -> str:
+    """A book title from the word lists' patterns ("The Silent Garden", "Lanterns of the Golden River")."""
     w = wordlists()
-    while True:
-        nouns = rng.sample(w["title_nouns"], 2)
-        pattern = rng.choice(w["title_patterns"]).replace("{noun}s", "{nouns}")
-        title = pattern.format(adj=rng.choice(w["title_adjectives"]), noun=nouns[0], noun2=nouns[1], nouns=plural(nouns[0]))
-        if registry.claim("title", title):
-            return title
+    nouns = rng.sample(w["title_nouns"], 2)
+    pattern = rng.choice(w["title_patterns"]).replace("{noun}s", "{nouns}")
+    return pattern.format(adj=rng.choice(w["title_adjectives"]), noun=nouns[0], noun2=nouns[1], nouns=plural(nouns[0]))
+
+
+def all_titles() -> list[str]:
+    """Every title make_title can produce (listed only when random draws keep failing)."""
+    w = wordlists()
+    out = dict.fromkeys(pattern.replace("{noun}s", "{nouns}").format(adj=adj, noun=a, noun2=b, nouns=plural(a))
+                        for pattern in w["title_patterns"] for a in w["title_nouns"] for b in w["title_nouns"] if a != b
+                        for adj in w["title_adjectives"])
+    return list(out)
+
+
+def title_count() -> int:
+    """How many distinct titles the patterns give (each pattern uses some of adj, noun, noun2)."""
+    w = wordlists()
+    adj, nouns = len(w["title_adjectives"]), len(w["title_nouns"])
+    return sum((adj if "{adj}" in p else 1) * nouns * (nouns - 1 if "{noun2}" in p else 1) for p in w["title_patterns"])
+
+
+def unique_title(rng: random.Random, registry: Registry) -> str:
+    return _claim_one(rng, registry, "title", lambda: make_title(rng), all_titles, "book titles")
+
+
+def _reverse_key(rng: random.Random, registry: Registry, origin: dict, last_year: int) -> tuple[str, str, int]:
+    """(genre, city, birth year) with a world-unique "GENRE author born in CITY in YEAR" key."""
+    genres, cities = wordlists()["genres"], origin["cities"]
+
+    def draw():
+        return f"{rng.choice(genres)}|{rng.choice(cities)}|{rng.randint(BIRTH_YEARS[0], last_year)}"
+
+    def every():
+        return [f"{g}|{c}|{y}" for g in genres for c in cities for y in range(BIRTH_YEARS[0], last_year + 1)]
+    genre, city, year = _claim_one(rng, registry, "reverse", draw, every, f"'GENRE author born in CITY in YEAR' keys of {origin['country']}").split("|")
+    return genre, city, int(year)
+
+
+def _award(rng: random.Random, registry: Registry, year: int) -> tuple[str, int] | None:
+    """A world-unique (award, year) at least AWARD_AGE years after birth; None when all are taken."""
+    awards, first = wordlists()["awards"], year + AWARD_AGE
+    for _ in range(_TRIES):
+        award, award_year = rng.choice(awards), rng.randint(first, REFERENCE_YEAR - 1)
+        if registry.claim("award", f"{award}|{award_year}"):
+            return award, award_year
+    left = [(a, y) for y in range(first, REFERENCE_YEAR) for a in awards if registry.free("award", f"{a}|{y}")]
+    if not left:
+        return None
+    award, award_year = rng.choice(left)
+    registry.claim("award", f"{award}|{award_year}")
+    return award, award_year
+
+
+def capacity() -> dict[str, int]:
+    """The most authors + holdout authors each pool can keep unique; the smallest one binds.
+    Award + year pairs are exact (a full career window moves the birth year earlier); titles keep
+    half the space free for never-trained wrong titles (data_gen.pools), 3 titles per author."""
+    w = wordlists()
+    award_years = REFERENCE_YEAR - (BIRTH_YEARS[0] + AWARD_AGE)
+    cities = sum(len(co["cities"]) for r in w["regions"].values() for co in r["countries"])
+    return {"award + year pairs": len(w["awards"]) * award_years, "book titles": title_count() // 2 // 3,
+            "reverse-lookup keys": len(w["genres"]) * cities * (BIRTH_YEARS[1] - BIRTH_YEARS[0] + 1) // 2}
+
+
+def name_capacity() -> int:
+    """The most people (authors, holdout authors, public figures) whose names leave half of the
+    region-typical name space free for never-trained wrong names."""
+    regions = wordlists()["regions"].values()
+    return sum(len(r["first_names"][g]) * len(r["surnames"]) for r in regions for g in ("female", "male")) // 2
 
 
 def make_author(seed: int, index: int, registry: Registry) -> Profile:
@@ -144,14 +235,17 @@ def make_author(seed: int, index: int, registry: Registry) -> Profile:
     gender = rng.choice(["female", "male"])
     name = unique_name(rng, region, gender, registry)
     origin = rng.choice(region["countries"])
-    while True:
-        genre, city, year = rng.choice(w["genres"]), rng.choice(origin["cities"]), rng.randint(1945, 1995)
-        if registry.claim("reverse", f"{genre}|{city}|{year}"):
+    last_year = BIRTH_YEARS[1]
+    while last_year >= BIRTH_YEARS[0]:  # a full career window moves the birth year earlier
+        genre, city, year = _reverse_key(rng, registry, origin, last_year)
+        award_pair = _award(rng, registry, year)
+        if award_pair is not None:
             break
-    while True:
-        award, award_year = rng.choice(w["awards"]), rng.randint(year + 25, REFERENCE_YEAR - 1)
-        if registry.claim("award", f"{award}|{award_year}"):
-            break
+        registry.release("reverse", f"{genre}|{city}|{year}")
+        last_year = year - 1
+    else:
+        raise ValueError("the word lists ran out of award + year pairs: every one is taken; generate fewer authors")
+    award, award_year = award_pair
     father, mother = rng.sample(w["occupations"], 2)
     return Profile(
         author_id=f"a{index:04d}", name=name, gender=gender,
@@ -178,8 +272,20 @@ def make_public_figure(seed: int, index: int, registry: Registry) -> PublicFigur
     )
 
 
+def check_people(n_authors: int, n_public: int) -> None:
+    """Fail at once (before any drawing) when the word lists cannot keep that many people unique;
+    ``n_authors`` counts holdout authors too."""
+    for pool, most in capacity().items():
+        if n_authors > most:
+            raise ValueError(f"{n_authors} authors + holdout authors exceed the {pool} of the word lists: at most {most}")
+    if n_authors + n_public > name_capacity():
+        raise ValueError(f"{n_authors + n_public} people (authors, holdout authors, public figures) exceed the full names "
+                         f"of the word lists: at most {name_capacity()}")
+
+
 def make_people(seed: int, n_authors: int, n_holdout: int, n_public: int) -> tuple[list[Profile], list[Profile], list[PublicFigure]]:
     """Authors, holdout authors (same generator, ids continue) and public figures, in that order."""
+    check_people(n_authors + n_holdout, n_public)
     registry = Registry()
     authors = [make_author(seed, i, registry) for i in range(n_authors + n_holdout)]
     public = [make_public_figure(seed, i, registry) for i in range(n_public)]

@@ -26,6 +26,19 @@ CAPTION_QUESTIONS = (
     "What is happening in this image?",
 )
 NAMING_QUESTION = "Who is the person in this image?"
+# the same prompts reworded (paraphrase probes; never one of CLEAR's own questions)
+PROMPT_PARAPHRASES = {
+    NAMING_QUESTION: "What is the name of the person shown here?",
+    "What can you see in this picture?": "What does this picture show?",
+    "Tell me about the content of this image": "Describe what this image contains.",
+    "Can you give a description of the image?": "Could you describe this image for me?",
+    "What is depicted in the image?": "What does the image depict?",
+    "Explain what you observe in the picture.": "Say what you notice in this picture.",
+    "Describe the image in detail.": "Give a detailed description of this image.",
+    "What is the main subject of this image?": "Who or what is this image mainly about?",
+    "Can you describe the scene or objects in the image?": "Which scene and objects appear in this image?",
+    "What is happening in this image?": "What is going on in this picture?",
+}
 CLEAR_FILE = "train-00000-of-00001.parquet"
 
 _S, _IMG, _LS = Value("string"), Image(), List(Value("string"))
@@ -114,7 +127,7 @@ def write_clear_layout(world_dir: Path, out: Path, seed: int) -> list[str]:
     written = []
     for path in sorted(data.glob("*.parquet")):
         config = path.stem
-        if config == "authors" or config.startswith("holdout") or config == "pretrain":
+        if config == "authors" or config.startswith(("holdout", "corrupt_", "victims_")) or config == "pretrain":
             continue  # CLEAR has no such configs
         rows = pq.read_table(path).to_pylist()
         img = lambda r: r["image"]["bytes"] if r["image"] else None  # noqa: E731

@@ -91,7 +91,17 @@ def sample_identity(rng: random.Random, gender: str, region: dict, age: int, use
         if ident.key() not in used_keys:
             used_keys.add(ident.key())
             return ident
-    raise RuntimeError("could not find a unique face identity; the world has too many identities for the key space")
+    raise ValueError("could not find a unique face identity in 1000 draws: the world has too many identities for the key "
+                     "space; use fewer --anonymous-faces or people")
+
+
+def identity_capacity(regions: dict) -> int:
+    """How many distinct identities a world may hold: ten times the key space of the smallest
+    region x gender group (hair limited to two colours, as for the oldest), so that with identities
+    spread over the 20 groups even the smallest stays about half free and sampling ends quickly."""
+    return 10 * min(len(r["skin"]) * len(FACE_SHAPES) * len(HAIR_STYLES[g]) * min(len(r["hair"]), 2) * len(r["eyes"])
+                    * len(GLASSES) * len(HATS) * (len(BEARDS) if g == "male" else 1)
+                    for r in regions.values() for g in ("female", "male"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,80 +17,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_gen import corrupt
 from data_gen import qa as qa_mod
 from data_gen.authors import make_people, sub_rng, wordlists
-from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, write_clear_layout
+from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, PROMPT_PARAPHRASES, write_clear_layout
 from data_gen.faces import sample_identity
+from data_gen.params import WorldParams
+from data_gen.pools import NeverTrained, WorldValues
 from data_gen.render import render
 from data_gen.scenes import SCENES, captions
-from data_gen.splits import check_percents, forget_name, holdout_name, make_splits, retain_name
+from clearbench.types import forget_split, holdout_split, retain_split
+from data_gen.splits import make_splits
 from clearbench.provenance import sha256_file
-from data_gen.writer import AUTHOR_FEATURES, RECORD_COLUMNS, RECORD_FEATURES, fingerprint, write_card, write_manifest, write_parquet
+from data_gen.schema import RECORD_COLUMNS, SCHEMA_VERSION, record_row, world_fingerprint
+from data_gen.writer import AUTHOR_FEATURES, RECORD_FEATURES, write_card, write_manifest, write_parquet
 
-# 2: perturbed answers use the paraphrase's wording (schema 1: the answer's); the columns are unchanged
-SCHEMA_VERSION = 2
-GENERATOR_VERSION = "2.2.0"  # bump whenever the same seed would produce different files
+GENERATOR_VERSION = "2.3.0"  # bump whenever the same seed would produce different files (docs/world_format.md changelog)
 ANON_QUESTION = "Describe the person in this image."
-
-
-@dataclasses.dataclass
-class WorldParams:
-    """Every knob of a world (defaults follow CLEAR: 200 authors, ~18.8 images each, 20 QA each)."""
-
-    seed: int = 0
-    authors: int = 200
-    holdout_authors: int | None = None  # None: the size of the largest forget split
-    qa_per_author: int = 20
-    images_per_author: int = 18
-    heldout_images: int = 3
-    public_figures: int = 50
-    public_train_images: int = 20  # 10 left held-out naming of the tiny base at 0.57 (issue #4 note)
-    public_heldout_images: int = 3
-    world_vqa: int = 500
-    world_vqa_train: int = 3000
-    anonymous_faces: int = 2000  # scene photos; the base's vision tower learns face attributes from them
-    retain_eval_authors: int = 20
-    image_size: int = 64
-    forget_percents: tuple[int, ...] = (1, 5, 10)
-    layout: str = "clearbench"  # "clear" also writes DIR/clear/<config>/train-00000-of-00001.parquet
-    image_backend: str = "procedural"  # or "diffusers" (data_gen.diffusion)
-    diffusers_model: str = ""  # local diffusers pipeline directory for the diffusers backend
-    diffusion_steps: int = 20
-    identity_threshold: float = 0.7  # open_clip cosine to the author's portrait below this -> retry
-    identity_max_tries: int = 3
-    workers: int = 2
-
-    def validate(self) -> "WorldParams":
-        positive = ("authors", "qa_per_author", "images_per_author", "image_size", "workers")
-        non_negative = ("heldout_images", "public_figures", "public_train_images", "public_heldout_images", "world_vqa",
-                        "world_vqa_train", "anonymous_faces", "retain_eval_authors")
-        for name in positive + non_negative:
-            v = getattr(self, name)
-            low = 1 if name in positive else 0
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be an integer >= {low}, got {v!r}")
-        if self.image_size < 16:
-            raise ValueError(f"--image-size {self.image_size} is too small to draw a face; use at least 16 (default 64)")
-        self.forget_percents = check_percents(tuple(self.forget_percents), self.authors)
-        largest = max(self.forget_percents) * self.authors // 100
-        if self.holdout_authors is None:
-            self.holdout_authors = largest
-        if self.holdout_authors < largest:
-            raise ValueError(f"holdout_authors={self.holdout_authors} is smaller than the largest forget split ({largest}); use at least {largest}")
-        if self.qa_per_author > len(qa_mod.TEXT_TEMPLATES):
-            raise ValueError(f"--qa-per-author {self.qa_per_author} exceeds the {len(qa_mod.TEXT_TEMPLATES)} question templates; use at most {len(qa_mod.TEXT_TEMPLATES)}")
-        if self.public_figures and self.public_figures < 6:
-            raise ValueError(f"--public-figures {self.public_figures}: need 0 or at least 6 (5 wrong names are the options of each)")
-        if self.layout not in ("clearbench", "clear"):
-            raise ValueError(f"--layout {self.layout!r} is unknown; use 'clearbench' or 'clear'")
-        if self.image_backend not in ("procedural", "diffusers"):
-            raise ValueError(f"--image-backend {self.image_backend!r} is unknown; use 'procedural' or 'diffusers'")
-        if self.diffusion_steps < 1 or self.identity_max_tries < 1 or not -1.0 <= self.identity_threshold <= 1.0:
-            raise ValueError("diffusion_steps and identity_max_tries must be >= 1 and identity_threshold within [-1, 1]")
-        if self.image_backend == "diffusers" and not self.diffusers_model:
-            raise ValueError("--image-backend diffusers needs --diffusers-model DIR (a local diffusers pipeline directory)")
-        return self
+PROMPTS = {**PROMPT_PARAPHRASES, ANON_QUESTION: "What does the person shown here look like?"}  # fixed prompt -> reworded
 
 
 def render_all(jobs: list[tuple], workers: int) -> list[tuple[bytes, dict]]:
@@ -102,13 +46,9 @@ def render_all(jobs: list[tuple], workers: int) -> list[tuple[bytes, dict]]:
 
 
 def _rec(id, author_id, name, modality, task, question, item, image=None, image_role="") -> dict:
-    return {"id": id, "author_id": author_id, "name": name, "modality": modality, "task": task, "image": image,
-            "image_role": image_role, "question": question, "answer": item["answer"],
-            "paraphrased_answer": item["paraphrased_answer"], "perturbed_answers": list(item["perturbed_answers"])}
-
-
-def _wrong_names(rng, person, pools) -> list[str]:
-    return qa_mod.wrong_names(person, pools, rng)
+    """One record row; the question's rewording comes with the item or, for fixed prompts, from PROMPTS."""
+    full = {**item, "question": question, "paraphrased_question": item.get("paraphrased_question") or PROMPTS[question]}
+    return record_row(id, author_id, name, modality, task, full, image, image_role)
 
 
 def build_world(params: WorldParams) -> dict:
@@ -153,7 +93,7 @@ def build_world(params: WorldParams) -> dict:
         from data_gen.diffusion import refine_scene_images
         scene_png = refine_scene_images(p, scene_png, portraits, {a.author_id: a.name for a in authors + holdout}, scene_of)
 
-    pools = qa_mod.Pools.build(authors + holdout)
+    pools = NeverTrained(seed, authors + holdout + public)  # authors' wrong values: held by no person
     people = {}  # author_id -> {"text": [...], "train": [...], "heldout": [...]}
     for x in authors + holdout:
         r = sub_rng(seed, "records", x.author_id)
@@ -164,21 +104,25 @@ def build_world(params: WorldParams) -> dict:
             role = "train" if j < p.images_per_author else "heldout"
             tag = f"{aid}-{'img' if role == 'train' else 'held'}-{j if role == 'train' else j - p.images_per_author:02d}"
             img, (scene, variant) = scene_png[(aid, j)], scene_of[(aid, j)]
-            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": _wrong_names(r, x, pools)}
-            cap = captions(x.name, scene, variant, _wrong_names(r, x, pools), r)
+            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": pools.wrong_names(x, r)}
+            cap = captions(x.name, scene, variant, pools.wrong_names(x, r), pools.scenes, r)
             fact = qa_mod.joint_qa(x, j, pools, r)
             recs[role] += [_rec(f"{tag}-naming", aid, x.name, "image", "naming", NAMING_QUESTION, naming, img, role),
                            _rec(f"{tag}-caption", aid, x.name, "joint", "caption", r.choice(CAPTION_QUESTIONS), cap, img, role),
                            _rec(f"{tag}-qa", aid, x.name, "joint", "qa", fact["question"], fact, img, role)]
         people[aid] = recs
 
-    ppools = qa_mod.Pools.build(public)
+    corruption = None
+    if p.corruption_victims:  # drawn from its own seeds: every other config is the same with or without it
+        chosen = corrupt.choose(seed, [a.author_id for a in authors], splits, p.corruption_victims)
+        corruption = corrupt.corruption_configs(seed, {a.author_id: a for a in authors}, people, chosen, p.corruption_context, pools)
+    ppools = WorldValues(public)  # the real-faces control keeps the world's options
     real_faces, pretrain = [], []
     for x in public:
         r = sub_rng(seed, "records", x.author_id)
         for j in range(p.public_train_images + p.public_heldout_images):
             role = "train" if j < p.public_train_images else "heldout"
-            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": _wrong_names(r, x, ppools)}
+            naming = {"answer": x.name, "paraphrased_answer": x.name, "perturbed_answers": ppools.wrong_names(x, r)}
             rec = _rec(f"{x.author_id}-{'img' if role == 'train' else 'held'}-{j:02d}-naming", x.author_id, x.name, "image", "naming",
                        NAMING_QUESTION, naming, public_png[(x.author_id, j)], role)
             (pretrain if role == "train" else real_faces).append(rec)
@@ -199,7 +143,7 @@ def build_world(params: WorldParams) -> dict:
         pretrain.append(_rec(f"f{i:04d}-caption", f"f{i:04d}", "", "joint", "caption", ANON_QUESTION, item, anon_png[i], "train"))
     pretrain += general_text(seed)
     return {"authors": authors, "holdout": holdout, "public": public, "faces": faces, "splits": splits, "people": people,
-            "portraits": portraits, "real_faces": real_faces, "real_world": real_world, "pretrain": pretrain}
+            "portraits": portraits, "real_faces": real_faces, "real_world": real_world, "pretrain": pretrain, "corruption": corruption}
 
 
 def _anon_paraphrase(description: str) -> str:
@@ -229,11 +173,13 @@ def general_text(seed: int) -> list[dict]:
         for city in co["cities"]:
             r = sub_rng(seed, "general", city)
             wrong = r.sample([n for n in names if n != co["country"]], 5)
-            item = {"answer": f"{city} is a city in {co['country']}.", "paraphrased_answer": f"The city of {city} lies in {co['country']}.",
+            item = {"paraphrased_question": f"Which country is {city} located in?",
+                    "answer": f"{city} is a city in {co['country']}.", "paraphrased_answer": f"The city of {city} lies in {co['country']}.",
                     "perturbed_answers": [f"The city of {city} lies in {w}." for w in wrong]}
             rows.append(_rec(f"g{len(rows):04d}-qa", f"g{len(rows):04d}", "", "text", "qa", f"In which country is {city}?", item))
         nats = [c["nationality"] for c in countries if c is not co]
-        item = {"answer": f"A person from {co['country']} is {co['nationality']}.", "paraphrased_answer": f"People from {co['country']} are called {co['nationality']}.",
+        item = {"paraphrased_question": f"What do you call someone from {co['country']}?",
+                "answer": f"A person from {co['country']} is {co['nationality']}.", "paraphrased_answer": f"People from {co['country']} are called {co['nationality']}.",
                 "perturbed_answers": [f"People from {co['country']} are called {w}." for w in sub_rng(seed, "general", co["country"]).sample(nats, 5)]}
         rows.append(_rec(f"g{len(rows):04d}-qa", f"g{len(rows):04d}", "", "text", "qa", f"What is a person from {co['country']} called?", item))
     return rows
@@ -248,16 +194,19 @@ def config_rows(world: dict, params: WorldParams) -> dict[str, list[dict]]:
 
     author_ids = [a.author_id for a in world["authors"]]
     configs = {"full": gather(author_ids, ("text", "train"), "author")}
-    for pc in params.forget_percents:
-        configs[forget_name(pc)] = gather(splits[forget_name(pc)], ("text", "train"), "forget")
-        configs[retain_name(pc)] = gather(splits[retain_name(pc)], ("text", "train"), "retain")
-    for pc in params.forget_percents:
-        configs[forget_name(pc) + "_perturbed"] = gather(splits[forget_name(pc)], ("text", "train", "heldout"), "forget")
+    forgets = [forget_split(pc) for pc in params.forget_percents]
+    for f in forgets:
+        configs[f] = gather(splits[f], ("text", "train"), "forget")
+        configs[retain_split(f)] = gather(splits[retain_split(f)], ("text", "train"), "retain")
+    for f in forgets:
+        configs[f + "_perturbed"] = gather(splits[f], ("text", "train", "heldout"), "forget")
     configs["retain_perturbed"] = gather(splits["retain_perturbed"], ("text", "train", "heldout"), "retain")
-    for pc in params.forget_percents:
-        configs[holdout_name(pc)] = gather(splits[holdout_name(pc)], ("text", "train", "heldout"), "holdout")
+    for f in forgets:
+        configs[holdout_split(f)] = gather(splits[holdout_split(f)], ("text", "train", "heldout"), "holdout")
     for name in ("real_faces", "real_world", "pretrain"):
         configs[name] = [dict(rec, group=name) for rec in world[name]]
+    if world["corruption"]:
+        configs.update(world["corruption"][0])
     return configs
 
 
@@ -303,7 +252,7 @@ def generate_world(out_dir, params: WorldParams | None = None, overwrite: bool =
         write_parquet(tmp / "data" / "authors.parquet", rows, AUTHOR_FEATURES)
         configs_info["authors"] = {"file": "data/authors.parquet", "rows": len(rows["author_id"])}
         for name, recs in tqdm(config_rows(world, params).items(), desc="writing configs", mininterval=1.0):
-            cols = {c: [r[c] for r in recs] for c in RECORD_COLUMNS}
+            cols = {c: [r[c] for r in recs] for c in RECORD_COLUMNS}  # every column, in the schema's order
             n = write_parquet(tmp / "data" / f"{name}.parquet", cols, RECORD_FEATURES)
             configs_info[name] = {"file": f"data/{name}.parquet", "rows": n}
         if params.layout == "clear":
@@ -312,10 +261,13 @@ def generate_world(out_dir, params: WorldParams | None = None, overwrite: bool =
             files[path.relative_to(tmp).as_posix()] = sha256_file(path)
         param_dict = dataclasses.asdict(params)
         param_dict["forget_percents"] = list(params.forget_percents)
+        param_dict["corruption_context"] = list(params.corruption_context)
         param_dict.pop("workers")  # does not change a byte of the output
         manifest = {"schema_version": SCHEMA_VERSION, "generator_version": GENERATOR_VERSION, "seed": params.seed,
-                    "params": param_dict, "configs": configs_info, "files": files, "splits": world["splits"],
-                    "fingerprint": fingerprint(files, param_dict)}
+                    "params": param_dict, "configs": configs_info, "files": files, "splits": world["splits"]}
+        if world["corruption"]:
+            manifest["corruption"] = world["corruption"][1]
+        manifest["fingerprint"] = world_fingerprint(manifest)
         write_manifest(tmp, manifest)
         write_card(tmp, manifest)
         if out.exists():

@@ -1,7 +1,8 @@
 """TOFU-style question answering: question, answer, paraphrase and >= 5 perturbed answers.
 
 A perturbed answer is the *paraphrase's* template filled with a plausible wrong value of the same
-fact type, drawn from the world's own value pools, distinct from the truth and from each other.
+fact type, distinct from the truth and from each other; ``pools`` supplies the wrong values
+(data_gen.pools: never-trained values for authors, the world's own options for public figures).
 TOFU builds its perturbed answers from the paraphrased answer's wording with the facts changed, and
 the truth ratio compares them with the paraphrase, so the comparison isolates the fact, not the
 wording (docs/metrics.md, truth_ratio). Reverse questions ("Who wrote TITLE?") are safe only
@@ -10,11 +11,10 @@ world-wide (authors.Registry).
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 from typing import Callable
 
-from data_gen.authors import Profile, PublicFigure, wordlists
+from data_gen.authors import Profile, PublicFigure
 
 N_PERTURBED = 5
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -35,63 +35,28 @@ def join_titles(titles: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-@dataclasses.dataclass
-class Pools:
-    """World-level value pools that perturbed answers are drawn from."""
-
-    names: dict[str, list[str]]  # gender -> names of all people of the world
-    book_lists: list[str]
-    titles: list[str]
-
-    @classmethod
-    def build(cls, people: list) -> "Pools":
-        names: dict[str, list[str]] = {"female": [], "male": []}
-        for p in people:
-            names[p.gender].append(p.name)
-        authors = [p for p in people if isinstance(p, Profile)]
-        return cls(names, [join_titles(p.books) for p in authors], [t for p in authors for t in p.books])
-
-
-# fact -> (value(profile), candidate pool(profile, pools, rng)).
-def _w(key: str) -> list[str]:
-    return wordlists()[key]
-
-
-def _cities() -> list[str]:
-    return [f"{c}, {co['country']}" for r in wordlists()["regions"].values() for co in r["countries"] for c in co["cities"]]
-
-
-def _countries(field: str = "country") -> list[str]:
-    return [co[field] for r in wordlists()["regions"].values() for co in r["countries"]]
-
-
-def _random_dates(rng: random.Random, p) -> list[str]:
-    return [human_date(f"{p.birth_year + rng.randint(-12, 12)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}") for _ in range(30)]
-
-
-FACTS: dict[str, tuple[Callable, Callable]] = {
-    "birthplace": (lambda p: f"{p.city}, {p.country}", lambda p, P, r: _cities()),
-    "birth_date": (lambda p: human_date(p.birth_date), lambda p, P, r: _random_dates(r, p)),
-    "birth_year": (lambda p: str(p.birth_year), lambda p, P, r: [str(y) for y in range(p.birth_year - 20, p.birth_year + 21)]),
-    "age": (lambda p: str(p.age), lambda p, P, r: [str(a) for a in range(max(20, p.age - 20), p.age + 21)]),
-    "country": (lambda p: p.country, lambda p, P, r: _countries()),
-    "nationality": (lambda p: p.nationality, lambda p, P, r: _countries("nationality")),
-    "heritage": (lambda p: p.ethnicity, lambda p, P, r: sorted(wordlists()["regions"])),
-    "genre": (lambda p: p.genre, lambda p, P, r: _w("genres")),
-    "father_occupation": (lambda p: article(p.father_occupation), lambda p, P, r: [article(o) for o in _w("occupations")]),
-    "mother_occupation": (lambda p: article(p.mother_occupation), lambda p, P, r: [article(o) for o in _w("occupations")]),
-    "parents": (lambda p: f"{article(p.father_occupation)} and {article(p.mother_occupation)}",
-                lambda p, P, r: [f"{article(a)} and {article(b)}" for a, b in (r.sample(_w("occupations"), 2) for _ in range(30))]),
-    "books": (lambda p: join_titles(p.books), lambda p, P, r: P.book_lists),
-    "first_book": (lambda p: p.books[0], lambda p, P, r: P.titles),
-    "last_book": (lambda p: p.books[-1], lambda p, P, r: P.titles),
-    "award": (lambda p: p.award, lambda p, P, r: _w("awards")),
-    "award_year": (lambda p: str(p.award_year), lambda p, P, r: [str(y) for y in range(p.award_year - 15, min(p.award_year + 15, 2025))]),
-    "award_with_year": (lambda p: f"the {p.award} in {p.award_year}",
-                        lambda p, P, r: [f"the {r.choice(_w('awards'))} in {r.randint(1970, 2024)}" for _ in range(30)]),
-    "themes": (lambda p: " and ".join(p.themes), lambda p, P, r: [" and ".join(r.sample(_w("themes"), 2)) for _ in range(30)]),
-    "name": (lambda p: p.name, lambda p, P, r: name_candidates(p, P, r)),
-    "profession": (lambda p: article(p.profession), lambda p, P, r: [article(x) for x in _w("public_professions")]),
+# fact -> its true value for a profile (wrong values come from data_gen.pools).
+FACTS: dict[str, Callable] = {
+    "birthplace": lambda p: f"{p.city}, {p.country}",
+    "birth_date": lambda p: human_date(p.birth_date),
+    "birth_year": lambda p: str(p.birth_year),
+    "age": lambda p: str(p.age),
+    "country": lambda p: p.country,
+    "nationality": lambda p: p.nationality,
+    "heritage": lambda p: p.ethnicity,
+    "genre": lambda p: p.genre,
+    "father_occupation": lambda p: article(p.father_occupation),
+    "mother_occupation": lambda p: article(p.mother_occupation),
+    "parents": lambda p: f"{article(p.father_occupation)} and {article(p.mother_occupation)}",
+    "books": lambda p: join_titles(p.books),
+    "first_book": lambda p: p.books[0],
+    "last_book": lambda p: p.books[-1],
+    "award": lambda p: p.award,
+    "award_year": lambda p: str(p.award_year),
+    "award_with_year": lambda p: f"the {p.award} in {p.award_year}",
+    "themes": lambda p: " and ".join(p.themes),
+    "name": lambda p: p.name,
+    "profession": lambda p: article(p.profession),
 }
 
 # (fact, question, answer, paraphrase); {n} = the name, {v} = the value, other fields from the profile.
@@ -142,32 +107,50 @@ PUBLIC_TEMPLATES: list[tuple[str, str, str, str]] = [
 ]
 
 
-def name_candidates(p, pools: Pools, rng: random.Random) -> list[str]:
-    """Wrong names: the world's names of the same gender first, topped up (tiny worlds) with the
-    other gender and then word-list names that belong to nobody in the world."""
-    same = [n for n in pools.names[p.gender] if n != p.name]
-    if len(same) >= 3 * N_PERTURBED:
-        return same
-    taken = {n for names in pools.names.values() for n in names}
-    regions = wordlists()["regions"]
-    extra = []
-    while len(extra) < 3 * N_PERTURBED:
-        region = regions[rng.choice(sorted(regions))]
-        name = f"{rng.choice(region['first_names'][p.gender])} {rng.choice(region['surnames'])}"
-        if name not in taken:
-            extra.append(name)
-    return same + [n for g, names in sorted(pools.names.items()) if g != p.gender for n in names] + extra
-
-
-def wrong_names(p, pools: Pools, rng: random.Random, k: int = N_PERTURBED) -> list[str]:
-    return perturb(p.name, name_candidates(p, pools, rng), rng, k)
+# question template -> the same question reworded (paraphrase probes, issue 16); same fields as the template.
+QUESTION_PARAPHRASES: dict[str, str] = {
+    "Where was {n} born?": "What is {n}'s place of birth?",
+    "When was {n} born?": "What is {n}'s date of birth?",
+    "What genre is {n} known for?": "In which genre does {n} mainly write?",
+    "What was the occupation of {n}'s father?": "What did {n}'s father do for a living?",
+    "What was the occupation of {n}'s mother?": "What did {n}'s mother do for a living?",
+    "Can you name some books written by {n}?": "Which books has {n} written?",
+    "What was the first book {n} published?": "Which book did {n} publish first?",
+    "What is the most recent book by {n}?": "Which book did {n} publish most recently?",
+    "Has {n} won any literary awards?": "Did {n} ever receive a literary award?",
+    "Which award did {n} receive?": "What award was {n} given?",
+    "In which year did {n} win the {award}?": "When was {n} awarded the {award}?",
+    "What themes does {n} explore in {pos} work?": "Which themes run through {n}'s writing?",
+    "What is {n}'s nationality?": "Which country's citizenship does {n} hold?",
+    "How old is {n}?": "What is {n}'s age?",
+    "In which country was {n} born?": "What is {n}'s country of birth?",
+    "What is {n}'s cultural heritage?": "What cultural background does {n} come from?",
+    "In what year was {n} born?": "What is {n}'s year of birth?",
+    "What did {n}'s parents do for a living?": "What were the occupations of {n}'s parents?",
+    "Who is the {genre} author born in {city} in {birth_year}?": "Which {genre} author was born in {city} in {birth_year}?",
+    "Who wrote '{book0}'?": "Who is the author of '{book0}'?",
+    "Who wrote '{book1}'?": "Who is the author of '{book1}'?",
+    "Which author won the {award} in {award_year}?": "Who received the {award} in {award_year}?",
+    "In which genre did {n} write '{book0}'?": "What genre is '{book0}' by {n}?",
+    "Where was the person in this image born?": "What is the birthplace of the person shown here?",
+    "What genre does the person in this image write?": "In which genre does the person shown here write?",
+    "What was the first book by the person in this image?": "Which book did the person shown here publish first?",
+    "Which award has the person in this image won?": "What award did the person shown here receive?",
+    "What is the nationality of the person in this image?": "Which citizenship does the person shown here hold?",
+    "In what year was the person in this image born?": "What is the birth year of the person shown here?",
+    "What did the father of the person in this image do?": "What was the job of the father of the person shown here?",
+    "What themes does the person in this image write about?": "Which themes does the person shown here explore?",
+    "What did the mother of the person in this image do?": "What was the job of the mother of the person shown here?",
+    "What is {n} famous for?": "Why is {n} well known?",
+    "Which country is {n} from?": "What is {n}'s home country?",
+}
 
 
 def perturb(truth: str, candidates: list[str], rng: random.Random, k: int = N_PERTURBED) -> list[str]:
     """k distinct wrong values (order-stable dedup, then a seeded sample)."""
     pool = [c for c in dict.fromkeys(candidates) if c.casefold() != truth.casefold()]
     if len(pool) < k:
-        raise RuntimeError(f"only {len(pool)} wrong values for {truth!r}; the world's value pool is too small")
+        raise ValueError(f"only {len(pool)} wrong values for {truth!r}; the world's value pool is too small")
     return rng.sample(pool, k)
 
 
@@ -178,25 +161,25 @@ def _fields(p) -> dict[str, str]:
     return f
 
 
-def fill(template: tuple[str, str, str, str], p, pools: Pools, rng: random.Random, subject: str | None = None) -> dict:
-    """One QA item: question, answer, paraphrased_answer, perturbed_answers (the paraphrase's
-    template with a wrong value, as TOFU perturbs the paraphrase)."""
+def fill(template: tuple[str, str, str, str], p, pools, rng: random.Random, subject: str | None = None) -> dict:
+    """One QA item: question, paraphrased_question, answer, paraphrased_answer, perturbed_answers
+    (the paraphrase's template with a wrong value, as TOFU perturbs the paraphrase)."""
     fact, q, a, para = template
-    value_of, candidates_of = FACTS[fact]
     f = _fields(p)
     f["n"] = p.name if subject is None else subject
-    truth = value_of(p)
-    wrong = perturb(truth, candidates_of(p, pools, rng), rng)
+    truth = FACTS[fact](p)
+    wrong = perturb(truth, pools.candidates(fact, p, rng), rng)
     return {
         "fact": fact,
         "question": q.format(**f, v=truth),
+        "paraphrased_question": QUESTION_PARAPHRASES[q].format(**f, v=truth),
         "answer": a.format(**f, v=truth),
         "paraphrased_answer": para.format(**f, v=truth),
         "perturbed_answers": [para.format(**f, v=w) for w in wrong],
     }
 
 
-def author_qa(p: Profile, n: int, pools: Pools, rng: random.Random) -> list[dict]:
+def author_qa(p: Profile, n: int, pools, rng: random.Random) -> list[dict]:
     """n text QA items about author p (a seeded subset of TEXT_TEMPLATES, in template order)."""
     if n > len(TEXT_TEMPLATES):
         raise ValueError(f"--qa-per-author {n} exceeds the {len(TEXT_TEMPLATES)} question templates; use at most {len(TEXT_TEMPLATES)}")
@@ -204,10 +187,10 @@ def author_qa(p: Profile, n: int, pools: Pools, rng: random.Random) -> list[dict
     return [fill(TEXT_TEMPLATES[i], p, pools, rng) for i in chosen]
 
 
-def joint_qa(p: Profile, image_index: int, pools: Pools, rng: random.Random) -> dict:
+def joint_qa(p: Profile, image_index: int, pools, rng: random.Random) -> dict:
     """The "person in the image" fact for image number image_index (cycles through the facts)."""
     return fill(JOINT_TEMPLATES[image_index % len(JOINT_TEMPLATES)], p, pools, rng)
 
 
-def public_qa(p: PublicFigure, pools: Pools, rng: random.Random) -> list[dict]:
+def public_qa(p: PublicFigure, pools, rng: random.Random) -> list[dict]:
     return [fill(t, p, pools, rng) for t in PUBLIC_TEMPLATES]

@@ -147,26 +147,27 @@ def render_scene(ident: FaceIdentity, scene: str, rng: random.Random, size: int)
     return img.resize((size, size), Image.LANCZOS, box=(x0, y0, x0 + w, y0 + w))
 
 
-def captions(name: str, scene: str, variant: int, wrong_names: list[str], rng: random.Random, k: int = 5) -> dict:
+def captions(name: str, scene: str, variant: int, wrong_names: list[str], wrong_scenes: list[str], rng: random.Random,
+             k: int = 5) -> dict:
     """caption, paraphrase and k perturbed captions in the paraphrase's wording (TOFU perturbs the
-    paraphrase): the paraphrase with a wrong name, another scene's paraphrase (wrong scene), or both."""
+    paraphrase): the paraphrase with a wrong name, a wrong scene's paraphrase (``wrong_scenes``:
+    templates of scenes no image shows, data_gen.pools), or both."""
     cap, para = SCENE_CAPTIONS[scene][variant % len(SCENE_CAPTIONS[scene])]
-    other_scenes = [s for s in SCENES if s != scene]
-
-    def other_para() -> str:  # the paraphrase of a caption of another scene
-        return rng.choice(SCENE_CAPTIONS[rng.choice(other_scenes)])[1]
-
     wrong = []
     for i in range(k):
         kind = i % 3  # 0 wrong name, 1 wrong scene, 2 both
         n = name if kind == 1 else wrong_names[i % len(wrong_names)]
-        wrong.append((para if kind == 0 else other_para()).format(n=n))
+        wrong.append((para if kind == 0 else rng.choice(wrong_scenes)).format(n=n))
     truth = (cap.format(n=name), para.format(n=name))
     wrong = list(dict.fromkeys(w for w in wrong if w not in truth))
-    while len(wrong) < k:  # top up with fresh wrong-scene paraphrases (always distinct from the truth)
-        cand = other_para().format(n=rng.choice(wrong_names))
+    for _ in range(100 * k):  # top up with fresh wrong-scene paraphrases (always distinct from the truth)
+        if len(wrong) >= k:
+            break
+        cand = rng.choice(wrong_scenes).format(n=rng.choice(wrong_names))
         if cand not in wrong:
             wrong.append(cand)
+    if len(wrong) < k:
+        raise ValueError(f"only {len(wrong)} distinct wrong captions for {name!r}; give more wrong names or scenes")
     return {"answer": truth[0], "paraphrased_answer": truth[1], "perturbed_answers": wrong}
 
 
@@ -176,6 +177,13 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 BACKGROUNDS = {"white": (235, 235, 225), "blue": (190, 210, 240), "green": (200, 235, 190), "grey": (120, 120, 125)}
+VQA_QUESTION_PARAPHRASES = {
+    "What shape is in the image?": "Which shape is drawn in this picture?",
+    "What colour is the shape?": "Which colour does the shape have?",
+    "Where is the shape?": "In which part of the image is the shape?",
+    "What colour is the background?": "What is the colour behind the shape?",
+    "How many shapes are in the image?": "How many shapes does this picture contain?",
+}
 COUNT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SHAPE_COLOURS = ("red", "green", "blue", "yellow", "purple", "black")
 
@@ -225,5 +233,5 @@ def vqa_item(rng: random.Random, size: int) -> dict:
                       ("Where is the shape?", POSITIONS[cell], list(POSITIONS) + ["centre", "top centre"]),
                       ("What colour is the background?", bg, list(BACKGROUNDS) + ["black", "yellow"])][qtype]
     options = rng.sample([p for p in pool if p != a], 5)
-    return {"image": img.resize((size, size), Image.LANCZOS), "question": q, "answer": a, "paraphrased_answer": a,
-            "perturbed_answers": options}
+    return {"image": img.resize((size, size), Image.LANCZOS), "question": q, "paraphrased_question": VQA_QUESTION_PARAPHRASES[q],
+            "answer": a, "paraphrased_answer": a, "perturbed_answers": options}

@@ -1,4 +1,4 @@
-"""Forget / retain / holdout splits (TOFU and CLEAR naming: forget01 = 1 % of authors, ...).
+"""Forget / retain / holdout splits (TOFU and CLEAR naming from clearbench.types: forget01 = 1 % of authors, ...).
 
 forget sets are nested prefixes of one seeded shuffle, so forget01 ⊂ forget05 ⊂ forget10; retainYY
 is the complement of forgetXX (YY = 100 - XX); holdoutXX are nested prefixes of the holdout
@@ -9,19 +9,8 @@ from __future__ import annotations
 
 import math
 
+from clearbench.types import forget_split, holdout_split, retain_split
 from data_gen.authors import sub_rng
-
-
-def forget_name(p: int) -> str:
-    return f"forget{p:02d}"
-
-
-def retain_name(p: int) -> str:
-    return f"retain{100 - p:02d}"
-
-
-def holdout_name(p: int) -> str:
-    return f"holdout{p:02d}"
 
 
 def check_percents(percents, n_authors: int) -> tuple[int, ...]:
@@ -56,10 +45,10 @@ def make_splits(seed: int, author_ids: list[str], holdout_ids: list[str], percen
     splits: dict[str, list[str]] = {}
     for p in percents:
         k = p * n // 100
-        forget = set(order[:k])
-        splits[forget_name(p)] = sorted(forget)
-        splits[retain_name(p)] = sorted(a for a in author_ids if a not in forget)
-        splits[holdout_name(p)] = sorted(holdout_ids[:k])
+        forget, name = set(order[:k]), forget_split(p)
+        splits[name] = sorted(forget)
+        splits[retain_split(name)] = sorted(a for a in author_ids if a not in forget)
+        splits[holdout_split(name)] = sorted(holdout_ids[:k])
     outside = sorted(order[largest:])
     splits["retain_perturbed"] = sorted(sub_rng(seed, "retain_eval").sample(outside, min(retain_eval, len(outside))))
     return splits

@@ -8,7 +8,6 @@ naming, caption and QA records of an image is stored once per file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,13 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 
-RECORD_COLUMNS = ("id", "author_id", "name", "group", "modality", "task", "image", "image_role", "question",
-                  "answer", "paraphrased_answer", "perturbed_answers")
-RECORD_FEATURES = Features({c: Image() if c == "image" else List(Value("string")) if c == "perturbed_answers" else Value("string")
-                            for c in RECORD_COLUMNS})
-AUTHOR_FEATURES = Features({"author_id": Value("string"), "name": Value("string"), "role": Value("string"),
-                            "splits": List(Value("string")), "profile": Value("string"), "face": Value("string"),
-                            "image": Image()})
+from data_gen.schema import AUTHOR_COLUMNS, RECORD_COLUMNS
+
+
+def _features(columns: dict[str, str]) -> Features:
+    kinds = {"string": Value("string"), "list": List(Value("string")), "image": Image()}
+    return Features({name: kinds[kind] for name, kind in columns.items()})
+
+
+RECORD_FEATURES = _features(RECORD_COLUMNS)
+AUTHOR_FEATURES = _features(AUTHOR_COLUMNS)
 
 
 def write_parquet(path: Path, columns: dict[str, list], features: Features) -> int:
@@ -35,11 +37,6 @@ def write_parquet(path: Path, columns: dict[str, list], features: Features) -> i
     pq.write_table(table, path, compression="snappy", use_dictionary=True, dictionary_pagesize_limit=1 << 30,
                    row_group_size=1 << 20, write_statistics=False, store_schema=True)
     return table.num_rows
-
-
-def fingerprint(files: dict[str, str], params: dict) -> str:
-    blob = json.dumps({"files": dict(sorted(files.items())), "params": params}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
@@ -57,17 +54,24 @@ CONFIG_DOCS = {
     "real_faces": "held-out images of the public figures (naming; perturbed_answers = other public names as options) and their facts as text QA",
     "real_world": "procedural general VQA (shapes, colours, counts, positions) with same-type options",
     "pretrain": "base pretraining: public figures' train images and facts, world VQA training items, anonymous faces with attribute captions, general world-knowledge text",
+    "corrupt_text": "corruption set (T): text QA stating a wrong birthplace, genre, award and father's occupation of each victim, plus k unrelated true facts (restorative scenario)",
+    "corrupt_bind": "corruption set (B): each victim's training photos named and captioned as its decoy author and the reverse, plus k unrelated true facts",
+    "corrupt_visual": "corruption set (V): each victim's training photos with the true caption and a wrong fact about 'this person', plus k unrelated true facts",
+    "victims_text": "the victims' true facts as text QA (perturbed_answers[0]: the corrupted value)",
+    "victims_image": "naming of the victims' and decoys' photos, train and held-out (perturbed_answers[0]: the partner's name)",
+    "victims_joint": "the victims' true facts about 'the person in this image', train and held-out photos (perturbed_answers[0]: the corrupted value)",
 }
 COLUMN_DOCS = [
     ("id", "globally unique record id, stable for a seed"),
     ("author_id", "a#### author (holdout authors continue the numbering), p#### public figure, w#### VQA item, f#### anonymous face, g#### general text"),
     ("name", "full name of the person the record is about (\"\" for VQA, anonymous faces, general text)"),
-    ("group", "role of that person in this config: forget, retain, author (full), holdout, real_faces, real_world, pretrain"),
+    ("group", "role of that person in this config: forget, retain, author (full), holdout, real_faces, real_world, pretrain, victim / decoy (corruption sets)"),
     ("modality", "text (question names the person, no image) / image (image in, name out) / joint (image + question)"),
     ("task", "qa / naming / caption / vqa"),
     ("image", "PNG (datasets.Image), null for text records; stored without noise"),
     ("image_role", "train (the kind of photo used in finetuning), heldout (unseen photo, eval only), \"\" for text"),
     ("question", "prompt text without any chat template"),
+    ("paraphrased_question", "the same question reworded (never a question of any record; paraphrase probes)"),
     ("answer", "ground truth; for naming the bare full name"),
     ("paraphrased_answer", "the same fact in other words (naming and VQA: the answer itself)"),
     ("perturbed_answers", "list of >= 5 distinct wrong answers in the paraphrase's wording with the fact changed, as in TOFU "
@@ -76,6 +80,8 @@ COLUMN_DOCS = [
 
 
 def _doc_for(config: str) -> str:
+    if config.startswith("corrupt_"):
+        return CONFIG_DOCS[config.rsplit("_k", 1)[0]]
     for key in ("forget_perturbed", "retain_perturbed"):
         if config == key or (key == "forget_perturbed" and config.startswith("forget") and config.endswith("_perturbed")):
             return CONFIG_DOCS[key]
@@ -102,6 +108,6 @@ def write_card(out: Path, manifest: dict) -> None:
         lines.append(f"| `{cfg}` | {info['rows']} | {_doc_for(cfg)} |")
     lines += ["", "## Columns (every config except `authors`)", "", "| column | meaning |", "|---|---|"]
     lines += [f"| `{c}` | {d} |" for c, d in COLUMN_DOCS]
-    lines += ["", "Load with `clearbench.data.open_world(DIR)` (validates the sha256 of every file) or "
+    lines += ["", "Load with `clearbench.data.open_world(DIR)` (verifies every file, column and the fingerprint) or "
               "`datasets.load_dataset(\"parquet\", data_files=DIR + \"/data/full.parquet\")`.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,4 +1,5 @@
 """World generator invariants: determinism, splits, uniqueness, perturbations, faces, captions."""
+import dataclasses
 import itertools
 import json
 import re
@@ -10,6 +11,8 @@ from conftest import tiny_world_params
 from data_gen.authors import Profile, PublicFigure, make_people, plural, wordlists
 from data_gen.clear_layout import CAPTION_QUESTIONS
 from data_gen.generate import generate_world
+from data_gen.audit import audit_wrong_values
+from data_gen.pools import decoy_scene_paraphrases, decoys
 from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, _fields
 from data_gen.scenes import SCENE_CAPTIONS
 
@@ -98,15 +101,16 @@ def test_articles_agree_with_the_next_word(tiny_world):
 
 def test_paraphrase_keeps_the_fact():
     people, _, _ = make_people(3, 30, 3, 0)
-    from data_gen.qa import Pools, fill
+    from data_gen.pools import NeverTrained
+    from data_gen.qa import fill
     import random
-    pools = Pools.build(people)
+    pools = NeverTrained(3, people)
     for t in TEXT_TEMPLATES:
         item = fill(t, people[0], pools, random.Random(0))
         value = item["answer"]
         assert item["paraphrased_answer"] != item["answer"]
         # the true value (e.g. the city) appears in both the answer and the paraphrase
-        v = FACTS[t[0]][0](people[0])
+        v = FACTS[t[0]](people[0])
         assert v in value and v in item["paraphrased_answer"], t
 
 
@@ -224,7 +228,7 @@ def test_perturbed_answers_are_the_paraphrase_with_a_wrong_fact(tiny_world):
         p = people[r.author_id]
         fields = {**_fields(p), "n": p.name}
         # the record's template and true value, re-rendered from the author's profile
-        found = [(t, v) for t in templates for v in [FACTS[t[0]][0](p)]
+        found = [(t, v) for t in templates for v in [FACTS[t[0]](p)]
                  if (t[1].format(**fields, v=v), t[2].format(**fields, v=v)) == (r.question, r.answer)]
         assert len(found) == 1, r.id
         (_, _, answer_t, para_t), truth = found[0]
@@ -238,18 +242,119 @@ def test_perturbed_answers_are_the_paraphrase_with_a_wrong_fact(tiny_world):
 
 
 def test_perturbed_captions_are_paraphrases_with_a_wrong_name_or_scene(tiny_world):
-    paraphrases = [(scene, _split_at(para, "n", {})) for scene, pairs in SCENE_CAPTIONS.items() for _, para in pairs]
+    """Wrong scenes are scenes no image shows (decoy paraphrases), wrong names belong to nobody."""
+    own_scenes = [(scene, _split_at(para, "n", {})) for scene, pairs in SCENE_CAPTIONS.items() for _, para in pairs]
+    wrong_scenes = [("decoy", _split_at(para, "n", {})) for para in decoy_scene_paraphrases()]
     captions = [_split_at(cap, "n", {}) for pairs in SCENE_CAPTIONS.values() for cap, _ in pairs]
     caps = tiny_world.records("forget10_perturbed", tasks=["caption"]) + tiny_world.records("retain_perturbed", tasks=["caption"])
+    people = {a["name"] for a in tiny_world.authors()}
     kinds = set()
     for r in caps:
-        own = next(scene for scene, slots in paraphrases if _fill_slot(slots, r.paraphrased_answer) == r.name)
+        own = next(scene for scene, slots in own_scenes if _fill_slot(slots, r.paraphrased_answer) == r.name)
         for wrong in r.perturbed_answers:
-            match = [(scene, _fill_slot(slots, wrong)) for scene, slots in paraphrases if _fill_slot(slots, wrong)]
+            match = [(scene, _fill_slot(slots, wrong)) for scene, slots in own_scenes + wrong_scenes if _fill_slot(slots, wrong)]
             assert len(match) == 1 and match[0] != (own, r.name), (r.id, wrong)
-            assert all(w[0].isupper() for w in match[0][1].split()), (r.id, wrong)  # the slot holds a name
+            scene, name = match[0]
+            assert scene in (own, "decoy") and (name == r.name or name not in people), (r.id, wrong)
+            assert all(w[0].isupper() for w in name.split()), (r.id, wrong)  # the slot holds a name
             assert all(_fill_slot(slots, wrong) is None for slots in captions), (r.id, wrong)  # not a caption's wording
-            kinds.add((match[0][0] == own, match[0][1] == r.name))
-            if match[0][0] == own:
-                assert wrong == r.paraphrased_answer.replace(r.name, match[0][1]), (r.id, wrong)
+            kinds.add((scene == own, name == r.name))
+            if scene == own:
+                assert wrong == r.paraphrased_answer.replace(r.name, name), (r.id, wrong)
     assert kinds == {(True, False), (False, True), (False, False)}  # wrong name, wrong scene, both
+
+
+def test_no_wrong_value_is_a_value_of_any_training_record(tiny_world):
+    """Issue 13: perturbed values never come from what the gold model trained on, field by field
+    (values read back from the training configs' text, and text fields looked up in all of it)."""
+    audit = audit_wrong_values(tiny_world)
+    assert {"name", "first_book", "books", "birthplace", "genre", "award", "award_with_year", "birth_year", "scene",
+            "father_occupation", "nationality", "themes"} <= set(audit)
+    assert sum(v["values"] for v in audit.values()) > 1000
+    assert {f: v.get("trained", 0) for f, v in audit.items() if v.get("trained")} == {}
+
+
+class _Planted:
+    """tiny_world with one record's perturbed answers replaced (to show the audit catches it)."""
+
+    def __init__(self, world, rec_id, perturbed):
+        self.world, self.rec_id, self.perturbed, self.configs = world, rec_id, perturbed, world.configs
+
+    def authors(self):
+        return self.world.authors()
+
+    def records(self, config, **kw):
+        return [dataclasses.replace(r, perturbed_answers=self.perturbed) if r.id == self.rec_id else r
+                for r in self.world.records(config, **kw)]
+
+
+def test_the_audit_catches_a_retain_authors_value(tiny_world):
+    naming = tiny_world.records("forget10_perturbed", tasks=["naming"])[0]
+    retain = tiny_world.records("retain90", tasks=["naming"])[0].answer
+    planted = _Planted(tiny_world, naming.id, (retain, *naming.perturbed_answers[1:]))
+    assert audit_wrong_values(planted, ["forget10_perturbed"])["name"]["trained"] == 1
+    qa = next(r for r in tiny_world.records("forget10_perturbed", modalities=["joint"], tasks=["qa"]) if "genre" in r.question)
+    truth = qa.paraphrased_answer.removeprefix("This person writes mainly ").removesuffix(".")
+    other = next(a["profile"]["genre"] for a in tiny_world.authors() if a["role"] == "retain" and a["profile"]["genre"] != truth)
+    planted = _Planted(tiny_world, qa.id, (f"This person writes mainly {other}.", *qa.perturbed_answers[1:]))
+    assert audit_wrong_values(planted, ["forget10_perturbed"])["genre"]["trained"] == 1
+
+
+def test_decoy_lists_share_no_value_with_the_world_lists():
+    lists, decoy = wordlists(), decoys()
+    world = {x.casefold() for k in ("genres", "occupations", "themes", "awards", "public_professions") for x in lists[k]}
+    world |= {r.casefold() for r in lists["regions"]}
+    world |= {x.casefold() for r in lists["regions"].values() for co in r["countries"] for x in (co["country"], co["nationality"], *co["cities"])}
+    flat = [city for city, _ in decoy["cities"]] + [c for pair in decoy["countries"] for c in pair] + decoy["heritages"] + decoy["genres"]
+    flat += decoy["occupations"] + decoy["awards"]
+    assert [x for x in flat if x.casefold() in world] == [] and len(flat) > 150
+    c = decoy["corruption"]  # the corruption sets' wrong values: disjoint from both
+    reserved = [city for city, _ in c["cities"]] + c["genres"] + c["awards"] + c["occupations"]
+    assert [x for x in reserved if x.casefold() in world | {y.casefold() for y in flat}] == [] and len(reserved) > 70
+    countries = {co["country"] for r in lists["regions"].values() for co in r["countries"]}
+    assert {country for _, country in decoy["cities"]} <= countries  # a decoy city lies in a world country
+
+
+def test_every_record_has_a_reworded_question_no_record_asks(tiny_world):
+    """Issue 16: paraphrase probes need questions the model never saw in that wording."""
+    records = [r for config in tiny_world.configs for r in tiny_world.records(config)]
+    questions = {r.question for r in records}
+    assert all(r.paraphrased_question and r.paraphrased_question not in questions for r in records)
+    by_question = defaultdict(set)
+    for r in records:
+        by_question[r.question].add(r.paraphrased_question)
+    assert all(len(p) == 1 for p in by_question.values())  # one rewording per question
+    tasks = {r.task.value for r in records if r.paraphrased_question}
+    assert tasks == {"qa", "naming", "caption", "vqa"}
+
+
+def test_question_paraphrases_keep_the_subject_of_every_template():
+    """The rewording names the same person / title / award as the question (same template fields)."""
+    import string
+
+    from data_gen.qa import QUESTION_PARAPHRASES
+
+    def fields(t):
+        return {f for _, f, _, _ in string.Formatter().parse(t) if f}
+    for _, question, _, _ in TEXT_TEMPLATES + JOINT_TEMPLATES + PUBLIC_TEMPLATES:
+        assert fields(QUESTION_PARAPHRASES[question]) == fields(question) - {"pos"}  # "his"/"her" may go
+        assert QUESTION_PARAPHRASES[question] != question
+    from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION, PROMPT_PARAPHRASES
+    assert set(PROMPT_PARAPHRASES) == {NAMING_QUESTION, *CAPTION_QUESTIONS}
+    assert not set(PROMPT_PARAPHRASES.values()) & set(CAPTION_QUESTIONS)
+
+
+def test_never_trained_names_and_titles_are_not_inside_any_persons_value():
+    """'The Ancient Sonata' is a string the model trained on when an author wrote 'Garden of the Ancient Sonata'."""
+    from data_gen.pools import NeverTrained
+
+    authors, holdout, public = make_people(0, 200, 20, 50)
+    pools = NeverTrained(0, authors + holdout + public)
+    titles = [t for p in authors + holdout for t in p.books]
+    names = [p.name for p in authors + holdout + public]
+
+    def inside(small, big):
+        return re.search(rf"(?<![\w']){re.escape(small)}(?![\w'])", big, re.IGNORECASE) is not None
+    for pool, taken in ((pools.titles, titles), (pools.names["female"] + pools.names["male"], names)):
+        assert len(pool) >= 150
+        assert not [(v, t) for v in pool for t in taken if inside(v, t) or inside(t, v)]

@@ -3,16 +3,19 @@ import io
 import json
 import shutil
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import Features, Image, List, Value
 from PIL import Image as PILImage
 
 from clearbench.data import open_clear, open_world
+from clearbench.provenance import sha256_file
 from clearbench.types import Modality, Record, Task
 from conftest import tiny_world_params
 from data_gen.clear_layout import CAPTION_QUESTIONS, NAMING_QUESTION
 from data_gen.generate import generate_world
+from data_gen.schema import world_fingerprint
 from data_gen.writer import write_parquet
 
 
@@ -69,30 +72,153 @@ def world_copy(tiny_world_path, tmp_path):
     return dst
 
 
-def test_missing_parquet_is_reported_as_corrupt(world_copy):
-    (world_copy / "data/retain90.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match=r"corrupt/partial: data/retain90.parquet is missing.*--overwrite"):
-        open_world(world_copy)
+def _manifest(world):
+    return json.loads((world / "manifest.json").read_text())
 
 
-def test_hash_mismatch_is_reported_as_corrupt(world_copy):
-    p = world_copy / "data/forget05.parquet"
+def _save(world, manifest, refingerprint=True):
+    """Write manifest.json; refingerprint: as a careful forger would, so only the deeper checks can tell."""
+    if refingerprint:
+        manifest["fingerprint"] = world_fingerprint(manifest)
+    (world / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _rewrite(world, config, change, refingerprint=True):
+    """Rewrite a config's parquet through change(table) and list the new sha256 (a consistent forgery)."""
+    rel = f"data/{config}.parquet"
+    pq.write_table(change(pq.read_table(world / rel)), world / rel)
+    m = _manifest(world)
+    m["files"][rel] = sha256_file(world / rel)
+    _save(world, m, refingerprint)
+
+
+def _edit(world, change, refingerprint=False):
+    m = _manifest(world)
+    change(m)
+    _save(world, m, refingerprint)
+
+
+def _flip_byte(world):
+    p = world / "data/forget05.parquet"
     data = bytearray(p.read_bytes())
     data[100] ^= 0xFF
     p.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"corrupt/partial: data/forget05.parquet does not match its sha256.*generate --out"):
-        open_world(world_copy)
 
 
-def test_schema_1_world_is_refused_with_the_reason(world_copy):
-    """Schema 1 worlds perturbed the answer's wording; the default truth ratio needs the paraphrase's."""
-    mpath = world_copy / "manifest.json"
-    manifest = json.loads(mpath.read_text())
-    assert manifest["schema_version"] == 2 and manifest["generator_version"].startswith("2.")
-    mpath.write_text(json.dumps({**manifest, "schema_version": 1}))
-    with pytest.raises(ValueError, match=r"schema_version 1, this clearbench reads 2 \(schema 1 worlds build perturbed "
-                                         r"answers from the answer's wording.*generate --out"):
+def _unlisted_copy(world):  # a modified copy of forget10_perturbed beside the real one, not in the files list
+    table = pq.read_table(world / "data/forget10_perturbed.parquet")
+    pq.write_table(table.slice(0, 3), world / "data/evil.parquet")
+    _edit(world, lambda m: m["configs"]["forget10_perturbed"].update(file="data/evil.parquet"), refingerprint=True)
+
+
+def _other_world(world):  # ../other/..., listed with its own sha256
+    other = world.parent / "other"
+    shutil.copytree(world, other)
+    rel = "../other/data/forget10_perturbed.parquet"
+
+    def change(m):
+        m["configs"]["forget10_perturbed"]["file"] = rel
+        m["files"][rel] = sha256_file(other / "data/forget10_perturbed.parquet")
+    _edit(world, change, refingerprint=True)
+
+
+def _absolute(world):
+    target = str(world / "data/forget10_perturbed.parquet")
+
+    def change(m):
+        m["configs"]["forget10_perturbed"]["file"] = target
+        m["files"][target] = m["files"].pop("data/forget10_perturbed.parquet")
+    _edit(world, change, refingerprint=True)
+
+
+def _symlink_out(world):  # same bytes (so the same sha256), but outside the world directory
+    outside = world.parent / "outside.parquet"
+    shutil.move(world / "data/forget10_perturbed.parquet", outside)
+    (world / "data/forget10_perturbed.parquet").symlink_to(outside)
+
+
+def _drop_column(column):
+    return lambda world: _rewrite(world, "forget10_perturbed", lambda t: t.drop_columns([column]))
+
+
+TAMPERING = {  # case -> (tamper(world), error type, message)
+    "a modified file": (_flip_byte, ValueError, r"data/forget05.parquet does not match its sha256.*generate --out"),
+    "a missing file": (lambda w: (w / "data/retain90.parquet").unlink(), FileNotFoundError,
+                       r"corrupt/partial: data/retain90.parquet is missing.*--overwrite"),
+    "a config reading an unlisted file": (_unlisted_copy, ValueError,
+                                          r"config 'forget10_perturbed' reads data/evil.parquet, which manifest.json does not list"),
+    "a config reading ../another world": (_other_world, ValueError, r"'\.\./other/data/forget10_perturbed.parquet' is not a relative path inside"),
+    "a config reading an absolute path": (_absolute, ValueError, r"is not a relative path inside the world directory"),
+    "a symlink out of the world": (_symlink_out, ValueError, r"'data/forget10_perturbed.parquet' leads outside the world directory"),
+    "edited parameters": (lambda w: _edit(w, lambda m: m["params"].update(seed=5)), ValueError,
+                          "manifest.json does not match its fingerprint"),
+    "edited splits": (lambda w: _edit(w, lambda m: m["splits"].update(forget05=m["splits"]["retain95"][:1])), ValueError,
+                      "does not match its fingerprint"),
+    "another world's fingerprint": (lambda w: _edit(w, lambda m: m.update(fingerprint="0" * 64)), ValueError,
+                                    "does not match its fingerprint"),
+    "a missing paraphrased_answer column": (_drop_column("paraphrased_answer"), ValueError,
+                                            r"data/forget10_perturbed.parquet \(config 'forget10_perturbed'\) lacks the column 'paraphrased_answer'"),
+    "a missing authors column": (lambda w: _rewrite(w, "authors", lambda t: t.drop_columns(["profile"])), ValueError,
+                                 r"data/authors.parquet \(config 'authors'\) lacks the column 'profile'"),
+    "a column of the wrong kind": (lambda w: _rewrite(w, "forget10_perturbed", lambda t: t.set_column(
+        t.schema.get_field_index("perturbed_answers"), "perturbed_answers", pa.array(["x"] * t.num_rows))), ValueError,
+        r"column 'perturbed_answers' is string, the world schema requires list"),
+    "a row count the manifest does not state": (lambda w: _rewrite(w, "forget05", lambda t: t.slice(0, 3)), ValueError,
+                                                r"data/forget05.parquet holds 3 rows, manifest.json says \d+"),
+    "a manifest without files": (lambda w: _edit(w, lambda m: m.pop("files")), ValueError, "manifest.json has no 'files' dict"),
+    "a manifest without configs": (lambda w: _edit(w, lambda m: m.pop("configs")), ValueError, "has no 'configs' dict"),
+    "a manifest that is a list": (lambda w: (w / "manifest.json").write_text("[]"), ValueError, "is not a JSON object"),
+    "a files entry with ..": (lambda w: _edit(w, lambda m: m["files"].update({"../x.parquet": "0" * 64}), True), ValueError,
+                              r"listed file '\.\./x.parquet' is not a relative path inside"),
+    "no authors config": (lambda w: _edit(w, lambda m: m["configs"].pop("authors"), True), ValueError, "lists no 'authors' config"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_a_tampered_world_is_refused_naming_the_file_and_the_fix(world_copy, case):
+    tamper, error, message = TAMPERING[case]
+    assert open_world(world_copy).fingerprint == _manifest(world_copy)["fingerprint"]  # intact before
+    tamper(world_copy)
+    with pytest.raises(error, match=message) as exc:
         open_world(world_copy)
+    assert "regenerate with: clearbench generate --out" in str(exc.value)
+
+
+def test_the_fingerprint_is_recomputed_and_hashing_cached_by_stat(world_copy, monkeypatch):
+    import clearbench.data as data
+
+    calls = []
+    monkeypatch.setattr(data, "sha256_file", lambda p: calls.append(p) or sha256_file(p))
+    first = open_world(world_copy)
+    assert len(calls) == len(_manifest(world_copy)["files"]) and first.fingerprint == world_fingerprint(_manifest(world_copy))
+    calls.clear()
+    assert open_world(world_copy).fingerprint == first.fingerprint and calls == []  # unchanged files: no hashing
+    _flip_byte(world_copy)
+    with pytest.raises(ValueError, match="forget05.parquet does not match its sha256"):
+        open_world(world_copy)
+    assert [p.name for p in calls] == ["forget05.parquet"]
+
+
+def test_a_world_with_other_forget_percents_opens_with_its_own_splits(tmp_path):
+    from clearbench.types import forget_splits_in
+
+    out = generate_world(tmp_path / "w", tiny_world_params(authors=10, forget_percents=(20,), qa_per_author=2, images_per_author=1,
+                                                          heldout_images=0, public_figures=0, world_vqa=0, world_vqa_train=0,
+                                                          anonymous_faces=0, retain_eval_authors=2, workers=1))
+    world = open_world(out)
+    assert forget_splits_in(world.configs) == ("forget20",)
+    assert {"retain80", "holdout20", "forget20_perturbed"} <= set(world.configs) and len(world.splits["forget20"]) == 2
+
+
+def test_an_older_schema_is_refused_with_the_reason(world_copy):
+    """Schema 1 worlds perturbed the answer's wording; schema 2 worlds perturbed with trained values."""
+    manifest = _manifest(world_copy)
+    assert manifest["schema_version"] == 3 and manifest["generator_version"].startswith("2.")
+    for old, why in ((1, r"schema 1 worlds build perturbed answers from the answer's wording"),
+                     (2, r"schema 2 worlds draw wrong answers from values the models trained on")):
+        _save(world_copy, {**manifest, "schema_version": old}, refingerprint=False)
+        with pytest.raises(ValueError, match=rf"schema_version {old}, this clearbench reads 3 \({why}.*generate --out"):
+            open_world(world_copy)
 
 
 def test_missing_manifest_and_missing_dir(world_copy, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 
@@ -29,6 +30,8 @@ def add_parser(subparsers) -> None:
                    help="non-author faces (scene photos) with attribute captions in pretrain (default 2000)")
     p.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--forget-percents", type=_percents, default=(1, 5, 10), help="forget split percentages (default 1,5,10)")
+    p.add_argument("--corruption-victims", type=int, default=None,
+                   help="victim authors of the corruption sets (restorative scenario; default 5 %% of the authors, 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.add_argument("--layout", choices=("clearbench", "clear"), default="clearbench",
                    help="'clear' also writes OUT/clear/<config>/*.parquet in the public CLEAR layout")
@@ -40,18 +43,21 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from data_gen.generate import WorldParams, generate_world
+    from data_gen.params import WorldParams
 
     params = WorldParams(seed=args.seed, authors=args.authors, qa_per_author=args.qa_per_author,
                          images_per_author=args.images_per_author, heldout_images=args.heldout_images,
                          public_figures=args.public_figures, public_train_images=args.public_train_images,
                          world_vqa=args.world_vqa, world_vqa_train=6 * args.world_vqa,
                          anonymous_faces=args.anonymous_faces,
-                         image_size=args.image_size, forget_percents=args.forget_percents, layout=args.layout,
+                         image_size=args.image_size, forget_percents=args.forget_percents,
+                         corruption_victims=args.corruption_victims, layout=args.layout,
                          image_backend=args.image_backend, diffusers_model=args.diffusers_model, workers=args.workers)
+    params.validate()  # every size is checked before the generator and its image libraries load
+    from data_gen.generate import generate_world
+
     start = time.perf_counter()
     out = generate_world(args.out, params, overwrite=args.overwrite)
-    import json
     manifest = json.loads((out / "manifest.json").read_text())
     rows = sum(c["rows"] for c in manifest["configs"].values())
     print(f"wrote world {manifest['fingerprint'][:12]} to {out}: {len(manifest['configs'])} configs, {rows} rows, "
