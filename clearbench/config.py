@@ -265,12 +265,18 @@ class UnlearnConfig:
     # (clearbench.unlearn.author_batches: smaller nested forget splits first, then by id); []: every author.
     # The sequential-requests scenario unlearns forget10 as n such requests, one after the other.
     forget_batch: list[int] = dataclasses.field(default_factory=list)
+    # a world config unlearned instead of the forget split (the restorative scenario's corruption set, e.g.
+    # corrupt_text_k2); its authors are left out of the retain split of ``forget``. "": the forget split.
+    forget_config: str = ""
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("random_k", "curve_n"), non_negative=("warmup_epochs", "eval_every"))
         check_split(self, "forget", self.forget)
         if self.forget_batch and not (len(self.forget_batch) == 2 and 1 <= self.forget_batch[0] <= self.forget_batch[1]):
             raise FieldError("forget_batch", self.forget_batch, "[i, n] with 1 <= i <= n (request i of n), or [] for all")
+        if self.forget_batch and self.forget_config:
+            raise FieldError("forget_batch", self.forget_batch, "batches are of the forget split's authors; with "
+                             "forget_config set, leave forget_batch empty")
         for method, lr in self.lr_by_method.items():
             if not (math.isfinite(lr) and lr > 0):
                 raise FieldError(f"lr_by_method.{method}", lr, "must be a finite number > 0")
@@ -342,6 +348,42 @@ class SequentialConfig:
         check_numbers(self, positive=("steps", "n_per_request", "n_control", "batch_size"), non_negative=("seed",))
 
 
+def _corrupt_phase() -> PhaseConfig:
+    # "full" stands for the corruption set (as for finetune's split); LoRA with train.lora.enabled
+    return PhaseConfig(name="corrupt", data=[DataMix(config="full")],
+                       train=TrainConfig(lr=1e-3, epochs=10.0, batch_size=8, micro_batch_size=8, schedule="constant",
+                                         augment=False, log_every=1))
+
+
+@dataclasses.dataclass
+class RestoreConfig:
+    """``study.scenarios: [restore]`` (RESTOR, arXiv 2411.00204): the target (clean) finetuned on a corruption set
+    of the world (``corrupt_<type>_k<k>``) is the corrupted model; every method unlearns the corruption set from it
+    (setting full: the corrupting records; wrong_only: the same records without their k unrelated true facts,
+    ``corrupt_<type>_k0``); the victims' true facts are scored on the clean, corrupted and unlearned models."""
+
+    corruptions: list[typing.Literal["text", "bind", "visual"]] = dataclasses.field(  # type: ignore[valid-type]
+        default_factory=lambda: ["text", "bind", "visual"])
+    contexts: list[int] = dataclasses.field(default_factory=lambda: [0, 2])  # k: corrupt_<type>_k<k>
+    settings: list[typing.Literal["full", "wrong_only"]] = dataclasses.field(  # type: ignore[valid-type]
+        default_factory=lambda: ["full", "wrong_only"])
+    methods: list[str] = dataclasses.field(default_factory=list)  # []: study.methods
+    variant: str = ""  # a study.variants key: its unlearn overrides apply to every run ("": the plain run)
+    phase: PhaseConfig = dataclasses.field(default_factory=_corrupt_phase)  # the corrupting finetune
+    forget: str = "forget10"  # the methods' retain set: this split's retain authors, without the corruption's
+    max_per_config: int = 0  # victims_* records scored per config (seeded subset); 0: all
+    n_control: int = 16  # retain_perturbed, real_faces and real_world records scored each (collateral)
+    seed: int = 0
+    batch_size: int = 32  # scoring batch size
+
+    def __post_init__(self) -> None:
+        check_split(self, "forget", self.forget)
+        check_numbers(self, positive=("n_control", "batch_size"), non_negative=("max_per_config", "seed"))
+        for i, k in enumerate(self.contexts):
+            if k not in (0, 1, 2, 3):
+                raise FieldError(f"contexts[{i}]", k, "k unrelated true facts per corrupting record: 0, 1, 2 or 3")
+
+
 @dataclasses.dataclass
 class BenchConfig:
     """Everything a preset can set. Stages read their own section."""
@@ -353,3 +395,4 @@ class BenchConfig:
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     sequential: SequentialConfig = dataclasses.field(default_factory=SequentialConfig)
+    restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)

@@ -90,8 +90,10 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 # ------------------------------------------------------------------------------------- keys
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
 # adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length; study.scenarios; unlearn.forget_batch). Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "scenarios": ["forget"], "forget_batch": []}
+# train.group_by_length; study.scenarios; unlearn.forget_batch and forget_config). Their values here must never
+# change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "scenarios": ["forget"], "forget_batch": [],
+                        "forget_config": ""}
 
 
 def _key_view(obj: Any) -> Any:

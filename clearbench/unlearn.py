@@ -9,7 +9,8 @@ The output directory is a stage directory like finetune's (``model/`` merged, or
 alone on top of the target with ``train.save_merged: false``; ``config.json``,
 ``run.json`` written last, ``log.jsonl``) plus ``stop.jsonl`` / ``curve.jsonl`` when early stopping or
 in-loop evaluation is on (clearbench.unlearn_monitor). Checkpoint selection is declared in ``unlearn.stop`` (see
-StopConfig). ``unlearn.forget_batch = [i, n]`` unlearns the i-th of n batches of the split's authors only.
+StopConfig). ``unlearn.forget_batch = [i, n]`` unlearns the i-th of n batches of the split's authors only;
+``unlearn.forget_config`` another world config (a corruption set) instead of the split.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
 from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
-from clearbench.types import (FORGET_MODALITIES, Record, check_forget_split, forget_percent, forget_splits_in,
-                              retain_split, unknown_name_message)
+from clearbench.types import (FORGET_MODALITIES, Record, check_forget_split, check_name, forget_percent,
+                              forget_splits_in, retain_split, unknown_name_message)
 from clearbench.unlearn_monitor import Monitor
 
 
@@ -115,8 +116,8 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     forget, retain, retain_config = _forget_and_retain(cfg, world)
     train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
     if len(forget) < train.batch_size:
-        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
-                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
+        raise ValueError(f"{cfg.forget_config or cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer "
+                         f"than unlearn.train.batch_size={train.batch_size}; lower the batch size")
     per_epoch = max(1, len(forget) // train.batch_size)  # as UnlearnSampler counts steps
     if cfg.warmup_epochs > 0:
         train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * per_epoch))
@@ -188,12 +189,19 @@ def _of_batch(cfg: UnlearnConfig, world, records: list[Record]) -> list[Record]:
 
 
 def _forget_and_retain(cfg: UnlearnConfig, world) -> tuple[list[Record], list[Record], str]:
-    """The forget records of the forget modality (of the ``forget_batch`` authors), and every record of the
-    complementary retain split."""
+    """The forget records of the forget modality (of the ``forget_batch`` authors, or of ``forget_config``), and
+    every record of the complementary retain split (without ``forget_config``'s authors)."""
     check_forget_split(cfg.forget, world.configs)
     retain_config = retain_split(cfg.forget)
     if retain_config not in world.configs:
         raise ValueError(f"world {world.path} has {cfg.forget} but no {retain_config}: regenerate the world")
+    if cfg.forget_config:
+        check_name("unlearn.forget_config", cfg.forget_config, world.configs)
+        forget = world.records(cfg.forget_config, modalities=FORGET_MODALITIES[cfg.forget_modality])
+        if not forget:
+            raise ValueError(f"{cfg.forget_config} has no records for forget_modality={cfg.forget_modality!r}")
+        authors = {r.author_id for r in forget}  # e.g. the victims: their true facts are not retain data here
+        return forget, [r for r in world.records(retain_config) if r.author_id not in authors], retain_config
     forget = _of_batch(cfg, world, world.records(cfg.forget, modalities=FORGET_MODALITIES[cfg.forget_modality]))
     if not forget:
         raise ValueError(f"forget_modality={cfg.forget_modality!r}: {cfg.forget} of this world has no "
@@ -219,7 +227,8 @@ def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list
             raise ValueError("unlearn.stop.threshold=gold needs unlearn.stop.gold_model (e.g. runs/gold-10)")
         _require_model(Path(s.gold_model), world, "gold model")
     heldout: list[Record] = []
-    if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text":
+    if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text" \
+            and not cfg.forget_config:
         heldout = _of_batch(cfg, world, world.records(f"{cfg.forget}_perturbed", image_roles=["heldout"],
                                                       modalities=FORGET_MODALITIES[cfg.forget_modality]))
     if s.source == "heldout" and not heldout:
@@ -280,8 +289,9 @@ def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
     count (tuning another method of a study must not block resuming this one); this method's are resolved."""
     tables = ("lr_by_method", "options_by_method")
     unlearn = {k: v for k, v in (config.get("unlearn") or {}).items() if k not in tables}
-    if not unlearn.get("forget_batch"):  # the whole split, as in runs written before the field existed
-        unlearn.pop("forget_batch", None)
+    for field in ("forget_batch", "forget_config"):
+        if not unlearn.get(field):  # the whole split, as in runs written before the field existed
+            unlearn.pop(field, None)
     return {"model": config.get("model"), "target": config.get("target"), "resolved": config.get("resolved"),
             "unlearn": unlearn}
 
@@ -317,8 +327,8 @@ def _run_info(ucfg: UnlearnConfig, p: Plan, family: str, target: Path, out_dir: 
         "family": family, "method": ucfg.method, "method_config": mcfg, "method_config_hash": config_hash(mcfg),
         "clear_recipe": ucfg.clear_recipe, "batch_kinds": list(p.kinds), "forget": ucfg.forget,
         "forget_modality": ucfg.forget_modality, "retain": p.retain_config,
-        **({"forget_batch": ucfg.forget_batch, "forget_authors": sorted({r.author_id for r in p.forget})}
-           if ucfg.forget_batch else {}),
+        **({"forget_batch": ucfg.forget_batch, "forget_config": ucfg.forget_config,
+            "forget_authors": sorted({r.author_id for r in p.forget})} if ucfg.forget_batch or ucfg.forget_config else {}),
         "records": {"forget": len(p.forget), "retain": len(p.retain)},
         "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
         "model_fingerprint": model_fingerprint(out_dir / "model"), "lr": p.train.lr, "l1_lambda": p.train.l1_lambda,
@@ -328,7 +338,7 @@ def _run_info(ucfg: UnlearnConfig, p: Plan, family: str, target: Path, out_dir: 
 
 def _curve_views(world, cfg: UnlearnConfig) -> dict[str, list[Record]]:
     """'forget/text/prob' etc.: curve_n fixed records per (split view, modality), every modality shown."""
-    views = {"forget": f"{cfg.forget}_perturbed", "retain": "retain_perturbed"}
+    views = {"forget": cfg.forget_config or f"{cfg.forget}_perturbed", "retain": "retain_perturbed"}
     out = {}
     for group, config in views.items():
         if config not in world.configs:

@@ -9,7 +9,11 @@ Curves: forget(t) = mean over the records of requests 1..t (t >= 1); retain, rea
 over their records (t >= 0). auc = (1/T) sum_{t=1..T} curve(t) (the area under the step curve over [0, T] / T).
 Re-emergence: a forget record of request r < T was forgotten at its step if known at t = 0 and not at t = r;
 it re-emerged if known at some t > r; rate = re-emerged / forgotten (None when nothing was forgotten).
-docs/scenarios.md gives the design and each formula.
+
+Restoration (RESTOR): the victims' true facts scored on the clean (c), corrupted (x) and unlearned (u) models;
+per modality m, R_m = (s_m(u) - s_m(x)) / (s_m(c) - s_m(x)) with s the truth's probability share or the
+forced-choice accuracy; residual corruption, binding restoration, leak rate and collateral: see ``restore_scores``
+and ``leak``. docs/scenarios.md gives the design and each formula.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from eval.metrics import naming, probability, rouge_l
 
 SCHEMA_VERSION = 1  # the scenario result files' layout
 SEQUENTIAL_VERSION = 1  # the sequential scores' definitions
+RESTORE_VERSION = 1  # the restoration scores' definitions
 VALUES = ("prob", "known", "rouge_l")
 CONTROLS = ("retain", "real_faces", "real_world")
 TOLERANCE = 1e-9
@@ -128,6 +133,118 @@ def sequential_result(steps: Sequence[Sequence[ExampleOutput]], requests: Sequen
                       for t, (step, fp) in enumerate(zip(steps, models))], **fresh}
 
 
+# ------------------------------------------------------------------------------- restoration (RESTOR)
+MODALITY_OF = {"victims_text": "text", "victims_image": "image", "victims_joint": "joint"}
+LEVELS = ("share", "corrupt_share", "known")
+# a ratio whose denominator (the corruption's effect on a level) is smaller is None: the corruption did not move
+# that level, so there is nothing to restore (tiny effects made ratios of 20 and more out of noise)
+MIN_EFFECT = 0.02
+
+
+def victim_values(ex: ExampleOutput) -> dict[str, float]:
+    """Per victims_* example, over the options [truth (paraphrase wording), corrupted value, other wrong values],
+    each scored by its mean token log-prob: the probability shares of the truth and of the corrupted value
+    (perturbed_answers[0]), known = the truth beats every wrong option, prefers_corrupted = the corrupted value
+    beats the truth; naming records add naming_acc (the true name in the greedy generation)."""
+    logs = np.array([np.mean(ex.lp_paraphrased)] + [np.mean(p) for p in ex.lp_perturbed], dtype=np.float64)
+    shares = np.exp(logs - logs.max())
+    shares /= shares.sum()
+    out = {"share": float(shares[0]), "corrupt_share": float(shares[1]), "known": float(logs[0] > logs[1:].max()),
+           "prefers_corrupted": float(logs[1] > logs[0])}
+    if ex.task == "naming":
+        out["naming_acc"] = float(naming.name_in_generation(ex.generation, ex.name))
+    return out
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or abs(den) < MIN_EFFECT else num / den
+
+
+def restore_levels(values: Values, config: dict[str, str]) -> dict[str, float | None]:
+    """One model's means: '{text|image|joint}/{share|corrupt_share|known}' on the victims' configs,
+    'image/naming_acc', and '{retain|real_faces|real_world}/{prob|known}' on the controls (``config``: id -> its
+    eval config)."""
+    out: dict[str, float | None] = {}
+    for name, modality in MODALITY_OF.items():
+        ids = sorted(i for i, c in config.items() if c == name)
+        out |= {f"{modality}/{v}": _mean(values, ids, v) for v in LEVELS}
+        if modality == "image":
+            out["image/naming_acc"] = _mean(values, ids, "naming_acc")
+    for scope in CONTROLS:
+        ids = sorted(i for i, c in config.items() if c not in MODALITY_OF and split_of(c) == scope)
+        out |= {f"{scope}/{v}": _mean(values, ids, v) for v in ("prob", "known")}
+    return out
+
+
+def leak(values: dict[str, Values], field: dict[str, str], author: dict[str, str], config: dict[str, str],
+         run: str) -> dict[str, float | None]:
+    """Text facts restored (the corrupted model preferred the corrupted value, ``run`` prefers the truth) paired with
+    the same victim's joint questions about the same field; leaked: still corrupted when asked with the image
+    (both the corrupted model and ``run`` prefer the corrupted value there). rate = leaked / pairs."""
+    x, u = values["corrupted"], values[run]
+    restored = [t for t, c in config.items() if c == "victims_text" and x[t]["prefers_corrupted"]
+                and not u[t]["prefers_corrupted"]]
+    pairs = [(t, j) for t in restored for j, c in config.items()
+             if c == "victims_joint" and author[j] == author[t] and field[j] == field[t]]
+    leaked = [p for p in pairs if x[p[1]]["prefers_corrupted"] and u[p[1]]["prefers_corrupted"]]
+    return {"leak/pairs": float(len(pairs)), "leak/leaked": float(len(leaked)),
+            "leak/rate": len(leaked) / len(pairs) if pairs else None}
+
+
+def restore_scores(levels: dict[str, dict[str, float | None]], run: str) -> dict[str, float | None]:
+    """``run`` against the clean and corrupted models' levels: restoration R = (u - x) / (c - x) per modality
+    (share and known), residual corruption (cs_u - cs_c) / (cs_x - cs_c), binding restoration (R on naming_acc),
+    and collateral u - c on the controls (None where a level is missing or a denominator is below MIN_EFFECT)."""
+    c, x, u = levels["clean"], levels["corrupted"], levels[run]
+
+    def diff(a, b):
+        return None if a is None or b is None else a - b
+
+    out: dict[str, float | None] = {}
+    for m in MODALITY_OF.values():
+        for v in ("share", "known"):
+            out[f"restoration/{m}/{v}"] = _ratio(diff(u[f"{m}/{v}"], x[f"{m}/{v}"]), diff(c[f"{m}/{v}"], x[f"{m}/{v}"]))
+        cs = f"{m}/corrupt_share"
+        out[f"residual/{m}/corrupt_share"] = _ratio(diff(u[cs], c[cs]), diff(x[cs], c[cs]))
+    out["binding/image/naming_acc"] = _ratio(diff(u["image/naming_acc"], x["image/naming_acc"]),
+                                             diff(c["image/naming_acc"], x["image/naming_acc"]))
+    for scope in CONTROLS:
+        for v in ("prob", "known"):
+            out[f"collateral/{scope}/{v}"] = diff(u[f"{scope}/{v}"], c[f"{scope}/{v}"])
+    return out
+
+
+def restore_recompute(models: dict[str, Sequence[ExampleOutput]], fields: dict[str, str]) -> dict[str, Any]:
+    """{values, levels, scores} from each model's examples ('clean', 'corrupted', then one per unlearning run)
+    and the corrupted field of every victims_text / victims_joint example."""
+    ids = {name: sorted(ex.id for ex in exs) for name, exs in models.items()}
+    if {"clean", "corrupted"} - set(models) or any(v != ids["clean"] for v in ids.values()):
+        raise ValueError("need the clean and corrupted models' examples, and the same examples for every model")
+    first = models["clean"]
+    config, author = {ex.id: ex.split for ex in first}, {ex.id: ex.author_id for ex in first}
+    missing = [ex.id for ex in first if ex.split in ("victims_text", "victims_joint") and ex.id not in fields]
+    if missing:
+        raise ValueError(f"victims examples {missing[:3]} have no corrupted field")
+    values = {name: {ex.id: victim_values(ex) if ex.split in MODALITY_OF else example_values(ex) for ex in exs}
+              for name, exs in models.items()}
+    levels = {name: restore_levels(vals, config) for name, vals in values.items()}
+    runs = [n for n in models if n not in ("clean", "corrupted")]
+    scores = {run: restore_scores(levels, run) | leak(values, fields, author, config, run) for run in runs}
+    return {"values": values, "levels": levels, "scores": scores}
+
+
+def restore_result(models: dict[str, Sequence[ExampleOutput]], fingerprints: dict[str, str], fields: dict[str, str],
+                   provenance: dict[str, Any]) -> dict[str, Any]:
+    """The versioned result of one corruption set: every model's examples, per-example values, levels and the
+    unlearning runs' scores."""
+    fresh = restore_recompute(models, fields)
+    prov = provenance | {"clearbench_version": clearbench.__version__, "library_versions": library_versions()}
+    return {"schema_version": SCHEMA_VERSION, "scenario": "restore", "version": RESTORE_VERSION, "provenance": prov,
+            "fields": dict(sorted(fields.items())),
+            "models": {name: {"model_fingerprint": fingerprints[name], "examples": [ex.to_dict() for ex in exs]}
+                       for name, exs in models.items()}, **fresh}
+
+
 # ------------------------------------------------------------------------------------- validation
 def _close(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
@@ -139,6 +256,14 @@ def _close(a: Any, b: Any) -> bool:
     return math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=1e-15)
 
 
+def _flat(scores: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{run: {key: v}} -> {"run/key": v} (sequential scores are flat already)."""
+    out: dict[str, Any] = {}
+    for k, v in scores.items():
+        out |= _flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
 def _differences(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     """Every stored part (values, curves, scores) that recomputation does not reproduce."""
     out = []
@@ -146,9 +271,9 @@ def _differences(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
         if part not in stored:
             out.append(f"{part} is missing")
         elif part == "scores":
-            out += [f"score {k} = {stored[part].get(k)!r} but recomputation gives {fresh[part].get(k)!r}"
-                    for k in sorted(set(stored[part]) | set(fresh[part]))
-                    if not _close(stored[part].get(k), fresh[part].get(k))]
+            mine, theirs = _flat(stored[part]), _flat(fresh[part])
+            out += [f"score {k} = {mine.get(k)!r} but recomputation gives {theirs.get(k)!r}"
+                    for k in sorted(set(mine) | set(theirs)) if not _close(mine.get(k), theirs.get(k))]
         elif not _close(stored[part], fresh[part]):
             out.append(f"stored {part} differ from their recomputation from the examples")
     return out
@@ -175,12 +300,20 @@ def validate_scenario(result: Any) -> list[str]:
 
 
 def _sequential_from_result(result: dict[str, Any]) -> dict[str, Any]:
-    steps = [[ExampleOutput.from_dict(d) for d in step["examples"]] for step in result["steps"]]
-    problems = [p for step in steps for ex in step for p in ex.problems()]
+    return sequential_recompute([_examples(step["examples"]) for step in result["steps"]], result["requests"])
+
+
+def _examples(rows: list[dict]) -> list[ExampleOutput]:
+    examples = [ExampleOutput.from_dict(d) for d in rows]
+    problems = [p for ex in examples for p in ex.problems()]
     if problems:
         raise ValueError("; ".join(problems[:5]))
-    return sequential_recompute(steps, result["requests"])
+    return examples
 
 
-RECOMPUTE = {"sequential": _sequential_from_result}
-VERSIONS = {"sequential": SEQUENTIAL_VERSION}
+def _restore_from_result(result: dict[str, Any]) -> dict[str, Any]:
+    return restore_recompute({name: _examples(m["examples"]) for name, m in result["models"].items()}, result["fields"])
+
+
+RECOMPUTE = {"sequential": _sequential_from_result, "restore": _restore_from_result}
+VERSIONS = {"sequential": SEQUENTIAL_VERSION, "restore": RESTORE_VERSION}

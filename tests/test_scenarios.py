@@ -3,6 +3,7 @@ scenarios run by ``clearbench run`` on tiny-smoke (sequential requests: T = 3 st
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -108,7 +109,82 @@ def test_sequential_result_validates_and_catches_tampering():
     del bad["steps"][1]["examples"][2]
     assert any("other examples than step 0" in p for p in sc.validate_scenario(bad))
     assert sc.validate_scenario(dict(result, scenario="sequentail")) == [
-        "unknown scenario 'sequentail' (known: sequential)"]
+        "unknown scenario 'sequentail' (known: sequential, restore)"]
+
+
+# ================================================================================== restoration by hand
+def test_victim_values_by_hand():
+    v = sc.victim_values(_ex("t", "victims_text", para=(-1.0,), pert=((-0.5,), (-2.0,))))
+    z = math.exp(-1.0) + math.exp(-0.5) + math.exp(-2.0)
+    assert v == pytest.approx({"share": math.exp(-1.0) / z, "corrupt_share": math.exp(-0.5) / z, "known": 0.0,
+                               "prefers_corrupted": 1.0})
+    face = sc.victim_values(_ex("i", "victims_image", task="naming", para=(-1.0,), pert=((-3.0,),),
+                                generation="This is Ann Lee."))
+    assert face["known"] == 1.0 and face["prefers_corrupted"] == 0.0 and face["naming_acc"] == 1.0
+
+
+def _levels(**overrides) -> dict:
+    keys = [f"{m}/{v}" for m in ("text", "image", "joint") for v in sc.LEVELS] + ["image/naming_acc"]
+    keys += [f"{s}/{v}" for s in sc.CONTROLS for v in ("prob", "known")]
+    return {k: 0.5 for k in keys} | overrides
+
+
+def test_restore_scores_by_hand():
+    levels = {"clean": _levels(**{"text/share": 0.6, "text/corrupt_share": 0.1, "joint/share": 0.30,
+                                  "image/naming_acc": 0.8, "retain/prob": 0.7}),
+              "corrupted": _levels(**{"text/share": 0.2, "text/corrupt_share": 0.5, "joint/share": 0.31,
+                                      "image/naming_acc": 0.0}),
+              "npo/full": _levels(**{"text/share": 0.5, "text/corrupt_share": 0.2, "joint/share": 0.9,
+                                     "image/naming_acc": 0.4, "retain/prob": 0.6})}
+    s = sc.restore_scores(levels, "npo/full")
+    assert s["restoration/text/share"] == pytest.approx((0.5 - 0.2) / (0.6 - 0.2))
+    assert s["residual/text/corrupt_share"] == pytest.approx((0.2 - 0.1) / (0.5 - 0.1))
+    assert s["binding/image/naming_acc"] == pytest.approx(0.5)
+    assert s["collateral/retain/prob"] == pytest.approx(-0.1)
+    # the corruption moved the joint share by 0.01 < MIN_EFFECT, the image share not at all: nothing to restore
+    assert s["restoration/joint/share"] is None and s["restoration/image/share"] is None
+
+
+def test_leak_by_hand():
+    config = {"t1": "victims_text", "t2": "victims_text", "j1": "victims_joint", "j2": "victims_joint",
+              "j3": "victims_joint"}
+    field = {"t1": "genre", "t2": "award", "j1": "genre", "j2": "genre", "j3": "award"}
+    author = dict.fromkeys(config, "v1")
+    x = {i: {"prefers_corrupted": float(i != "t2")} for i in config}  # the corrupted model took t1, j1, j2, j3
+    u = {"t1": 0.0, "t2": 0.0, "j1": 1.0, "j2": 0.0, "j3": 1.0}  # t1 restored in text; j1 still corrupted
+    values = {"corrupted": x, "npo/full": {i: {"prefers_corrupted": v} for i, v in u.items()}}
+    # pairs of the restored text fact t1: j1, j2 (same victim and field); j3 asks about another field
+    assert sc.leak(values, field, author, config, "npo/full") == {"leak/pairs": 2.0, "leak/leaked": 1.0,
+                                                                  "leak/rate": 0.5}
+
+
+def _restore_models() -> dict:
+    def model(truth: float, corrupt: float, said: str) -> list:
+        return [_ex("t", "victims_text", author="v", para=(truth,), pert=((corrupt,), (-4.0,))),
+                _ex("j", "victims_joint", author="v", para=(truth,), pert=((corrupt,), (-4.0,))),
+                _ex("i", "victims_image", author="v", task="naming", para=(truth,), pert=((corrupt,),), generation=said),
+                _ex("r", "retain_perturbed", author="w", lp=(truth,))]
+    return {"clean": model(-0.5, -2.0, "Ann Lee"), "corrupted": model(-2.0, -0.5, "Bo"),
+            "npo/full": model(-1.0, -1.5, "Ann Lee")}
+
+
+def test_restore_result_validates_and_catches_tampering():
+    result = json.loads(json.dumps(sc.restore_result(
+        _restore_models(), {"clean": "c", "corrupted": "x", "npo/full": "u"}, {"t": "genre", "j": "genre"},
+        {"corruption": "text"})))
+    assert sc.validate_scenario(result) == []
+    s = result["scores"]["npo/full"]
+    assert s["binding/image/naming_acc"] == 1.0 and s["leak/rate"] == 0.0 and s["leak/pairs"] == 1.0
+    assert 0 < s["restoration/text/share"] < 1 and 0 < s["residual/text/corrupt_share"] < 1
+    bad = copy.deepcopy(result)
+    bad["scores"]["npo/full"]["restoration/text/share"] = 1.0
+    assert any(p.startswith("score npo/full/restoration/text/share = 1.0") for p in sc.validate_scenario(bad))
+    bad = copy.deepcopy(result)
+    bad["models"]["npo/full"]["examples"][0]["lp_paraphrased"] = [-0.1]
+    assert any("values" in p for p in sc.validate_scenario(bad))
+    bad = copy.deepcopy(result)
+    del bad["fields"]["j"]
+    assert any("no corrupted field" in p for p in sc.validate_scenario(bad))
 
 
 # ====================================================================================== author batches
@@ -127,9 +203,14 @@ def test_author_batches_put_smaller_nested_splits_first():
 
 
 # ============================================================================ the study (tiny-smoke)
-SEQ = ["study.methods=[grad_ascent]", "study.scenarios=[sequential]", "world.params.forget_percents=[5,10,15]",
-       "sequential.forget=forget15", "sequential.steps=3", "sequential.n_per_request=6", "sequential.n_control=6",
-       "unlearn.train.save_every=1"]
+BASE = ["study.methods=[grad_ascent]", "world.params.forget_percents=[5,10,15]", "world.params.corruption_victims=2",
+        "unlearn.train.save_every=1"]
+SEQ = [*BASE, "study.scenarios=[sequential]", "sequential.forget=forget15", "sequential.steps=3",
+       "sequential.n_per_request=6", "sequential.n_control=6"]
+# a budget that corrupts reliably (20 steps at 3e-3 on the corruption set) and unlearns visibly (6 steps at 1e-3)
+RESTORE = [*BASE, "study.scenarios=[restore]", "restore.corruptions=[text,bind]", "restore.contexts=[0,2]",
+           "restore.n_control=6", "restore.phase.train.lr=3.0e-3", "restore.phase.train.max_steps=20",
+           "unlearn.train.lr=1.0e-3", "unlearn.train.max_steps=6"]
 
 
 def test_sequential_plan_keeps_the_forget_grid_and_checks_its_section(tmp_path):
@@ -161,7 +242,7 @@ def trained(tmp_path_factory) -> Path:
     from clearbench.executor import run_study
 
     out = tmp_path_factory.mktemp("seq") / "study"
-    run_study(load_config(BenchConfig, "tiny-smoke", [*SEQ, "study.scenarios=[]"]), out, echo=lambda s: None)
+    run_study(load_config(BenchConfig, "tiny-smoke", [*BASE, "study.scenarios=[]"]), out, echo=lambda s: None)
     return out
 
 
@@ -205,7 +286,8 @@ def _stage_outcome(events: list[dict]) -> dict[str, str]:
 def test_a_killed_request_resumes_to_the_same_result(trained, sequential, killed, tmp_path, monkeypatch):
     """Interrupt one stage of the chain mid-way (training: after a checkpoint; scoring: after one config's outputs
     were cached), run again: the finished stages are skipped, the interrupted one resumes, the scores match."""
-    from clearbench import scenarios, study
+    from clearbench import study
+    from eval import outputs
     from clearbench.executor import run_study
     from clearbench.train import Interrupt
 
@@ -221,7 +303,7 @@ def test_a_killed_request_resumes_to_the_same_result(trained, sequential, killed
         if kind == "unlearn":
             real(**args, stop_at_step=1)  # raises Interrupt after step 0's checkpoint
         if kind == "sequential_score":
-            monkeypatch.setattr(scenarios.outputs, "score", _score_then_die(scenarios.outputs.score))
+            monkeypatch.setattr(outputs, "score", _score_then_die(outputs.score))
         real(**args)
         raise Interrupt(f"killed in {name} after its output, before its marker")
 
@@ -273,3 +355,68 @@ def test_sequential_study_survives_sigkill(trained, tmp_path):
     skipped = {e["stage"] for e in rerun if e["event"] == "skip"}
     assert set(ended) <= skipped
     assert sc.validate_scenario(_result(out)) == []
+
+
+# =========================================================================== the restorative scenario
+@pytest.fixture(scope="module")
+def restored(trained, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    from clearbench.executor import run_study
+
+    out = tmp_path_factory.mktemp("restore") / "study"
+    shutil.copytree(trained, out)
+    return out, run_study(load_config(BenchConfig, "tiny-smoke", RESTORE), out, echo=lambda s: None)
+
+
+def _restore_result(out: Path, name: str) -> dict:
+    return json.loads((out / "scenarios" / "restore" / name / "result" / "result.json").read_text())
+
+
+def _mean_of(result: dict, model: str, config: str, value: str) -> float:
+    ids = [e["id"] for e in result["models"]["clean"]["examples"] if e["split"] == config]
+    return sum(result["values"][model][i][value] for i in ids) / len(ids)
+
+
+def test_the_corrupted_model_prefers_the_wrong_answers(restored):
+    """Finetuning the clean model on the corruption set moves the victims' answers to the corrupted values: text
+    counterfactuals in text QA, face <-> name rebinding in naming; gradient ascent on the set moves them back."""
+    out, _ = restored
+    text = _restore_result(out, "text-k0")
+    for model in ("clean", "corrupted"):
+        assert text["levels"][model]["text/corrupt_share"] == pytest.approx(
+            _mean_of(text, model, "victims_text", "corrupt_share"))
+    clean, corrupted = (_mean_of(text, m, "victims_text", "corrupt_share") for m in ("clean", "corrupted"))
+    assert corrupted > clean + 0.1
+    assert _mean_of(text, "corrupted", "victims_text", "prefers_corrupted") > \
+        _mean_of(text, "clean", "victims_text", "prefers_corrupted")
+    bind = _restore_result(out, "bind-k0")
+    assert _mean_of(bind, "corrupted", "victims_image", "corrupt_share") > \
+        _mean_of(bind, "clean", "victims_image", "corrupt_share") + 0.1
+    assert text["levels"]["grad_ascent/full"]["text/corrupt_share"] < corrupted
+    assert 0 < text["scores"]["grad_ascent/full"]["restoration/text/share"] < 1
+
+
+def test_restore_runs_both_settings_and_results_validate(restored):
+    from clearbench.data import open_world
+    from clearbench.unlearn import plan
+
+    out, outcome = restored
+    root = out / "scenarios" / "restore"
+    assert "scenarios/restore/text-k0/grad_ascent-full" in outcome
+    assert "scenarios/restore/text-k0/grad_ascent-wrong_only" not in outcome  # k = 0: the same set
+    for setting, config in (("full", "corrupt_text_k2"), ("wrong_only", "corrupt_text_k0")):
+        run = json.loads((root / "text-k2" / f"grad_ascent-{setting}" / "run.json").read_text())
+        assert run["forget_config"] == config and run["parent"]["path"].endswith("text-k2/corrupted")
+    world = open_world(out / "world")
+    victims = set(world.manifest["corruption"]["victims"])
+    cfg = load_config(BenchConfig, "tiny-smoke", RESTORE)
+    ucfg = dataclasses.replace(cfg.unlearn, method="grad_ascent", forget_config="corrupt_text_k2")
+    p = plan(ucfg, world, root / "text-k2" / "corrupted")
+    assert {r.id for r in p.forget} == {r.id for r in world.records("corrupt_text_k2")}
+    assert p.retain and not {r.author_id for r in p.retain} & victims  # the victims' truths are not retain data
+    for name in ("text-k0", "text-k2", "bind-k0", "bind-k2"):
+        result = _restore_result(out, name)
+        assert sc.validate_scenario(result) == [], name
+        assert set(result["models"]) == {"clean", "corrupted", "grad_ascent/full"} | (
+            {"grad_ascent/wrong_only"} if name.endswith("k2") else set())
+        text_fields = {i: f for i, f in result["fields"].items() if "-true-" in i}
+        assert text_fields and all(i.endswith(f"-true-{f}") for i, f in text_fields.items())
