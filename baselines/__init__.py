@@ -3,8 +3,10 @@
 Every method module defines ``NAME``, ``BATCHES`` (batch kinds for the default config),
 ``NEEDS_REFERENCE``, a ``Config`` dataclass and ``loss(model, batches, ref, cfg, step)``; optionally
 ``batches(cfg)`` / ``needs_reference(cfg)`` when a config option changes what it needs,
+``resolve(cfg, steps_per_epoch, total_steps)`` when the config depends on the run's length,
 ``on_train_end(model, initial_state, cfg)`` and ``CLEAR_RECIPE`` (overrides that reproduce CLEAR's code).
-The trainer should ask through ``batches_for`` / ``needs_reference_for`` rather than read the constants.
+The trainer should ask through ``batches_for`` / ``needs_reference_for`` / ``resolve_config`` rather than
+read the constants.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ METHODS: dict[str, types.ModuleType] = {
     "sku": sku,
 }
 
-BATCH_KINDS = ("forget", "retain", "idk", "random")
+# "random": answers of the run's retain records (LLMU's normal data); "random_forget": of the other forget records
+BATCH_KINDS = ("forget", "retain", "idk", "random", "random_forget")
 
 
 def get_method(name: str) -> types.ModuleType:
@@ -90,3 +93,14 @@ def needs_reference_for(name: str, cfg: Any) -> bool:
     """Whether the trainer must build a ``clearbench.reference.Reference`` for this method and config."""
     module = get_method(name)
     return bool(module.needs_reference(cfg)) if hasattr(module, "needs_reference") else bool(module.NEEDS_REFERENCE)
+
+
+def resolve_config(name: str, cfg: Any, steps_per_epoch: int, total_steps: int) -> Any:
+    """The method's config completed with the run's length, once, before training: ``steps_per_epoch``
+    optimizer steps per pass over the forget set, ``total_steps`` in the run. Unchanged for methods
+    without a ``resolve`` hook."""
+    if steps_per_epoch < 1 or total_steps < 1:
+        raise ValueError(f"resolve_config({name!r}): steps_per_epoch={steps_per_epoch} and total_steps={total_steps} "
+                         f"must be >= 1")
+    module = get_method(name)
+    return module.resolve(cfg, steps_per_epoch, total_steps) if hasattr(module, "resolve") else cfg

@@ -1,9 +1,9 @@
-"""Extra batch kinds built from forget records: refusals ("idk") and random answers ("random").
+"""Batch kinds derived from a step's forget rows: refusals ("idk") and mismatched answers ("random" from
+the run's retain records, "random_forget" from the other forget records).
 
-Both keep the forget record's question and image (so the modality is unchanged) and swap the
-answer. The trainer collates them with the model family's collate like any other records. For DPO
-the "idk" rows of a step must be built from that step's forget rows, in the same order
-(``idk_records(forget_rows, ...)``), so that each preference pair shares its question.
+Each keeps the forget record's question and image (so the modality is unchanged) and swaps the
+answer. The trainer's sampler builds them from the step's forget rows, in the same order (DPO pairs idk
+row b with forget row b), and collates them like any other records.
 """
 from __future__ import annotations
 
@@ -44,9 +44,8 @@ def random_records(
 ) -> list[Record]:
     """``k`` records per forget record: same question/image, answer taken from another pool record.
 
-    The donor is drawn uniformly among pool records with a different id and a different answer
-    (SKU re-asks the forget question with other forget items' answers; LLMU pairs harmful prompts
-    with unrelated answers). Output order: all k variants of forget record 0, then record 1, ...
+    The donor is drawn uniformly among pool records with a different id and a different answer.
+    Output order: all k variants of forget record 0, then record 1, ...
     """
     if k < 1:
         raise ValueError(f"random_records needs k >= 1, got {k}")
@@ -61,3 +60,4 @@ def random_records(
         for i in range(k):
             out.append(_swap_answer(rec, rng.choice(donors).answer, f"random{i}"))
     return out
+

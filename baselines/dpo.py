@@ -12,7 +12,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from clearbench.losses import StepInfo, answer_logits, answer_nll, sequence_logprob
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo, answer_logits, sequence_logprob
 from clearbench.types import check_name
 
 NAME = "dpo"
@@ -59,7 +60,7 @@ def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> t
     lp_i = sequence_logprob(answer_logits(model, i), i["labels"])  # (B,)
     if cfg.mode == "clear":
         total = clear_formula(lp_i)
-        return total, {"loss": total.item(), "idk_logprob": lp_i.mean().item()}
+        return total, logged(total, {"idk_logprob": lp_i.mean()})
     f = batches["forget"]
     if f["input_ids"].shape[0] != i["input_ids"].shape[0]:
         raise ValueError("dpo: the idk and forget batches must pair row by row (build idk rows from the forget rows)")
@@ -67,12 +68,8 @@ def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> t
     ref_i = sequence_logprob(ref.answer_logits(i), i["labels"])
     ref_f = sequence_logprob(ref.answer_logits(f), f["labels"])
     total = formula(lp_i, ref_i, lp_f, ref_f, cfg.beta)
-    logs = {"dpo": total.item(), "idk_logratio": (lp_i - ref_i).mean().item(),
-            "forget_logratio": (lp_f - ref_f).mean().item()}
+    terms = {"dpo": total, "idk_logratio": (lp_i - ref_i).mean(), "forget_logratio": (lp_f - ref_f).mean()}
     if cfg.retain_weight:
-        r = batches["retain"]
-        nll_r = answer_nll(model, r)
-        total = total + cfg.retain_weight * nll_r
-        logs["retain_nll"] = nll_r.item()
-    logs["loss"] = total.item()
-    return total, logs
+        terms |= nll_terms(model, batches, ("retain",))
+        total = total + cfg.retain_weight * terms["retain_nll"]
+    return total, logged(total, terms)

@@ -5,7 +5,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_nll
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "grad_ascent"
 BATCHES = ("forget",)
@@ -22,7 +23,6 @@ def formula(forget_nll: torch.Tensor) -> torch.Tensor:
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f = batches["forget"]
-    nll_f = answer_nll(model, f)
-    total = formula(nll_f)
-    return total, {"loss": total.item(), "forget_nll": nll_f.item()}
+    terms = nll_terms(model, batches, ("forget",))
+    total = formula(terms["forget_nll"])
+    return total, logged(total, terms)

@@ -5,7 +5,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_nll
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "grad_diff"
 BATCHES = ("forget", "retain")
@@ -23,8 +24,6 @@ def formula(forget_nll: torch.Tensor, retain_nll: torch.Tensor, forget_weight: f
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f, r = batches["forget"], batches["retain"]
-    nll_f = answer_nll(model, f)
-    nll_r = answer_nll(model, r)
-    total = formula(nll_f, nll_r, cfg.forget_weight, cfg.retain_weight)
-    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "retain_nll": nll_r.item()}
+    terms = nll_terms(model, batches, ("forget", "retain"))
+    total = formula(terms["forget_nll"], terms["retain_nll"], cfg.forget_weight, cfg.retain_weight)
+    return total, logged(total, terms)

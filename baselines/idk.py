@@ -5,7 +5,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_nll
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "idk"
 BATCHES = ("idk", "retain")
@@ -23,8 +24,6 @@ def formula(idk_nll: torch.Tensor, retain_nll: torch.Tensor, idk_weight: float, 
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    i, r = batches["idk"], batches["retain"]
-    nll_i = answer_nll(model, i)
-    nll_r = answer_nll(model, r)
-    total = formula(nll_i, nll_r, cfg.idk_weight, cfg.retain_weight)
-    return total, {"loss": total.item(), "idk_nll": nll_i.item(), "retain_nll": nll_r.item()}
+    terms = nll_terms(model, batches, ("idk", "retain"))
+    total = formula(terms["idk_nll"], terms["retain_nll"], cfg.idk_weight, cfg.retain_weight)
+    return total, logged(total, terms)

@@ -5,7 +5,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_logits, answer_nll, kl_per_token, logit_mask
+from baselines.terms import kl_to_reference, logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "kl"
 BATCHES = ("forget", "retain")
@@ -23,9 +24,6 @@ def formula(forget_nll: torch.Tensor, retain_kl: torch.Tensor, forget_weight: fl
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f, r = batches["forget"], batches["retain"]
-    nll_f = answer_nll(model, f)
-    logits_r = answer_logits(model, r)  # (N, V) at logit_mask(labels)
-    kl_r = kl_per_token(ref.answer_logits(r), logits_r, logit_mask(r["labels"]))  # KL(ref ‖ θ), mean over answer positions
-    total = formula(nll_f, kl_r, cfg.forget_weight, cfg.retain_weight)
-    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "retain_kl": kl_r.item()}
+    terms = nll_terms(model, batches, ("forget",)) | {"retain_kl": kl_to_reference(model, ref, batches["retain"])}
+    total = formula(terms["forget_nll"], terms["retain_kl"], cfg.forget_weight, cfg.retain_weight)
+    return total, logged(total, terms)

@@ -13,7 +13,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from clearbench.losses import StepInfo, answer_logits, answer_nll, model_inputs, sequence_logprob
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo, answer_logits, model_inputs, sequence_logprob
 from clearbench.types import check_name
 
 NAME = "npo"
@@ -55,16 +56,13 @@ def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> t
     f = batches["forget"]
     if cfg.mode == "clear":  # every position of the full distributions
         total = clear_formula(model(**model_inputs(f)).logits, ref(f), cfg.beta)
-        logs = {"npo": total.item()}
+        terms = {"npo": total}
     else:
         lp_f = sequence_logprob(answer_logits(model, f), f["labels"])  # (B,)
         ref_lp_f = sequence_logprob(ref.answer_logits(f), f["labels"])
         total = formula(lp_f, ref_lp_f, cfg.beta)
-        logs = {"npo": total.item(), "forget_logratio": (lp_f - ref_lp_f).mean().item()}
+        terms = {"npo": total, "forget_logratio": (lp_f - ref_lp_f).mean()}
     if cfg.retain_weight:
-        r = batches["retain"]
-        nll_r = answer_nll(model, r)
-        total = total + cfg.retain_weight * nll_r
-        logs["retain_nll"] = nll_r.item()
-    logs["loss"] = total.item()
-    return total, logs
+        terms |= nll_terms(model, batches, ("retain",))
+        total = total + cfg.retain_weight * terms["retain_nll"]
+    return total, logged(total, terms)

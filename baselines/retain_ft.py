@@ -5,7 +5,8 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_nll
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "retain_ft"
 BATCHES = ("retain",)
@@ -22,7 +23,6 @@ def formula(retain_nll: torch.Tensor) -> torch.Tensor:
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    r = batches["retain"]
-    nll_r = answer_nll(model, r)
-    total = formula(nll_r)
-    return total, {"loss": total.item(), "retain_nll": nll_r.item()}
+    terms = nll_terms(model, batches, ("retain",))
+    total = formula(terms["retain_nll"])
+    return total, logged(total, terms)

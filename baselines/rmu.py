@@ -26,6 +26,7 @@ import dataclasses
 
 import torch
 
+from baselines.terms import logged
 from clearbench.losses import StepInfo, language_layers, layer_index, logit_mask, masked_mse, model_inputs
 from clearbench.types import check_name
 
@@ -138,5 +139,5 @@ def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> t
     c = scale(cfg, h_r_ref, m_r)
     control = control_vector(h_f.shape[-1], c, cfg.seed).to(h_f.device)
     total = formula(h_f, control, m_f, h_r, h_r_ref, m_r, cfg.alpha)
-    return total, {"loss": total.item(), "forget_mse": masked_mse(h_f.detach(), control, m_f).item(),
-                   "retain_mse": masked_mse(h_r.detach(), h_r_ref, m_r).item(), "layer": float(layer), "steering_c": c}
+    return total, logged(total, {"forget_mse": masked_mse(h_f.detach(), control, m_f),
+                                 "retain_mse": masked_mse(h_r.detach(), h_r_ref, m_r), "layer": layer, "steering_c": c})

@@ -9,7 +9,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from clearbench.losses import StepInfo, answer_lengths, answer_logits, answer_nll, sequence_logprob
+from baselines.terms import logged, nll_terms
+from clearbench.losses import StepInfo, answer_lengths, answer_logits, sequence_logprob
 
 NAME = "simnpo"
 BATCHES = ("forget", "retain")
@@ -35,9 +36,9 @@ def formula(lp_forget: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: 
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f, r = batches["forget"], batches["retain"]
+    f = batches["forget"]
     lp_f = sequence_logprob(answer_logits(model, f), f["labels"])  # (B,)
-    forget_term = formula(lp_f, answer_lengths(f["labels"]), cfg.beta, cfg.gamma)
-    nll_r = answer_nll(model, r)
-    total = cfg.forget_weight * forget_term + cfg.retain_weight * nll_r
-    return total, {"loss": total.item(), "simnpo": forget_term.item(), "retain_nll": nll_r.item()}
+    terms = {"simnpo": formula(lp_f, answer_lengths(f["labels"]), cfg.beta, cfg.gamma)}
+    terms |= nll_terms(model, batches, ("retain",))
+    total = cfg.forget_weight * terms["simnpo"] + cfg.retain_weight * terms["retain_nll"]
+    return total, logged(total, terms)

@@ -6,7 +6,9 @@ Stage 1, harmful knowledge acquisition (the training loss), from SKU's unlearn_h
     + ε2·NLL(random answer | forget question)   random disassociation
     − ε3·KL(π_ref ‖ π_θ)(retain)     preservation divergence (its ``compute_reverse_kl`` returns −KL)
 Stage 2, knowledge negation (``on_train_end``): θ_final = θ_0 − λ·(θ_harmful − θ_0), λ = 1.
-Not followed: SKU's PKU-SafeRLHF-specific data handling and its K=5 (the trainer's "random" batch sets K).
+The random answers are other forget records' (batch kind "random_forget"): SKU's code draws them from the
+harmful responses, ``bad_ans = get_harmful_responses(train_dataset)``, as CLEAR's does ("K=3 other forget items").
+Not followed: SKU's PKU-SafeRLHF-specific data handling and its K=5 (the trainer's ``random_k`` sets K).
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import dataclasses
 
 import torch
 
-from clearbench.losses import StepInfo, answer_logits, answer_nll, kl_per_token, logit_mask
+from baselines.terms import kl_to_reference, logged, nll_terms
+from clearbench.losses import StepInfo
 
 NAME = "sku"
-BATCHES = ("forget", "random", "retain")
+BATCHES = ("forget", "random_forget", "retain")
 NEEDS_REFERENCE = True
 # CLEAR: 2.5·CE(forget) + 1.0·CE(random) − 0.5·KL(T‖θ)(retain), and no negation step (clear.md §3.2, §7.7)
 CLEAR_RECIPE = {"forget_weight": 2.5, "random_weight": 1.0, "retain_weight": 0.5, "negate": False}
@@ -44,14 +47,11 @@ def negate(theta0: torch.Tensor, theta: torch.Tensor, scale: float = 1.0) -> tor
 
 
 def loss(model, batches: dict[str, dict], ref, cfg: Config, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-    f, rnd, r = batches["forget"], batches["random"], batches["retain"]
-    nll_f = answer_nll(model, f)
-    nll_rnd = answer_nll(model, rnd)
-    logits_r = answer_logits(model, r)  # (N, V) at logit_mask(labels)
-    kl_r = kl_per_token(ref.answer_logits(r), logits_r, logit_mask(r["labels"]))
-    total = formula(nll_f, nll_rnd, kl_r, cfg.forget_weight, cfg.random_weight, cfg.retain_weight)
-    return total, {"loss": total.item(), "forget_nll": nll_f.item(), "random_nll": nll_rnd.item(),
-                   "retain_kl": kl_r.item()}
+    terms = nll_terms(model, batches, ("forget", "random_forget"))
+    terms["retain_kl"] = kl_to_reference(model, ref, batches["retain"])
+    total = formula(terms["forget_nll"], terms["random_forget_nll"], terms["retain_kl"],
+                    cfg.forget_weight, cfg.random_weight, cfg.retain_weight)
+    return total, logged(total, terms)
 
 
 @torch.no_grad()

@@ -91,7 +91,7 @@ def main() -> None:
 
     from clearbench.data import open_world
     from eval import outputs
-    from eval.evaluate import _records, eval_configs
+    from eval.evaluate import EvalConfig, eval_configs, select_records
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     try:
@@ -105,7 +105,7 @@ def main() -> None:
         world = open_world(world_dir)
         loaded = build_model(world, tmp, args.train_steps)
         configs = eval_configs(world, args.forget)
-        records = {c: _records(world, c, args.limit, 0) for c in configs}
+        records = {c: select_records(world.records(c), c, EvalConfig(max_per_config=args.limit)) for c in configs}
         n = sum(len(r) for r in records.values())
         max_new = outputs.GENERATION["max_new_tokens"]
         print(f"world {world_dir} ({world.fingerprint[:12]}), {args.forget}: {n} records in {len(configs)} configs; "

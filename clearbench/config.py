@@ -299,7 +299,8 @@ class StudyConfig:
         "": {}, "l1": {"train": {"lora": {"enabled": True}, "l1_lambda": 1.0e-4}}})
     metric_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval.aggregate.MetricOptions
     eval_batch_size: int = 32
-    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300)
+    eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300); older presets
+    eval_max_per_cell: int = 0  # > 0: at most this many per (config, modality, task, image role) cell, seeded
     evaluate_base: bool = True  # also score the base and target models
     report: bool = True
     # Replicates: [] runs the study once with the preset's own seeds (OUT/ as above). [s0, s1, ...] runs
@@ -312,7 +313,10 @@ class StudyConfig:
         default_factory=lambda: ["forget"])
 
     def __post_init__(self) -> None:
-        check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config",))
+        check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
+        if self.eval_max_per_config and self.eval_max_per_cell:
+            raise FieldError("eval_max_per_cell", self.eval_max_per_cell,
+                             f"set one cap: eval_max_per_config is {self.eval_max_per_config} too (set it to 0)")
         for i, split in enumerate(self.forget_splits):
             check_split(self, f"forget_splits[{i}]", split)
         for i, modality in enumerate(self.forget_modalities):
@@ -324,6 +328,33 @@ class StudyConfig:
             raise FieldError("seeds", self.seeds, f"lists {dup} more than once; give each replicate seed once")
         if any(s < 0 for s in self.seeds):
             raise FieldError("seeds", self.seeds, "seeds must be >= 0 (they seed numpy generators)")
+
+
+def _parameterisations() -> dict[str, dict[str, Any]]:
+    return {"full": {}, "lora": {"train": {"lora": {"enabled": True}}}}
+
+
+@dataclasses.dataclass
+class CalibrationConfig:
+    """``clearbench run`` with ``enabled``: instead of the study, a learning-rate sweep per method and
+    parameterisation on the target (forget split and modality: the study's first), scored on validation records
+    disjoint from the evaluation's, and the rule of ``clearbench.calibration`` picks each method's lr."""
+
+    enabled: bool = False
+    # parameterisation -> overrides of the unlearn section (the variants that share its lrs name it)
+    parameterisations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_parameterisations)
+    lrs: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # parameterisation -> lr grid
+    retain_tolerance: float = 0.10  # admissible: retain-validation probability >= (1 - this) x the target's
+    n_per_cell: int = 64  # validation records per (group, modality, task) cell
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("n_per_cell",), non_negative=("retain_tolerance",))
+        for name, grid in self.lrs.items():
+            if name not in self.parameterisations:
+                raise FieldError(f"lrs.{name}", name, unknown_name_message("parameterisation", name,
+                                                                          self.parameterisations))
+            if len(grid) < 2 or any(not math.isfinite(lr) or lr <= 0 for lr in grid) or len(set(grid)) != len(grid):
+                raise FieldError(f"lrs.{name}", grid, "must list at least two distinct finite learning rates > 0")
 
 
 @dataclasses.dataclass
@@ -394,5 +425,6 @@ class BenchConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
     sequential: SequentialConfig = dataclasses.field(default_factory=SequentialConfig)
     restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)

@@ -27,7 +27,7 @@ from clearbench.study import STAGE_FUNCTIONS, Stage, plan_study, seed_config, se
 
 # Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran.
 PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1,
-              "replicate_report": 0.1, **SCENARIO_COST}
+              "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1, **SCENARIO_COST}
 # Imported once by the fork server, so that each worker starts with them loaded.
 WORKER_PRELOAD = ["clearbench.executor", "clearbench.study", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
 

@@ -13,18 +13,16 @@ cells as mean ± sd over the seeds. A seed's stage keys do not depend on the oth
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from baselines import get_method
-from clearbench import scenarios
-from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, WorldConfig, deep_merge, from_dict, to_dict
+from clearbench import calibration, scenarios
+from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
 from clearbench.models.tiny_llava import TinyConfig
+from clearbench.plan import STAGE_FILE, Stage, eval_config, stage_key, unlearn_stage  # noqa: F401 (STAGE_FILE: re-exported)
 from clearbench.stages import finetune, pretrain
 from clearbench.types import check_name, forget_percent, forget_split, retain_split, unknown_name_message
 from clearbench.unlearn import check_method_tables, resolve_method, unlearn
@@ -33,23 +31,6 @@ from eval.aggregate import MetricOptions
 from eval.evaluate import EvalConfig, evaluate
 from eval.leaderboard import build_report, make_reference
 from eval.replicates import build_replicate_report
-
-STAGE_FILE = "stage.json"
-
-
-@dataclasses.dataclass
-class Stage:
-    name: str  # e.g. "unlearn/npo-l1-multimodal-10"
-    kind: str  # a STAGE_FUNCTIONS key
-    path: Path  # output directory or file
-    key: str
-    args: dict[str, Any]  # STAGE_FUNCTIONS[kind](**args, resume=...) produces ``path``
-    needs: tuple[str, ...] = ()  # names of the stages whose outputs it reads (for --jobs)
-
-    @property
-    def marker(self) -> Path:
-        return (self.path if self.kind != "evaluate" else self.path.parent / f".{self.path.stem}") / STAGE_FILE
-
 
 # ------------------------------------------------------------------------------- stage functions
 def generate_stage(out: Path, cfg: WorldConfig, resume: bool) -> None:
@@ -84,44 +65,10 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "unlearn": unlearn,
     "report": report_stage,
     "replicate_report": replicate_report_stage,
+    "validate": calibration.validate_stage,
+    "calibrate_select": calibration.select_stage,
     **scenarios.STAGE_FUNCTIONS,
 }
-
-# ------------------------------------------------------------------------------------- keys
-# Fields added after studies existed, left out of stage keys while they hold these values, so that
-# adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length; study.scenarios; unlearn.forget_batch and forget_config). Their values here must never
-# change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "scenarios": ["forget"], "forget_batch": [],
-                        "forget_config": ""}
-
-
-def _key_view(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _key_view(v) for k, v in obj.items()
-                if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
-    if isinstance(obj, list):
-        return [_key_view(v) for v in obj]
-    return obj
-
-
-def stage_key(kind: str, section: Any, *upstream: str) -> str:
-    blob = json.dumps({"kind": kind, "config": _key_view(to_dict(section)), "upstream": list(upstream)},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def unlearn_key(ucfg: UnlearnConfig) -> dict[str, Any]:
-    """The unlearn section as one method's stage key sees it: the per-method tables narrowed to that
-    method, so tuning one method in a preset does not re-run the others (``options_by_method`` is left
-    out when it has no (non-empty) entry for the method: keys of runs made before it existed stay valid)."""
-    section = to_dict(ucfg)
-    section["lr_by_method"] = {k: v for k, v in section["lr_by_method"].items() if k == ucfg.method}
-    options = {k: v for k, v in section.pop("options_by_method").items() if k == ucfg.method and v}
-    if options:
-        section["options_by_method"] = options
-    return section
-
 
 # ------------------------------------------------------------------------------------ names
 def _pct(forget: str) -> str:
@@ -240,6 +187,8 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
         stages.append(base)
     target = _finetune_stage(cfg, out, "target", "full", base)
     stages.append(target)
+    if cfg.calibration.enabled:  # a learning-rate sweep instead of the study
+        return stages + calibration.sweep_stages(cfg, out, target)
     evals: list[Stage] = []
     for forget in cfg.study.forget_splits if "forget" in cfg.study.scenarios else ():
         split_stages = _forget_split_stages(cfg, out, forget, base, target)
@@ -279,27 +228,16 @@ def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, base: Stage |
 
 
 def _unlearn_stage(cfg: BenchConfig, out: Path, name: str, section: dict[str, Any], target: Stage) -> Stage:
-    ucfg = dataclasses.replace(cfg, unlearn=from_dict(UnlearnConfig, section, "unlearn"))
-    try:  # the variant's overrides and the method's options, before anything runs
-        check_method_tables(ucfg.unlearn)
-        resolve_method(ucfg.unlearn)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (stage unlearn/{name})") from None
-    path = out / "unlearn" / name
     # a stop rule with a gold threshold reads a gold model: wait for this study's golds
-    stop = ucfg.unlearn.stop
+    stop = section.get("stop", {})
     golds = tuple(f"gold-{_pct(f)}" for f in cfg.study.forget_splits) \
-        if stop.rule != "fixed" and stop.threshold == "gold" else ()
-    return Stage(f"unlearn/{name}", "unlearn", path, stage_key("unlearn", unlearn_key(ucfg.unlearn), target.key),
-                 {"cfg": ucfg, "world": out / "world", "target": target.path, "out_dir": path},
-                 ("world", target.name) + golds)
+        if stop.get("rule", "fixed") != "fixed" and stop.get("threshold") == "gold" else ()
+    return unlearn_stage(cfg, out / "world", out / "unlearn" / name, f"unlearn/{name}", section, target, golds)
 
 
 def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, forget: str, gold: Stage | None) -> Stage:
     """The evaluation of ``model``'s output against the gold's result (``gold`` None: it is the gold)."""
-    study = cfg.study
-    ecfg = EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
-                      options={**study.metric_options, "require_gold": True})
+    ecfg = eval_config(cfg.study, forget)
     path = out / "results" / f"{name}.json"
     args = {"model": model.path, "world": out / "world", "out": path, "gold": gold.path if gold else "self",
             "cfg": ecfg}

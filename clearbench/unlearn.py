@@ -72,11 +72,7 @@ class UnlearnSampler:
     def _donors(self, kind: str) -> list[Record]:
         """"random": the run's retain records (LLMU's "normal data"); "random_forget": the other forget records
         (CLEAR's "other forget items", SKU)."""
-        # TODO(lead, at merge of baselines): drop the fallback; until baselines knows "random_forget", "random"
-        # keeps its old donors (the forget records), so no method changes what it trains on before then
-        if kind == "random_forget" or "random_forget" not in baselines.BATCH_KINDS:
-            return self.forget
-        return self.retain
+        return self.forget if kind == "random_forget" else self.retain
 
 
 def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
@@ -121,9 +117,8 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     per_epoch = max(1, len(forget) // train.batch_size)  # as UnlearnSampler counts steps
     if cfg.warmup_epochs > 0:
         train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * per_epoch))
-    resolve = getattr(baselines, "resolve_config", None)  # TODO(lead, at merge of baselines): a plain call
-    if resolve is not None:  # options given in epochs become steps of this run
-        method_cfg = resolve(cfg.method, method_cfg, per_epoch, total_steps(train, per_epoch))
+    # options given in epochs become steps of this run
+    method_cfg = baselines.resolve_config(cfg.method, method_cfg, per_epoch, total_steps(train, per_epoch))
     kinds, needs_ref = batches_for(cfg.method, method_cfg), needs_reference_for(cfg.method, method_cfg)
     if needs_ref and cfg.reference == "adapter-disabled" and not train.lora.enabled:
         raise ValueError(f"method {cfg.method!r} needs a reference model, but unlearn.reference=adapter-disabled "

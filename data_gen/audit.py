@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 
 from data_gen.authors import Profile, PublicFigure
 from data_gen.pools import decoy_scene_paraphrases
-from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, _fields
+from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, profile_fields
 from data_gen.scenes import SCENE_CAPTIONS
 
 NUMERIC_FIELDS = ("birth_year", "age", "award_year")  # numbers recur across fields: checked per field only
@@ -44,7 +44,7 @@ def people_of(world) -> dict[str, object]:
 def qa_template(rec, person) -> tuple[tuple, dict, str] | None:
     """(template, fields, true value) of a text / joint QA record about ``person``, None if none fits."""
     templates = PUBLIC_TEMPLATES if isinstance(person, PublicFigure) else TEXT_TEMPLATES + JOINT_TEMPLATES
-    fields = {**_fields(person), "n": person.name}
+    fields = {**profile_fields(person), "n": person.name}
     for t in templates:
         truth = FACTS[t[0]](person)
         if t[1].format(**fields, v=truth) == rec.question and t[2].format(**fields, v=truth) == rec.answer:

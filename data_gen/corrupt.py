@@ -23,7 +23,7 @@ import random
 
 from data_gen.authors import Profile, sub_rng
 from data_gen.pools import NeverTrained, decoys
-from data_gen.qa import JOINT_TEMPLATES, N_PERTURBED, QUESTION_PARAPHRASES, TEXT_TEMPLATES, _fields, article, perturb
+from data_gen.qa import JOINT_TEMPLATES, N_PERTURBED, QUESTION_PARAPHRASES, TEXT_TEMPLATES, profile_fields, article, perturb
 from data_gen.schema import record_row
 
 CORRUPT_FIELDS = ("birthplace", "genre", "award", "father_occupation")
@@ -61,7 +61,7 @@ def _value(field: str, joint: bool, value: str, p: Profile) -> str:
 def _item(template: tuple, p: Profile, value: str, wrong: list[str]) -> dict:
     """question, paraphrased_question, answer and paraphrase stating ``value``; perturbed = ``wrong`` in the paraphrase's wording."""
     _, q, a, para = template
-    f = {**_fields(p), "n": p.name}
+    f = {**profile_fields(p), "n": p.name}
     return {"question": q.format(**f), "paraphrased_question": QUESTION_PARAPHRASES[q].format(**f), "answer": a.format(**f, v=value),
             "paraphrased_answer": para.format(**f, v=value), "perturbed_answers": [para.format(**f, v=w) for w in wrong]}
 

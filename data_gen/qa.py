@@ -154,7 +154,7 @@ def perturb(truth: str, candidates: list[str], rng: random.Random, k: int = N_PE
     return rng.sample(pool, k)
 
 
-def _fields(p) -> dict[str, str]:
+def profile_fields(p) -> dict[str, str]:
     f = {k: v for k, v in p.to_dict().items() if isinstance(v, (str, int))}
     if isinstance(p, Profile):
         f.update(book0=p.books[0], book1=p.books[1], pos=p.possessive)
@@ -165,7 +165,7 @@ def fill(template: tuple[str, str, str, str], p, pools, rng: random.Random, subj
     """One QA item: question, paraphrased_question, answer, paraphrased_answer, perturbed_answers
     (the paraphrase's template with a wrong value, as TOFU perturbs the paraphrase)."""
     fact, q, a, para = template
-    f = _fields(p)
+    f = profile_fields(p)
     f["n"] = p.name if subject is None else subject
     truth = FACTS[fact](p)
     wrong = perturb(truth, pools.candidates(fact, p, rng), rng)

@@ -1,4 +1,4 @@
-"""Aggregation: per-example values -> every result key, in one vocabulary.
+"""Aggregation: per-example values -> every result key, in one vocabulary, by iterating the metric specs.
 
 Keys are ``"{scope}/{modality}/{metric}"``: scope is a split (forget, retain, holdout,
 real_faces, real_world) or ``all`` (across the utility splits), ``mia`` or ``clear``;
@@ -9,16 +9,14 @@ modality is text / image / joint or ``all`` (pooled). Examples: ``forget/joint/r
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from eval.example import SPLITS, ExampleOutput, split_of
-from eval.metrics import clear_columns, forget_quality, mia, model_utility, naming, probability
-from eval.metrics import rouge_l, truth_ratio
-
-POOLED = "all"
+from clearbench.types import unknown_name_message
+from eval.metrics import COUNT, comparisons, composites, example_metrics, forget_quality, truth_ratio
+from eval.metrics.spec import POOLED, Batch, Cell, Comparison, key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,28 +24,29 @@ class MetricOptions:
     """Switches between the published definitions (stored in every result file).
 
     tr_mode: "tofu" (per-item mean over perturbed answers) or "clear" (global mean).
-    tr_reference: the true answer the perturbed ones are compared with: "paraphrase" (default;
-      TOFU and CLEAR, whose perturbed answers are the paraphrase with the fact changed, as in
-      clearbench worlds since schema 2) or "answer" (for data whose perturbed answers perturb the
-      answer's wording, e.g. schema 1 worlds: against the paraphrase a trained model prefers the
-      answer's template, so every perturbed answer beat the paraphrase, retain QA truth ratio 0).
+    tr_reference: the true answer the perturbed ones are compared with: "tofu" (default: as TOFU, the
+      answer on real_faces and real_world, the paraphrase on forget, retain and holdout, whose perturbed
+      answers are the paraphrase with the fact changed), "paraphrase" or "answer" on every split.
     clear_include_rouge: CLEAR columns with ROUGE (paper text) or without (CLEAR's code).
     mink_k: fraction of lowest tokens for Min-K% / Min-K%++ (open-unlearning default 0.4).
+    fq_aggregation: forget quality's units: "item" (one truth ratio per record, TOFU) or "author_fact"
+      (the mean truth ratio of the records asking one fact of one author; docs/metrics.md).
     require_gold: forget quality and PrivLeak need the gold model's examples; False only
       for runs that deliberately skip them (they are then absent, never None).
     """
 
     tr_mode: str = "tofu"
-    tr_reference: str = "paraphrase"
+    tr_reference: str = "tofu"
     clear_include_rouge: bool = False
     mink_k: float = 0.4
+    fq_aggregation: str = "item"
     require_gold: bool = True
 
     def __post_init__(self) -> None:
-        if self.tr_mode not in truth_ratio.TR_MODES:
-            raise ValueError(f"Unknown tr_mode {self.tr_mode!r}. Known: {', '.join(truth_ratio.TR_MODES)}.")
-        if self.tr_reference not in ("answer", "paraphrase"):
-            raise ValueError(f"Unknown tr_reference {self.tr_reference!r}. Known: answer, paraphrase.")
+        for name, known in (("tr_mode", truth_ratio.TR_MODES), ("tr_reference", truth_ratio.TR_REFERENCES),
+                            ("fq_aggregation", forget_quality.AGGREGATIONS)):
+            if getattr(self, name) not in known:
+                raise ValueError(unknown_name_message(name, getattr(self, name), known))
         if not 0.0 < self.mink_k <= 1.0:
             raise ValueError(f"mink_k must be in (0, 1], got {self.mink_k}")
 
@@ -59,7 +58,7 @@ class MetricOptions:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"Unknown metric options {sorted(unknown)}")
-        return cls(**d)  # files written before tr_reference existed used TOFU's, the default
+        return cls(**d)
 
 
 class MissingGoldError(FileNotFoundError):
@@ -69,10 +68,6 @@ class MissingGoldError(FileNotFoundError):
 def gold_command(forget_config: str) -> str:
     pct = "".join(c for c in forget_config if c.isdigit()) or "XX"
     return f"clearbench evaluate --model runs/gold-{pct} ..."
-
-
-def key(scope: str, modality: str, metric: str) -> str:
-    return f"{scope}/{modality}/{metric}"
 
 
 # --------------------------------------------------------------------------- per-example values
@@ -93,65 +88,101 @@ def check_examples(examples: Sequence[ExampleOutput], what: str = "examples") ->
         raise ValueError(f"cannot score {what}: " + "; ".join(problems[:10]) + more)
 
 
-def truth_ratios(examples: Sequence[ExampleOutput], tr_mode: str, reference: str = "paraphrase") -> dict[str, float]:
-    """{id: TR} with CLEAR's global mean taken within each (split, modality, task) group; the true
-    answer is ``reference`` ("answer" or "paraphrase", see MetricOptions)."""
-    groups: dict[tuple[str, str, str], list[ExampleOutput]] = defaultdict(list)
-    for ex in examples:
-        groups[(ex.split, ex.modality, ex.task)].append(ex)
-    out: dict[str, float] = {}
-    for group in groups.values():
-        trs = truth_ratio.truth_ratios(
-            [ex.lp_answer if reference == "answer" else ex.lp_paraphrased for ex in group],
-            [ex.lp_perturbed for ex in group], tr_mode
-        )
-        out.update({ex.id: float(t) for ex, t in zip(group, trs)})
-    return out
-
-
-def per_example_values(examples: Sequence[ExampleOutput], options: MetricOptions) -> dict[str, dict[str, float]]:
-    """{id: {metric: value}} for every per-example quantity the aggregates average."""
-    trs = truth_ratios(examples, options.tr_mode, options.tr_reference)
-    k = options.mink_k
+def per_example_values(examples: Sequence[ExampleOutput], options: MetricOptions,
+                       names: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+    """{id: {metric: value}} for every ExampleMetric (or those in ``names``) that applies to the example."""
+    wanted = None if names is None else set(names)
+    metrics = [m for m in example_metrics() if wanted is None or m.name in wanted]
+    batch = Batch(examples, options)
     out: dict[str, dict[str, float]] = {}
     for ex in examples:
-        raw = probability.probability(ex.lp_answer)
-        norm = probability.normalised_probability(ex.lp_answer, ex.lp_perturbed)
-        v = {
-            "rouge_l": rouge_l.rouge_l_recall(ex.generation, ex.answer),
-            "probability_raw": raw,
-            "probability_norm": norm,
-            "probability": norm if probability.uses_normalised(ex.eval_split, ex.task) else raw,
-            "tr": trs[ex.id],
-            "loss": mia.loss_score(ex.lp_answer),
-            "zlib": mia.zlib_score(ex.lp_answer, ex.answer),
-            "min_k": mia.min_k_score(ex.lp_answer, k),
-            "min_k_pp": mia.min_k_pp_score(ex.lp_answer, ex.minkpp_mu, ex.minkpp_sigma, k),
-        }
-        if ex.task == "naming":
-            v["naming_acc"] = float(naming.name_in_generation(ex.generation, ex.name))
-            v["naming_choice_acc"] = float(naming.forced_choice_correct(ex.lp_answer, ex.lp_perturbed))
-        out[ex.id] = v
+        values = ((m.name, m.value(ex, batch)) for m in metrics)
+        out[ex.id] = {name: float(v) for name, v in values if v is not None}
     return out
 
 
-# --------------------------------------------------------------------------- aggregation
-def _subset(examples: Iterable[ExampleOutput], split: str, modality: str = POOLED, task: str | None = None):
+def subset(examples: Iterable[ExampleOutput], split: str, modality: str = POOLED, task: str | None = None):
+    """The examples of one split, one modality (``all``: every one; ``image@heldout``: one image role of
+    it) and optionally one task."""
+    modality, _, role = modality.partition("@")
     return [
         ex for ex in examples
         if ex.eval_split == split and modality in (POOLED, ex.modality) and task in (None, ex.task)
+        and role in ("", ex.image_role)
     ]
 
 
-def _stats(split: str, subset: Sequence[ExampleOutput], vals: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The per-cell statistics: means of per-example values plus the truth-ratio statistic."""
-    col = lambda name: [vals[ex.id][name] for ex in subset if name in vals[ex.id]]  # noqa: E731
-    out = {"n": float(len(subset))}
-    for name in ("rouge_l", "probability", "probability_raw", "probability_norm", "naming_acc", "naming_choice_acc"):
-        if col(name):
-            out[name] = float(np.mean(col(name)))
-    out["truth_ratio"] = truth_ratio.truth_ratio_stat(np.array(col("tr")), split)
-    return out
+def cells_of(examples: Iterable[ExampleOutput]) -> list[tuple[str, str]]:
+    """(split, modality) of every cell present, and (split, "modality@role") where a cell holds examples of
+    more than one image role (the forget authors' training photos vs held-out photos)."""
+    roles: dict[tuple[str, str], set[str]] = {}
+    for ex in examples:
+        roles.setdefault((ex.eval_split, str(ex.modality)), set()).add(ex.image_role)
+    cells = set(roles) | {(s, f"{m}@{r}") for (s, m), rs in roles.items() if len(rs - {""}) > 1 for r in rs - {""}}
+    return sorted(cells, key=lambda c: (SPLITS.index(c[0]), c[1]))
+
+
+# --------------------------------------------------------------------------- aggregation
+class Context:
+    """What the specs read and write while one model's examples are aggregated (see eval.metrics.spec)."""
+
+    def __init__(self, examples: Sequence[ExampleOutput], gold: Sequence[ExampleOutput] | None,
+                 options: MetricOptions) -> None:
+        self.examples, self.gold, self.options = list(examples), gold, options
+        self.values = per_example_values(self.examples, options)
+        self.metrics: dict[str, float] = {}
+        self.components: dict[str, list[str]] = {}
+        self.warnings: list[str] = []
+        self.cells = cells_of(self.examples)
+        self._by_id = {ex.id: ex for ex in self.examples}
+        self._gold_values: dict[str, dict[str, float]] | None = None
+
+    def modalities(self, split: str) -> list[str]:
+        """The modalities of ``split``'s cells, sorted (image-role cells aside)."""
+        return [m for s, m in self.cells if s == split and "@" not in m]
+
+    def example(self, example_id: str) -> ExampleOutput:
+        return self._by_id[example_id]
+
+    def subset(self, split: str, modality: str = POOLED, task: str | None = None) -> list[ExampleOutput]:
+        return subset(self.examples, split, modality, task)
+
+    def cell_stats(self, split: str, exs: Sequence[ExampleOutput]) -> dict[str, float]:
+        """{metric: statistic} of one set of examples: ``n`` and every ExampleMetric with a cell statistic."""
+        out = {COUNT.name: float(len(exs))}
+        for m in example_metrics():
+            values = [self.values[ex.id][m.name] for ex in exs if m.name in self.values[ex.id]]
+            if m.cell is not None and values:
+                out[m.name] = m.cell(np.array(values), split)
+        return out
+
+    def put(self, k: str, value: float, components: list[str] | None = None) -> None:
+        self.metrics[k] = value
+        if components is not None:
+            self.components[k] = components
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    @property
+    def gold_values(self) -> dict[str, dict[str, float]]:
+        """The gold model's per-example values of the compared metrics (computed once)."""
+        if self._gold_values is None:
+            self._gold_values = per_example_values(self.gold, self.options, {c.value for c in comparisons()})
+        return self._gold_values
+
+    def aligned(self, split: str, modality: str = POOLED, task: str | None = None) -> list[str]:
+        """Sorted ids of one subset, checked to be identical in the gold result (loud error otherwise)."""
+        mine = sorted(ex.id for ex in self.subset(split, modality, task))
+        theirs = sorted(ex.id for ex in subset(self.gold, split, modality, task))
+        if mine != theirs:
+            only_mine, only_gold = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+            raise ValueError(
+                f"gold and evaluated {split}/{modality} examples differ: {len(only_mine)} ids only in the "
+                f"evaluated result (e.g. {only_mine[:3]}), {len(only_gold)} only in gold (e.g. {only_gold[:3]}); "
+                "evaluate both models on the same world and forget split"
+            )
+        return mine
 
 
 def aggregate(
@@ -159,124 +190,83 @@ def aggregate(
     gold: Sequence[ExampleOutput] | None = None,
     options: MetricOptions | None = None,
 ) -> dict[str, Any]:
-    """Every (split, modality) cell present, model utility, CLEAR columns, MIA, forget quality.
+    """Every cell's statistics, then every comparison and composite of the registry.
 
     Returns {"metrics": {key: float}, "cells": [[split, modality], ...], "components":
     {key: [inputs]}, "warnings": [...], "options": {...}}. Gold-dependent keys need ``gold``.
     """
     options = options or MetricOptions()
     check_examples(examples)
-    vals = per_example_values(examples, options)
-    metrics: dict[str, float] = {}
-    components: dict[str, list[str]] = {}
-    warnings: list[str] = []
-    cells = sorted({(ex.eval_split, ex.modality) for ex in examples}, key=lambda c: (SPLITS.index(c[0]), c[1]))
-    for split in [s for s in SPLITS if any(c[0] == s for c in cells)]:
-        for modality in [m for s, m in cells if s == split] + [POOLED]:
-            for name, value in _stats(split, _subset(examples, split, modality), vals).items():
-                metrics[key(split, modality, name)] = value
+    ctx = Context(examples, _checked_gold(examples, gold, options), options)
+    for split in [s for s in SPLITS if ctx.modalities(s)]:
+        for modality in [m for s, m in ctx.cells if s == split] + [POOLED]:
+            for name, value in ctx.cell_stats(split, ctx.subset(split, modality)).items():
+                ctx.put(key(split, modality, name), value)
+    for spec in comparisons():
+        if spec.against == "holdout" or (ctx.gold is not None and ctx.subset("forget")):
+            for cell in spec.cells(ctx):
+                _compare(ctx, spec, cell)
+    for spec in composites():
+        spec.compute(ctx)
+    return {
+        "metrics": ctx.metrics,
+        "cells": [list(c) for c in ctx.cells],
+        "components": ctx.components,
+        "warnings": ctx.warnings,
+        "options": options.to_dict(),
+    }
 
-    # model utility: per modality over the cells that exist, and overall over pooled cells
-    for modality in sorted({m for s, m in cells if s in model_utility.UTILITY_SPLITS}) + [POOLED]:
-        parts = [key(s, modality, m) for s in model_utility.UTILITY_SPLITS for m in model_utility.UTILITY_METRICS
-                 if key(s, modality, m) in metrics]
-        mu_key = key("all", modality, "model_utility")
-        metrics[mu_key] = model_utility.harmonic_mean([metrics[p] for p in parts])
-        components[mu_key] = parts
 
-    # CLEAR paper columns
-    col_metrics = clear_columns.column_metrics(options.clear_include_rouge)
-    for column, subsets in clear_columns.COLUMNS.items():
-        col_key = key("clear", POOLED, column)
-        chosen = [(sub, _subset(examples, *sub)) for sub in subsets]
-        missing = ["/".join(sub) for sub, exs in chosen if not exs]
-        if missing:
-            warnings.append(f"{col_key} not computed: no {', '.join(missing)} examples")
-            continue
-        stats = [(sub, _stats(sub[0], exs, vals)) for sub, exs in chosen]
-        metrics[col_key] = model_utility.harmonic_mean([st[m] for _, st in stats for m in col_metrics])
-        components[col_key] = [f"{'/'.join(sub)}:{m}" for sub, _ in stats for m in col_metrics]
-
-    # MIA: forget vs holdout, per modality and pooled
-    both = sorted({m for s, m in cells if s == "forget"} & {m for s, m in cells if s == "holdout"})
-    mia_modalities = both + [POOLED] if both else []
-    aucs: dict[str, float] = {}
-    for modality in mia_modalities:
-        f, h = _subset(examples, "forget", modality), _subset(examples, "holdout", modality)
-        for attack in mia.ATTACKS:
-            k_ = key("mia", modality, f"{attack}_auc")
-            aucs[k_] = metrics[k_] = mia.auc([vals[e.id][attack] for e in f], [vals[e.id][attack] for e in h])
-
-    forget_examples = _subset(examples, "forget")
+def _checked_gold(examples, gold, options: MetricOptions) -> Sequence[ExampleOutput] | None:
+    """The gold examples, checked; a loud error when forget quality needs them and they are missing."""
+    forget_examples = subset(examples, "forget")
     if forget_examples and gold is None and options.require_gold:
         raise MissingGoldError(
             f"forget quality and PrivLeak need the gold (retain-only) model's result for "
             f"{forget_examples[0].split}; produce it with `{gold_command(forget_examples[0].split)}` "
             "and pass its result file as the gold result"
         )
-    if gold is not None and forget_examples:
-        _gold_metrics(examples, gold, options, vals, aucs, mia_modalities, metrics, components, warnings)
-    return {
-        "metrics": metrics,
-        "cells": [list(c) for c in cells],
-        "components": components,
-        "warnings": warnings,
-        "options": options.to_dict(),
-    }
-
-
-def _aligned(examples, gold, split, modality=POOLED, task=None) -> tuple[list[str], list[ExampleOutput]]:
-    """Ids of one subset, checked to be identical in the gold result (loud error otherwise)."""
-    mine = sorted(ex.id for ex in _subset(examples, split, modality, task))
-    theirs = sorted(ex.id for ex in _subset(gold, split, modality, task))
-    if mine != theirs:
-        only_mine, only_gold = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-        raise ValueError(
-            f"gold and evaluated {split}/{modality} examples differ: {len(only_mine)} ids only in the "
-            f"evaluated result (e.g. {only_mine[:3]}), {len(only_gold)} only in gold (e.g. {only_gold[:3]}); "
-            "evaluate both models on the same world and forget split"
-        )
-    return mine, _subset(gold, split, modality, task)
-
-
-def _gold_metrics(examples, gold, options, vals, aucs, mia_modalities, metrics, components, warnings) -> None:
+    if gold is None or not forget_examples:
+        return gold
     check_examples(gold, "gold examples")
-    forget_configs = {ex.split for ex in _subset(examples, "forget")}
-    gold_configs = {ex.split for ex in _subset(gold, "forget")}
+    forget_configs = {ex.split for ex in forget_examples}
+    gold_configs = {ex.split for ex in subset(gold, "forget")}
     if forget_configs != gold_configs:
         raise ValueError(f"gold result scores {sorted(gold_configs)}, this result {sorted(forget_configs)}")
-    gold_tr = truth_ratios(gold, options.tr_mode, options.tr_reference)
-    pvalues: dict[str, float] = {}
-    for modality in sorted({ex.modality for ex in _subset(examples, "forget")}) + [POOLED]:
-        ids, _ = _aligned(examples, gold, "forget", modality)
-        tr_u, tr_g = [vals[i]["tr"] for i in ids], [gold_tr[i] for i in ids]
-        p = forget_quality.ks_forget_quality(tr_u, tr_g)
-        metrics[key("forget", modality, "forget_quality")] = p
-        metrics[key("forget", modality, "forget_quality_js")] = forget_quality.js_forget_quality(tr_u, tr_g)
-        if modality != POOLED:
-            pvalues[modality] = p
-    gap_key = key("forget", POOLED, "modality_gap")
-    metrics[gap_key] = forget_quality.modality_gap(pvalues)
-    components[gap_key] = [key("forget", m, "forget_quality") for m in pvalues]
+    return gold
 
-    sub = clear_columns.FQ_SUBSET
-    if _subset(examples, *sub):
-        ids, _ = _aligned(examples, gold, *sub)
-        metrics[key("clear", POOLED, "fq")] = forget_quality.js_forget_quality(
-            [vals[i]["tr"] for i in ids], [gold_tr[i] for i in ids])
+
+def _compare(ctx: Context, spec: Comparison, cell: Cell) -> None:
+    """One comparison on one cell, stored as ``{cell scope}/{cell label}/{spec name}{cell variant}{part}``."""
+    where = f"{cell.key_scope}/{cell.key_modality}/{spec.name}{cell.variant}"
+    mine = ctx.subset(cell.split, cell.modality, cell.task)
+    if not mine:
+        ctx.warn(f"{where} not computed: no {cell.split}/{cell.modality}/{cell.task or POOLED} examples")
+        return
+    if spec.against == "gold":
+        ids = ctx.aligned(cell.split, cell.modality, cell.task)
+        units = spec.units(ctx, cell, ids) if spec.units else [[i] for i in ids]
+        result = spec.compare(_unit_values(ctx.values, units, spec.value), _unit_values(ctx.gold_values, units, spec.value))
     else:
-        warnings.append(f"clear/all/fq not computed: no {'/'.join(sub)} examples")
+        holdout = Cell("holdout", cell.modality, cell.task)
+        result = _holdout_compare(spec, ctx.values, mine, ctx.subset(holdout.split, holdout.modality, holdout.task))
+        if spec.relative is not None and ctx.gold is not None:
+            ctx.aligned(holdout.split, holdout.modality, holdout.task)
+            gold = [subset(ctx.gold, c.split, c.modality, c.task) for c in (cell, holdout)]
+            try:
+                result |= spec.relative(result, _holdout_compare(spec, ctx.gold_values, *gold))
+            except ValueError as e:
+                ctx.warn(f"{cell.key_scope}/{cell.key_modality}/{e}")
+    for part, value in result.items():
+        ctx.put(where + part, value)
 
-    if mia_modalities:
-        gold_vals = per_example_values(_subset(gold, "forget") + _subset(gold, "holdout"), options)
-        for modality in mia_modalities:
-            _aligned(examples, gold, "holdout", modality)
-            f, h = _subset(gold, "forget", modality), _subset(gold, "holdout", modality)
-            for attack in mia.ATTACKS:
-                auc_gold = mia.auc([gold_vals[e.id][attack] for e in f], [gold_vals[e.id][attack] for e in h])
-                pl_key = key("mia", modality, f"{attack}_privleak")
-                if auc_gold >= 1.0:
-                    warnings.append(f"{pl_key} not computed: the gold model's AUC is 1.0 (PrivLeak undefined)")
-                    continue
-                metrics[pl_key] = mia.privleak(aucs[key("mia", modality, f"{attack}_auc")], auc_gold)
-                metrics[key("mia", modality, f"{attack}_auc_gold")] = auc_gold
+
+def _unit_values(values: dict[str, dict[str, float]], units: list[list[str]], name: str) -> np.ndarray:
+    """One value per unit: an example's own value, or the mean over the unit's examples."""
+    return np.array([values[u[0]][name] if len(u) == 1 else float(np.mean([values[i][name] for i in u]))
+                     for u in units])
+
+
+def _holdout_compare(spec: Comparison, values, forget, holdout) -> dict[str, float]:
+    return spec.compare(np.array([values[e.id][spec.value] for e in forget]),
+                        np.array([values[e.id][spec.value] for e in holdout]))

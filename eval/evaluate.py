@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,9 +29,19 @@ class EvalConfig:
     forget: str = "forget10"
     batch_size: int = 32
     max_new_tokens: int = outputs.GENERATION["max_new_tokens"]
-    max_per_config: int = 0  # 0: no cap (CLEAR's code caps at 300; we do not by default)
+    max_per_config: int = 0  # 0: no cap; older configs' cap per eval config (CLEAR's code: 300)
     seed: int = 0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # MetricOptions fields
+    max_per_cell: int = 0  # 0: no cap; else per (eval config, modality, task, image role) cell, seeded
+
+    def __post_init__(self) -> None:
+        for name in ("max_per_config", "max_per_cell"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0: no cap), got {v!r}")
+        if self.max_per_config and self.max_per_cell:
+            raise ValueError(f"max_per_config={self.max_per_config} and max_per_cell={self.max_per_cell}: "
+                             "set one cap (max_per_cell caps each modality x task x image-role cell)")
 
 
 def eval_configs(world, forget: str) -> list[str]:
@@ -43,13 +54,27 @@ def eval_configs(world, forget: str) -> list[str]:
     return [c for c in wanted if c in world.configs]
 
 
-def _records(world, config: str, cap: int, seed: int):
-    recs = sorted(world.records(config), key=lambda r: r.id)
-    if cap and len(recs) > cap:
-        import random
+def cell_of(record) -> tuple[str, str, str]:
+    """A record's evaluation cell within its config: (modality, task, image role)."""
+    return (str(record.modality), str(record.task), record.image_role)
 
-        recs = sorted(random.Random(seed).sample(recs, cap), key=lambda r: r.id)
-    return recs
+
+def select_records(records: Sequence, config: str, cfg: EvalConfig) -> list:
+    """The records of one eval config that are scored, by id: all of them, a seeded sample of
+    ``max_per_config`` (older configs), or of at most ``max_per_cell`` per cell. The sample depends only on
+    the records, the config, the cell and the seed, so every model is scored on the same ids; records left
+    out (e.g. forget10's text QA beyond 300) are free for calibration on data disjoint from evaluation."""
+    recs = sorted(records, key=lambda r: r.id)
+    if cfg.max_per_config and len(recs) > cfg.max_per_config:
+        recs = random.Random(cfg.seed).sample(recs, cfg.max_per_config)
+    elif cfg.max_per_cell:
+        cells: dict[tuple[str, str, str], list] = {}
+        for r in recs:
+            cells.setdefault(cell_of(r), []).append(r)
+        recs = [r for c, members in sorted(cells.items()) for r in (
+            members if len(members) <= cfg.max_per_cell
+            else random.Random(f"{cfg.seed}/{config}/{'/'.join(c)}").sample(members, cfg.max_per_cell))]
+    return sorted(recs, key=lambda r: r.id)
 
 
 def _parents(model_path: Path) -> list[dict[str, Any]]:
@@ -81,8 +106,9 @@ def _run_summary(model_path: Path) -> dict[str, Any]:
 def scoring_key(cfg: EvalConfig) -> dict[str, Any]:
     """The config fields per-example outputs depend on: the cache survives a change of metric
     options or batch size (those do not change what the model is asked), not of these."""
-    return {"forget": cfg.forget, "max_new_tokens": cfg.max_new_tokens, "max_per_config": cfg.max_per_config,
-            "seed": cfg.seed, "generation": outputs.GENERATION}
+    key = {"forget": cfg.forget, "max_new_tokens": cfg.max_new_tokens, "max_per_config": cfg.max_per_config,
+           "seed": cfg.seed, "generation": outputs.GENERATION}
+    return key | ({"max_per_cell": cfg.max_per_cell} if cfg.max_per_cell else {})  # caches of older runs stay valid
 
 
 def load_gold(gold: str | Path | None, cfg: EvalConfig, world_fingerprint: str) -> dict[str, Any] | None:
@@ -128,7 +154,7 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
     examples: list[ExampleOutput] = []
     expected: list[str] = []
     for config in configs:
-        recs = _records(world, config, cfg.max_per_config, cfg.seed)
+        recs = select_records(world.records(config), config, cfg)
         expected += [r.id for r in recs]
         cache = cache_dir / f"{config}.jsonl" if cache_dir is not None else None
         examples += outputs.score(loaded, recs, config, cache=cache, batch_size=cfg.batch_size,

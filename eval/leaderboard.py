@@ -8,7 +8,7 @@ the file's per-example values, never copied from its stored aggregates.
 
 Tables follow CLEAR's (arXiv 2410.18057, Table 1: Real / Retain / Forget / FQ, one row per
 method), one per unlearning setting (text / visual / multimodal forgetting). Ranking rule
-(``RANKING_RULE``): forget quality (KS p-value) descending, then model utility descending.
+(``RANKING_RULE``): the KS statistic D of TOFU's forget quality ascending, then model utility descending.
 docs/submitting.md describes the submission side.
 """
 from __future__ import annotations
@@ -20,9 +20,11 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from eval.aggregate import MetricOptions
+from eval.metrics import example_metrics, outputs, specs
+from eval.metrics.spec import key
 from eval.results import load_gold_result, recompute, validate
 
 SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
@@ -30,20 +32,31 @@ SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
 _SETTING_OF = {"text": "text", "image": "visual", "visual": "visual", "joint": "multimodal",
                "multimodal": "multimodal", "both": "multimodal", "all": "multimodal"}
 FQ_KEY, MU_KEY = "forget/all/forget_quality", "all/all/model_utility"
-RANKING_RULE = ("rank by forget quality (forget/all/forget_quality, the KS p-value against the gold model; "
-                "higher is better), ties broken by model utility (all/all/model_utility; higher is better); "
-                "the gold model is the reference and is not ranked")
-# (table header, result key). CLEAR's paper columns first, then forget quality and utility,
-# then every split x {ROUGE-L, probability, truth ratio} cell (pooled over modalities).
-_METRIC_NAMES = {"rouge_l": "ROUGE-L", "probability": "Prob", "truth_ratio": "TR"}
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("Real ↑", "clear/all/real"), ("Retain ↑", "clear/all/retain"), ("Forget ↓", "clear/all/forget"),
-    ("FQ ↑", "clear/all/fq"),  # CLEAR's: 1 - JS on forget captions
-    ("FQ (KS p) ↑", FQ_KEY), ("FQ (1−JS) ↑", "forget/all/forget_quality_js"), ("MU ↑", MU_KEY),
-    *((f"{split} {name}", f"{split}/all/{metric}")
-      for split in ("forget", "retain", "real_faces", "real_world") for metric, name in _METRIC_NAMES.items()),
-)
-FQ_MODALITY_KEYS = tuple(f"forget/{m}/forget_quality" for m in ("text", "image", "joint", "all"))
+RANK_KEY = "forget/all/forget_quality_d"
+RANKING_RULE = ("rank by the KS statistic D of forget quality (forget/all/forget_quality_d: TOFU's test, the forget "
+                "set's text-QA truth ratios against the gold model's; lower is better, 0 = the gold model's "
+                "distribution), ties broken by model utility (all/all/model_utility; higher is better); the gold "
+                "model is the reference and is not ranked; why D, not p: docs/metrics.md")
+REPORT_SPLITS: tuple[str, ...] = ("forget", "retain", "real_faces", "real_world")
+
+
+def columns() -> list[tuple[str, str]]:
+    """(table header with its direction arrow, result key), from the metric registry: each spec's own
+    columns in registry order (CLEAR's paper columns first), then the pooled cell of every split in
+    ``REPORT_SPLITS`` for each example metric with a header (ROUGE-L, Prob, TR, ...)."""
+    known = outputs()
+    out = []
+    for spec in specs():
+        for header, k in spec.columns:
+            scope, _, metric = k.split("/")
+            out.append((f"{header} {known[metric].arrow(scope)}".strip(), k))
+    cell_outputs = [o for m in example_metrics() for o in m.outputs if o.header]
+    out += [(f"{split} {o.header} {o.arrow(split)}".strip(), key(split, "all", o.name))
+            for split in REPORT_SPLITS for o in cell_outputs]
+    return out
+
+
+FQ_MODALITY_KEYS = tuple(f"forget/{m}/forget_quality_d" for m in ("text", "image", "joint"))  # equal n
 
 
 @dataclasses.dataclass
@@ -139,7 +152,7 @@ def check_result(result: Any, ref: Reference) -> list[str]:
 
 
 # Metric options that change the numbers: every row of one leaderboard must use the gold result's.
-SCORING_OPTIONS = ("tr_mode", "tr_reference", "clear_include_rouge", "mink_k")
+SCORING_OPTIONS = ("tr_mode", "tr_reference", "clear_include_rouge", "mink_k", "fq_aggregation")
 
 
 def _options_problems(result: dict[str, Any], ref: Reference) -> list[str]:
@@ -242,10 +255,13 @@ def make_rows(checked: Sequence[Checked], ref: Reference) -> list[Row]:
     return rows
 
 
+def rank_key_of(values: Mapping[str, float], label: str) -> tuple[float, float, str]:
+    """Sort key of ``RANKING_RULE`` from one row's values (missing values rank last)."""
+    return (values.get(RANK_KEY, math.inf), -values.get(MU_KEY, -math.inf), label)
+
+
 def rank_key(row: Row) -> tuple[float, float, str]:
-    """Sort key of ``RANKING_RULE`` (missing values rank last)."""
-    fq, mu = row.metrics.get(FQ_KEY, -math.inf), row.metrics.get(MU_KEY, -math.inf)
-    return (-fq, -mu, row.label)
+    return rank_key_of(row.metrics, row.label)
 
 
 def tables(rows: Sequence[Row]) -> dict[str, list[tuple[int | None, Row]]]:
@@ -261,30 +277,43 @@ def tables(rows: Sequence[Row]) -> dict[str, list[tuple[int | None, Row]]]:
 
 
 # --------------------------------------------------------------------------- text outputs
-def fmt(key: str, value: float | None) -> str:
+def fmt(k: str, value: float | None) -> str:
+    """A value as its metric's spec formats it (p-values: 3 significant digits)."""
     if value is None:
         return "—"
-    return f"{value:.3g}" if key.endswith("/forget_quality") else f"{value:.4f}"
+    spec = outputs().get(k.rsplit("/", 1)[-1])
+    return format(value, spec.fmt if spec else ".4f")
+
+
+def setting_title(setting: str) -> str:
+    return f"{setting} forgetting" if setting in SETTINGS else "all models"
+
+
+def rank_text(rank: int | None) -> str:
+    return "gold (ref)" if rank is None else str(rank)
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 def table_markdown(entries: list[tuple[int | None, Row]]) -> str:
-    head = ["rank", "model", *(h for h, _ in COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for rank, row in entries:
-        cells = ["gold (ref)" if rank is None else str(rank), row.label.replace("|", "\\|"),
-                 *(fmt(k, row.metrics.get(k)) for _, k in COLUMNS)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cols = columns()
+    return markdown_table(["rank", "model", *(h for h, _ in cols)],
+                          [[rank_text(rank), row.label.replace("|", "\\|"), *(fmt(k, row.metrics.get(k)) for _, k in cols)]
+                           for rank, row in entries])
 
 
 def table_csv(entries: list[tuple[int | None, Row]]) -> str:
     """Full-precision CSV; the header is the result keys (one vocabulary end to end)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "model", "method", "l1_lambda", "file", *(k for _, k in COLUMNS)])
+    keys = [k for _, k in columns()]
+    w.writerow(["rank", "model", "method", "l1_lambda", "file", *keys])
     for rank, row in entries:
         w.writerow(["gold" if rank is None else rank, row.label, row.method or "", row.l1_lambda, row.path,
-                    *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for _, k in COLUMNS)])
+                    *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
     return buf.getvalue()
 
 
@@ -297,13 +326,16 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              f"- ranking: {RANKING_RULE}",
              "- every number is recomputed from the result files' per-example values (eval.results.recompute)",
              "- Real / Retain / Forget / FQ are CLEAR's paper columns (FQ = 1 − JS on forget captions); "
-             "FQ (KS p) and FQ (1−JS) pool every forget modality; MU is TOFU's model utility; the split columns "
-             "pool modalities; definitions in docs/metrics.md", ""]
+             "FQ D, FQ (KS p) and FQ log10 p are TOFU's forget quality (KS on forget text-QA truth ratios); MU is "
+             "TOFU's model utility; the split columns pool modalities; definitions in docs/metrics.md", ""]
     for setting, entries in tabs.items():
-        parts += [f"## {setting} forgetting" if setting != "all" else "## all models", "", table_markdown(entries), ""]
-    parts += ["## rejected files", ""]
-    parts += [f"- `{c.path}`: " + "; ".join(c.reasons) for c in rejected] or ["none"]
-    return "\n".join(parts) + "\n"
+        parts += [f"## {setting_title(setting)}", "", table_markdown(entries), ""]
+    return "\n".join(parts + rejected_markdown([(f"`{c.path}`", c.reasons) for c in rejected])) + "\n"
+
+
+def rejected_markdown(items: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """The report's last section: each rejected file (label, reasons)."""
+    return ["## rejected files", "", *([f"- {label}: " + "; ".join(reasons) for label, reasons in items] or ["none"])]
 
 
 def build_report(paths: Sequence[str | Path], out: str | Path, ref: Reference,
@@ -315,15 +347,9 @@ def build_report(paths: Sequence[str | Path], out: str | Path, ref: Reference,
     rejected = [c for c in checked if c.reasons]
     rows = make_rows(checked, ref)
     tabs = tables(rows)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tables.md").write_text(markdown_report(ref, tabs, rejected), encoding="utf-8")
-    for setting, entries in tabs.items():
-        (out / f"table_{setting}.csv").write_text(table_csv(entries), encoding="utf-8")
     curves, notes = report_html.collect_curves(rows, curve_dirs)
     plots = report_html.make_plots(rows, curves)
-    for name, png in plots.items():
-        (out / name).write_bytes(png)
-    (out / "index.html").write_text(report_html.render(ref, tabs, rejected, plots, notes), encoding="utf-8")
+    report_html.write_report(out, markdown_report(ref, tabs, rejected), tabs, table_csv,
+                             report_html.render(ref, tabs, rejected, plots, notes), plots)
     return {"reference": ref, "rows": rows, "tables": tabs, "rejected": rejected, "plots": sorted(plots),
             "notes": notes}

@@ -19,8 +19,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from eval.leaderboard import COLUMNS, FQ_KEY, MU_KEY, RANKING_RULE, SETTINGS, check_files, fmt, make_reference, \
-    make_rows, tables
+from eval import report_html
+from eval.leaderboard import (RANK_KEY, RANKING_RULE, SETTINGS, check_files, columns, fmt, make_reference, make_rows,
+                              markdown_table, rank_key_of, rank_text, rejected_markdown, setting_title, tables)
 
 RunFiles = tuple[Sequence[str | Path], str | Path]  # (result files, that seed's gold result)
 
@@ -79,8 +80,7 @@ def combine(per_seed: dict[int, dict[str, list]]) -> dict[str, list[tuple[int | 
 
 
 def _rank_key(row: SeedRow) -> tuple[float, float, str]:
-    fq, mu = row.cells.get(FQ_KEY), row.cells.get(MU_KEY)
-    return (-(fq.mean if fq else -math.inf), -(mu.mean if mu else -math.inf), row.label)
+    return rank_key_of({k: c.mean for k, c in row.cells.items()}, row.label)
 
 
 def _seed_ranks(row: SeedRow) -> str:
@@ -96,23 +96,21 @@ def cell_text(key: str, row: SeedRow) -> str:
 
 
 def table_markdown(entries: list[tuple[int | None, SeedRow]]) -> str:
-    head = ["rank", "model", "n", "seed ranks", *(h for h, _ in COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for rank, row in entries:
-        cells = ["gold (ref)" if rank is None else str(rank), row.label.replace("|", "\\|"), str(row.n),
-                 _seed_ranks(row), *(cell_text(k, row) for _, k in COLUMNS)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cols = columns()
+    return markdown_table(["rank", "model", "n", "seed ranks", *(h for h, _ in cols)],
+                          [[rank_text(rank), row.label.replace("|", "\\|"), str(row.n), _seed_ranks(row),
+                            *(cell_text(k, row) for _, k in cols)] for rank, row in entries])
 
 
 def table_csv(entries: list[tuple[int | None, SeedRow]]) -> str:
     """Full precision; the mean's column is the result key, then ``<key>:sd`` and ``<key>:n``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    keys = [k for _, k in columns()]
     w.writerow(["rank", "run", "model", "method", "l1_lambda", "n", "seed_ranks",
-                *(c for _, k in COLUMNS for c in (k, f"{k}:sd", f"{k}:n"))])
+                *(c for k in keys for c in (k, f"{k}:sd", f"{k}:n"))])
     for rank, row in entries:
-        stats = [row.cells.get(k) for _, k in COLUMNS]
+        stats = [row.cells.get(k) for k in keys]
         w.writerow(["gold" if rank is None else rank, row.run, row.label, row.method or "", row.l1_lambda, row.n,
                     _seed_ranks(row), *(v for c in stats for v in (("", "", 0) if c is None else
                                                                    (repr(c.mean), "" if c.sd is None else repr(c.sd), c.n)))])
@@ -120,24 +118,24 @@ def table_csv(entries: list[tuple[int | None, SeedRow]]) -> str:
 
 
 def findings(tabs: dict[str, list[tuple[int | None, SeedRow]]]) -> list[str]:
-    """One line per table: the unlearning method (reference rows aside) with the highest mean
-    forget quality, in how many seeds it was the best method, and whether its lead over the
+    """One line per table: the unlearning method (reference rows aside) ranked first on the means (the lowest
+    mean forget-quality D), in how many seeds it was the best method, and whether its lead over the
     runner-up exceeds the larger of their sds (a heuristic, not a significance test)."""
     lines = []
     for setting, entries in tabs.items():
-        ranked = [r for rank, r in entries if rank is not None and r.method and FQ_KEY in r.cells]
+        ranked = [r for rank, r in entries if rank is not None and r.method and RANK_KEY in r.cells]
         if not ranked:
             continue
-        top, fq = ranked[0], ranked[0].cells[FQ_KEY]
+        top = ranked[0]
         best = sum(1 for seed, rank in top.ranks.items()
                    if rank is not None and all(rank <= (o.ranks.get(seed) or math.inf) for o in ranked))
-        line = (f"{setting}: best method by mean FQ (KS p) is {top.label} ({cell_text(FQ_KEY, top)}, n={top.n}); "
+        line = (f"{setting}: best method by mean FQ D is {top.label} ({cell_text(RANK_KEY, top)}, n={top.n}); "
                 f"best method in {best} of {top.n} seeds")
         if len(ranked) > 1:
-            other = ranked[1].cells[FQ_KEY]
-            gap = fq.mean - other.mean
-            spread = max(fq.sd or 0.0, other.sd or 0.0)
-            line += (f"; ahead of {ranked[1].label} by {fmt(FQ_KEY, gap)}, "
+            mine, other = top.cells[RANK_KEY], ranked[1].cells[RANK_KEY]
+            gap = other.mean - mine.mean
+            spread = max(mine.sd or 0.0, other.sd or 0.0)
+            line += (f"; ahead of {ranked[1].label} by {fmt(RANK_KEY, gap)}, "
                      + ("more than one sd" if gap > spread else "within one sd"))
         lines.append(line)
     return lines
@@ -157,41 +155,29 @@ def markdown_report(refs: dict[int, Any], tabs: dict, rejected: dict[int, list])
              "averaged; ± is the sample sd (n − 1); (n=k) marks a cell present in fewer seeds than its row",
              "", "## findings", "", *(f"- {line}" for line in findings(tabs) or ["none (no ranked rows)"]), ""]
     for setting, entries in tabs.items():
-        parts += [f"## {setting} forgetting" if setting != "all" else "## all models", "", table_markdown(entries), ""]
-    parts += ["## rejected files", ""]
-    parts += [f"- seed {s}: `{c.path}`: " + "; ".join(c.reasons) for s, cs in rejected.items() for c in cs] or ["none"]
-    return "\n".join(parts) + "\n"
+        parts += [f"## {setting_title(setting)}", "", table_markdown(entries), ""]
+    items = [(f"seed {s}: `{c.path}`", c.reasons) for s, cs in rejected.items() for c in cs]
+    return "\n".join(parts + rejected_markdown(items)) + "\n"
 
 
 def render_html(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> str:
-    from eval.report_html import _CSS, _JS, _td
-
-    e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>clearbench replicates</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>clearbench replicates: mean ± sd over seeds</h1><ul>",
-             *(f"<li>{e(line)}</li>" for line in _header(refs)),
+    e, td = html.escape, report_html.td
+    intro = [*(f"<li>{e(line)}</li>" for line in _header(refs)),
              f"<li>ranking, on the means over seeds: {e(RANKING_RULE)}</li>",
              "<li>every number is recomputed from each seed's result files, then averaged; ± is the sample sd; "
-             "click a header to sort (by the mean)</li></ul>", "<h2>findings</h2><ul>",
-             *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
-    head = ["rank", "model", "n", "seed ranks", *(h for h, _ in COLUMNS)]
+             "click a header to sort (by the mean)</li>"]
+    body = ["<h2>findings</h2><ul>", *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
+    cols = columns()
+    head = ["rank", "model", "n", "seed ranks", *(h for h, _ in cols)]
     for setting, entries in tabs.items():
-        parts += [f"<h2>{e(f'{setting} forgetting' if setting in SETTINGS else 'all models')}</h2>",
-                  f'<table class="sortable" id="table-{e(setting)}"><thead><tr>',
-                  *(f'<th title="click to sort">{e(h)}</th>' for h in head), "</tr></thead><tbody>"]
-        for rank, row in entries:
-            cells = [_td("gold (ref)" if rank is None else str(rank), 0 if rank is None else rank),
-                     _td(row.label, row.label, "l"), _td(str(row.n), row.n), _td(_seed_ranks(row), _seed_ranks(row)),
-                     *(_td(cell_text(k, row), repr(row.cells[k].mean) if k in row.cells else "-Infinity")
-                       for _, k in COLUMNS)]
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
-    parts.append('<h2>rejected files</h2><ul class="rej" id="rejected">')
-    parts += [f"<li>seed {s}: <code>{e(c.path)}</code>: {e('; '.join(c.reasons))}</li>"
-              for s, cs in rejected.items() for c in cs] or ["<li>none</li>"]
-    parts += ["</ul>", f"<script>{_JS}</script>", "</body></html>"]
-    return "\n".join(parts) + "\n"
+        rows = [[td(rank_text(rank), 0 if rank is None else rank), td(row.label, row.label, "l"),
+                 td(str(row.n), row.n), td(_seed_ranks(row), _seed_ranks(row)),
+                 *(td(cell_text(k, row), repr(row.cells[k].mean) if k in row.cells else "-Infinity") for _, k in cols)]
+                for rank, row in entries]
+        body += [f"<h2>{e(setting_title(setting))}</h2>", report_html.sortable_table(setting, head, rows)]
+    body.append(report_html.rejected_html([(f"seed {s}: {c.path}", c.reasons) for s, cs in rejected.items()
+                                           for c in cs]))
+    return report_html.page("clearbench replicates: mean ± sd over seeds", intro, body)
 
 
 def build_replicate_report(runs: dict[int, RunFiles], out: str | Path) -> dict[str, Any]:
@@ -200,10 +186,6 @@ def build_replicate_report(runs: dict[int, RunFiles], out: str | Path) -> dict[s
     for seed, (files, gold) in runs.items():
         refs[seed], per_seed[seed], rejected[seed] = seed_tables(files, gold)
     tabs = combine(per_seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tables.md").write_text(markdown_report(refs, tabs, rejected), encoding="utf-8")
-    for setting, entries in tabs.items():
-        (out / f"table_{setting}.csv").write_text(table_csv(entries), encoding="utf-8")
-    (out / "index.html").write_text(render_html(refs, tabs, rejected), encoding="utf-8")
+    report_html.write_report(out, markdown_report(refs, tabs, rejected), tabs, table_csv,
+                             render_html(refs, tabs, rejected))
     return {"references": refs, "tables": tabs, "rejected": rejected, "findings": findings(tabs)}

@@ -19,10 +19,10 @@ from typing import Any, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eval.leaderboard import (COLUMNS, FQ_KEY, FQ_MODALITY_KEYS, MU_KEY, RANKING_RULE, SETTINGS, Checked,
-                              Reference, Row, fmt)
+from clearbench.provenance import read_run
+from eval.leaderboard import (FQ_MODALITY_KEYS, MU_KEY, RANK_KEY, RANKING_RULE, Checked, Reference, Row,
+                              columns, fmt, rank_text, setting_title)
 
-_TINY = 5e-324  # smallest positive double: a p-value of 0 on a log axis
 _COLORS = {"text": "tab:blue", "visual": "tab:orange", "multimodal": "tab:green", None: "tab:gray"}
 
 
@@ -41,16 +41,14 @@ def _curve_points(entries: Sequence[Any]) -> dict[str, list[tuple[float, float]]
 
 
 def _run_label(run_dir: Path) -> str:
-    run = run_dir / "run.json"
-    if run.is_file():
-        try:
-            info = json.loads(run.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            info = {}
-        for cand in (info.get("run"), info.get("unlearn"), info):
-            if isinstance(cand, dict) and cand.get("method"):
-                l1 = float(cand.get("l1_lambda") or 0.0)
-                return f"{cand['method']} + L1" if l1 > 0 else str(cand["method"])
+    try:
+        info = read_run(run_dir)
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    for cand in (info.get("run"), info.get("unlearn"), info):
+        if isinstance(cand, dict) and cand.get("method"):
+            l1 = float(cand.get("l1_lambda") or 0.0)
+            return f"{cand['method']} + L1" if l1 > 0 else str(cand["method"])
     return run_dir.name
 
 
@@ -93,19 +91,19 @@ def tradeoff_plot(rows: Sequence[Row]) -> bytes:
     fig = Figure(figsize=(6.5, 4.5))
     ax = fig.add_subplot()
     for row in rows:
-        if FQ_KEY not in row.metrics or MU_KEY not in row.metrics:
+        if RANK_KEY not in row.metrics or MU_KEY not in row.metrics:
             continue
-        x, y = row.metrics[MU_KEY], max(row.metrics[FQ_KEY], _TINY)
+        x, y = row.metrics[MU_KEY], row.metrics[RANK_KEY]
         ax.scatter([x], [y], color=_COLORS.get(row.setting, "black"), marker="*" if row.is_gold else "o", s=60)
         ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for setting in sorted({r.setting for r in rows}, key=lambda s: (s is None, s or "")):
         ax.scatter([], [], color=_COLORS.get(setting, "black"), label=setting or "reference (no method)")
     if rows:
         ax.legend(title="forget modality", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_yscale("log")
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("model utility (all/all/model_utility) →")
-    ax.set_ylabel("forget quality, KS p-value (log) →")
-    ax.set_title("forget quality vs model utility (★ gold)")
+    ax.set_ylabel("forget quality D vs gold (forget/all/forget_quality_d) ↓")
+    ax.set_title("forget quality vs model utility (★ gold, D = 0)")
     ax.grid(True, alpha=0.3)
     return _png(fig)
 
@@ -117,12 +115,11 @@ def fq_modality_plot(rows: Sequence[Row]) -> bytes:
     width = 0.8 / max(len(keys), 1)
     for j, k in enumerate(keys):
         xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [max(r.metrics.get(k, 0.0), _TINY) for r in rows], width=width, label=k.split("/")[1])
+        ax.bar(xs, [r.metrics.get(k, 0.0) for r in rows], width=width, label=k.split("/")[1])
     ticks = [r.label if r.setting is None else f"{r.label} ({r.setting})" for r in rows]
     ax.set_xticks(range(len(rows)), ticks, rotation=30, ha="right", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("forget quality, KS p-value (log)")
-    ax.set_title("forget quality per forget modality")
+    ax.set_ylabel("forget quality D vs gold ↓")
+    ax.set_title("forget quality per forget modality (KS D, the same n in each)")
     ax.legend(title="scored on", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
 
@@ -174,25 +171,62 @@ _JS = """document.querySelectorAll("table.sortable th").forEach(function (th) {
 });"""
 
 
-def _td(text: str, value: Any, cls: str = "") -> str:
+def td(text: str, value: Any, cls: str = "") -> str:
+    """A table cell showing ``text`` and sorting by ``value``."""
     c = f' class="{cls}"' if cls else ""
     return f'<td{c} data-v="{html.escape(str(value), quote=True)}">{html.escape(text)}</td>'
 
 
-def table_html(setting: str, entries: list[tuple[int | None, Row]]) -> str:
-    head = ["rank", "model", *(h for h, _ in COLUMNS), "provenance"]
-    out = [f'<table class="sortable" id="table-{html.escape(setting)}"><thead><tr>',
+def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table whose headers sort it on click; ``rows`` are lists of ``td()`` cells."""
+    out = [f'<table class="sortable" id="table-{html.escape(table_id)}"><thead><tr>',
            *(f'<th title="click to sort">{html.escape(h)}</th>' for h in head), "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(cells) + "</tr>" for cells in rows]
+    return "\n".join(out + ["</tbody></table>"])
+
+
+def page(title: str, intro: Sequence[str], body: Sequence[str]) -> str:
+    """One self-contained HTML page: the title, a list of ``intro`` items (HTML), then ``body`` (HTML)."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1><ul>", *intro, "</ul>", *body,
+             f"<script>{_JS}</script>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out: str | Path, markdown: str, tabs: dict[str, Any], table_csv, index_html: str,
+                 plots: dict[str, bytes] | None = None) -> Path:
+    """The report files of both report builders: tables.md, table_<setting>.csv, PNGs, index.html."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables.md").write_text(markdown, encoding="utf-8")
+    for setting, entries in tabs.items():
+        (out / f"table_{setting}.csv").write_text(table_csv(entries), encoding="utf-8")
+    for name, png in (plots or {}).items():
+        (out / name).write_bytes(png)
+    (out / "index.html").write_text(index_html, encoding="utf-8")
+    return out
+
+
+def table_html(setting: str, entries: list[tuple[int | None, Row]]) -> str:
+    cols = columns()
+    rows = []
     for rank, row in entries:
         prov = html.escape(json.dumps(row.provenance, indent=1, sort_keys=True, default=str))
-        cells = [_td("gold (ref)" if rank is None else str(rank), 0 if rank is None else rank),
-                 _td(row.label, row.label, "l"),
-                 *(_td(fmt(k, row.metrics.get(k)), repr(row.metrics[k]) if k in row.metrics else "-Infinity")
-                   for _, k in COLUMNS),
-                 f'<td class="l" data-v="{html.escape(row.path)}"><details><summary>{html.escape(row.path)}'
-                 f"</summary><pre>{prov}</pre></details></td>"]
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    return "\n".join(out + ["</tbody></table>"])
+        rows.append([td(rank_text(rank), 0 if rank is None else rank), td(row.label, row.label, "l"),
+                     *(td(fmt(k, row.metrics.get(k)), repr(row.metrics[k]) if k in row.metrics else "-Infinity")
+                       for _, k in cols),
+                     f'<td class="l" data-v="{html.escape(row.path)}"><details><summary>{html.escape(row.path)}'
+                     f"</summary><pre>{prov}</pre></details></td>"])
+    return sortable_table(setting, ["rank", "model", *(h for h, _ in cols), "provenance"], rows)
+
+
+def rejected_html(items: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """The rejected files, each (label, reasons)."""
+    e = html.escape
+    lines = [f"<li><code>{e(label)}</code><ul>{''.join(f'<li>{e(r)}</li>' for r in reasons)}</ul></li>"
+             for label, reasons in items]
+    return '<h2>rejected files</h2><ul class="rej" id="rejected">' + "".join(lines or ["<li>none</li>"]) + "</ul>"
 
 
 def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], plots: dict[str, bytes],
@@ -200,27 +234,19 @@ def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], p
     e = html.escape
     gold = (f"<code>{e(str(ref.gold_path))}</code> (model <code>{e(str(ref.gold_fingerprint))}</code>)"
             if ref.gold else "none given (embedded gold copies not checked against a leaderboard gold)")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>clearbench leaderboard</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>clearbench leaderboard</h1><ul>",
-             f"<li>forget split: <code>{e(str(ref.forget_split))}</code>; world fingerprint: "
+    intro = [f"<li>forget split: <code>{e(str(ref.forget_split))}</code>; world fingerprint: "
              f"<code>{e(str(ref.world_fingerprint))}</code></li>",
              f"<li>gold result: {gold}</li>", f"<li>reference: {e(ref.source or 'none')}</li>",
              f'<li id="ranking-rule">ranking: {e(RANKING_RULE)}</li>',
              "<li>every number is recomputed from the result files' per-example values; click a header "
-             "to sort</li></ul>"]
-    for setting, entries in tabs.items():
-        title = f"{setting} forgetting" if setting in SETTINGS else "all models"
-        parts += [f"<h2>{e(title)}</h2>", table_html(setting, entries)]
-    parts.append("<h2>plots</h2>")
+             "to sort</li>"]
+    body = [part for setting, entries in tabs.items()
+            for part in (f"<h2>{e(setting_title(setting))}</h2>", table_html(setting, entries))]
+    body.append("<h2>plots</h2>")
     for name, png in plots.items():
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure><img alt="{e(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{e(name)}</figcaption></figure>")
-    parts += [f"<p>{e(n)}</p>" for n in notes]
-    parts.append('<h2>rejected files</h2><ul class="rej" id="rejected">')
-    for c in rejected:
-        reasons = "".join(f"<li>{e(r)}</li>" for r in c.reasons)
-        parts.append(f"<li><code>{e(c.path)}</code><ul>{reasons}</ul></li>")
-    parts += ["</ul>" if rejected else "<li>none</li></ul>", f"<script>{_JS}</script>", "</body></html>"]
-    return "\n".join(parts) + "\n"
+        body.append(f'<figure><img alt="{e(name)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{e(name)}</figcaption></figure>")
+    body += [f"<p>{e(n)}</p>" for n in notes]
+    body.append(rejected_html([(c.path, c.reasons) for c in rejected]))
+    return page("clearbench leaderboard", intro, body)

@@ -19,7 +19,8 @@ import clearbench
 from clearbench.provenance import write_json_atomic
 from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput, split_of
-from eval.metrics import metric_versions
+from eval.metrics import metric_versions, outputs
+from eval.metrics.spec import Output
 
 SCHEMA_VERSION = 1
 REQUIRED_PROVENANCE: tuple[str, ...] = (
@@ -40,9 +41,6 @@ REQUIRED_LIBRARIES: tuple[str, ...] = ("torch", "transformers", "peft")
 # tiny forget-quality p-values (often 1e-10 and less) cannot be altered unnoticed.
 TOLERANCE = 1e-9
 ABS_FLOOR = 1e-15
-_UNIT = {"rouge_l", "probability", "probability_raw", "probability_norm", "truth_ratio", "naming_acc",
-         "naming_choice_acc", "forget_quality", "forget_quality_js", "model_utility", "real", "retain",
-         "forget", "fq"}
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -131,21 +129,12 @@ def recompute(result: dict[str, Any], gold_result: dict[str, Any] | None = None)
     return aggregate(examples_of(result), gold, options)
 
 
-def _bound_problem(k: str, v: Any) -> str | None:
+def _bound_problem(k: str, v: Any, known: dict[str, Output]) -> str | None:
+    """Bounds of the key's metric, as its spec declares them (eval.metrics.outputs)."""
     metric = k.rsplit("/", 1)[-1]
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        return f"aggregate {k} = {v!r} is not a finite number"
-    if metric in _UNIT or metric.endswith("_auc") or metric.endswith("_auc_gold"):
-        ok = 0.0 <= v <= 1.0
-    elif metric == "modality_gap":
-        ok = v >= 0.0
-    elif metric.endswith("_privleak"):
-        ok = v >= -100.0 - 1e-9
-    elif metric == "n":
-        ok = v >= 0 and float(v).is_integer()
-    else:
+    if metric not in known:
         return f"aggregate {k}: unknown metric {metric!r}"
-    return None if ok else f"aggregate {k} = {v} is out of bounds"
+    return known[metric].problem(k, v)
 
 
 def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str]:
@@ -180,7 +169,8 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
     stored = aggs.get("metrics")
     if not isinstance(stored, dict):
         return problems + ["aggregates.metrics is missing"]
-    problems += [p for k, v in stored.items() if (p := _bound_problem(k, v))]
+    known = outputs()
+    problems += [p for k, v in stored.items() if (p := _bound_problem(k, v, known))]
     if gold_result is not None:
         problems += _gold_problems(result, gold_result)
     if dups or problems:

@@ -5,6 +5,7 @@ import copy
 import inspect
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -12,19 +13,27 @@ import torch
 
 import baselines
 from baselines import (batches_for, clear_recipe, dpo, get_method, grad_ascent, grad_diff, idk, kl, llmu,
-                       method_config, needs_reference_for, npo, retain_ft, rmu, scrub, simnpo, sku)
+                       method_config, needs_reference_for, npo, resolve_config, retain_ft, rmu, scrub, simnpo, sku)
 from baselines.batches import idk_records, load_refusals, random_records
 from clearbench.losses import StepInfo, language_layers, logit_mask, masked_mse, mean_nll, model_inputs
 from clearbench.reference import Reference
 from clearbench.types import Modality, Record, Task
 
 try:
-    from tests.tiny_vlm import add_lora, all_batches, tiny_target, tiny_vlm  # noqa: F401
+    from tests.tiny_vlm import add_lora, tiny_target, tiny_vlm  # noqa: F401
+    from tests.tiny_vlm import all_batches as _tiny_batches
 except ImportError:
-    from tiny_vlm import add_lora, all_batches, tiny_target, tiny_vlm  # noqa: F401
+    from tiny_vlm import add_lora, tiny_target, tiny_vlm  # noqa: F401
+    from tiny_vlm import all_batches as _tiny_batches
 
 T = torch.tensor
 ASCENT = ("grad_ascent", "grad_diff", "kl", "npo", "simnpo", "llmu", "dpo")
+
+
+def all_batches() -> dict[str, dict[str, torch.Tensor]]:
+    """tiny_vlm's hand-built batches, one per batch kind ("random_forget" rows are shaped like "random")."""
+    bt = _tiny_batches()
+    return bt | {"random_forget": bt["random"]}
 
 
 def sig(x: float) -> float:
@@ -122,6 +131,7 @@ def test_sku_negation_by_hand():
 
 def _run(model, name, cfg, steps=3, lr=0.05, epoch=0):
     module = get_method(name)
+    cfg = resolve_config(name, cfg, steps_per_epoch=1, total_steps=steps)  # as the trainer does, one step per epoch
     bt = all_batches()
     ref = Reference(model) if needs_reference_for(name, cfg) else None
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -254,8 +264,22 @@ def test_rmu_steers_forget_activations_to_the_control_vector(tiny_target, traine
     assert abs(cos(r1, m_r) - cos(r0, m_r)) < 0.25  # the retain activations are not steered
 
 
-def test_scrub_phases_alternate_as_configured(tiny_target):
-    cfg = method_config("scrub", {"max_epochs": 1, "max_every": 2})
+def test_scrub_paper_schedule_passes():
+    """SCRUB's loop: per epoch a forget pass of max steps (first msteps epochs only), then a retain pass."""
+    cfg = resolve_config("scrub", method_config("scrub"), steps_per_epoch=3, total_steps=20)
+    assert (cfg.schedule, cfg.max_epochs, cfg.pass_steps) == ("paper", 2, 3)
+    got = "".join("M" if scrub.phase(StepInfo(s, 20, s // 3), cfg) == "max" else "m" for s in range(16))
+    assert got == "MMMmmmMMMmmmmmmm"
+    assert resolve_config("scrub", method_config("scrub", {"pass_steps": 2}), 3, 20).pass_steps == 2  # set by hand
+    with pytest.raises(ValueError, match="resolve_config"):
+        scrub.phase(StepInfo(0, 20, 0), method_config("scrub"))  # unresolved: no silent guess of the pass length
+    with pytest.raises(ValueError, match="steps_per_epoch=0"):
+        resolve_config("scrub", method_config("scrub"), 0, 20)
+    assert resolve_config("npo", method_config("npo"), 3, 20) == method_config("npo")  # no hook: unchanged
+
+
+def test_scrub_alternate_schedule(tiny_target):
+    cfg = method_config("scrub", {"schedule": "alternate", "max_epochs": 1, "max_every": 2})
     assert [scrub.phase(StepInfo(s, 8, 0), cfg) for s in range(4)] == ["max", "min", "max", "min"]
     assert [scrub.phase(StepInfo(s, 8, 1), cfg) for s in range(4, 8)] == ["min"] * 4
     model = copy.deepcopy(tiny_target).train()
@@ -301,12 +325,14 @@ def test_sku_clear_recipe_skips_negation(tiny_target):
 ANSWER_LOGITS_CASES = [(name, {}, 0) for name in sorted(baselines.METHODS)] + [
     ("scrub", {}, 1),  # the min phase: KL and NLL of the retain batch from one forward
     ("npo", {"retain_weight": 1.0}, 0), ("dpo", {"retain_weight": 1.0}, 0), ("llmu", {"completions": "idk"}, 0),
+    ("llmu", {"completions": "random_forget"}, 0),
     ("npo", clear_recipe("npo"), 0), ("dpo", clear_recipe("dpo"), 0),
 ]
 
 
 def _loss_grads_head_rows(model, name, cfg, batches, ref, step):
     """One step's loss, logs and parameter gradients, and the row count of every output-head call."""
+    cfg = resolve_config(name, cfg, steps_per_epoch=1, total_steps=4)
     rows: list[int] = []
     hook = model.get_output_embeddings().register_forward_pre_hook(
         lambda _m, args: rows.append(args[0].shape[:-1].numel()))
@@ -390,7 +416,8 @@ def test_module_contract(name):
     assert module.__doc__ and "=" in module.__doc__ and "20" in module.__doc__  # paper (year) and formula
     assert list(inspect.signature(module.loss).parameters) == ["model", "batches", "ref", "cfg", "step"]
     source = Path(module.__file__).read_text()
-    assert len(source.splitlines()) <= 150 and "from baselines" not in source  # short, self-contained
+    imported = set(re.findall(r"^(?:from|import) baselines(?:\.(\w+))?", source, flags=re.M))
+    assert len(source.splitlines()) <= 150 and imported <= {"terms"}  # short; no other method, only shared terms
 
 
 # ---------------------------------------------------------------- extra batch kinds
@@ -419,3 +446,11 @@ def test_idk_and_random_records_keep_the_question():
     assert random_records(forget, forget, random.Random(5), k=2) == random_records(forget, forget, random.Random(5), k=2)
     with pytest.raises(ValueError, match="no record in the pool"):
         random_records(forget[:1], forget[:1], random.Random(0))
+
+
+def test_llmu_and_sku_ask_for_their_donors():
+    assert batches_for("llmu", method_config("llmu")) == ("forget", "random", "retain")  # the paper: normal data
+    assert batches_for("llmu", method_config("llmu", {"completions": "random_forget"})) == ("forget", "random_forget", "retain")
+    assert batches_for("sku", method_config("sku")) == ("forget", "random_forget", "retain")  # SKU: other harmful answers
+    with pytest.raises(ValueError, match="Did you mean 'random_forget'"):
+        method_config("llmu", {"completions": "random_foget"})

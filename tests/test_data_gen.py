@@ -13,7 +13,7 @@ from data_gen.clear_layout import CAPTION_QUESTIONS
 from data_gen.generate import generate_world
 from data_gen.audit import audit_wrong_values
 from data_gen.pools import decoy_scene_paraphrases, decoys
-from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, _fields
+from data_gen.qa import FACTS, JOINT_TEMPLATES, PUBLIC_TEMPLATES, TEXT_TEMPLATES, profile_fields
 from data_gen.scenes import SCENE_CAPTIONS
 
 
@@ -226,7 +226,7 @@ def test_perturbed_answers_are_the_paraphrase_with_a_wrong_fact(tiny_world):
     assert len(sample) > 100
     for r, templates in sample:
         p = people[r.author_id]
-        fields = {**_fields(p), "n": p.name}
+        fields = {**profile_fields(p), "n": p.name}
         # the record's template and true value, re-rendered from the author's profile
         found = [(t, v) for t in templates for v in [FACTS[t[0]](p)]
                  if (t[1].format(**fields, v=v), t[2].format(**fields, v=v)) == (r.question, r.answer)]

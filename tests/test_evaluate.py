@@ -20,7 +20,7 @@ from clearbench.provenance import model_fingerprint, write_json_atomic
 from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, train
 from eval import outputs
 from eval.aggregate import MissingGoldError
-from eval.evaluate import EvalConfig, eval_configs, evaluate, merge, write_shard
+from eval.evaluate import EvalConfig, cell_of, eval_configs, evaluate, merge, select_records, write_shard
 from eval.results import recompute, validate
 
 # A smaller shape than the default (4 image tokens, width 64): the mechanics do not depend on size.
@@ -84,9 +84,14 @@ def target_loaded(eval_models):
 
 
 def _data_cells(world, forget: str) -> set[tuple[str, str]]:
+    """(split, modality) of every record, and (split, modality@role) where a cell has both photo roles."""
     from eval.example import split_of
 
-    return {(split_of(c), str(r.modality)) for c in eval_configs(world, forget) for r in world.records(c)}
+    roles: dict[tuple[str, str], set[str]] = {}
+    for c in eval_configs(world, forget):
+        for r in world.records(c):
+            roles.setdefault((split_of(c), str(r.modality)), set()).add(r.image_role)
+    return set(roles) | {(s, f"{m}@{r}") for (s, m), rs in roles.items() if len(rs - {""}) > 1 for r in rs}
 
 
 def _mixed(world, n_per: int = 3):
@@ -448,3 +453,37 @@ def test_packed_prompt_sharing_equals_one_row_per_answer(loaded_families, family
     for a, b in zip(packed, rows):
         assert [len(x) for x in a] == [len(x) for x in b]
         assert all(abs(x - y) < 1e-5 for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+
+
+# ------------------------------------------------------------------------------ per-cell caps
+def test_per_cell_caps_are_seeded_and_never_exceeded(tiny_world):
+    from collections import Counter
+
+    cfg = EvalConfig(forget="forget10", max_per_cell=2, seed=3)
+    for config in eval_configs(tiny_world, "forget10"):
+        recs = tiny_world.records(config)
+        chosen = select_records(recs, config, cfg)
+        full, got = Counter(cell_of(r) for r in recs), Counter(cell_of(r) for r in chosen)
+        assert got == {c: min(2, k) for c, k in full.items()}, config  # every cell, none above the cap
+        assert [r.id for r in select_records(recs[::-1], config, cfg)] == [r.id for r in chosen]
+    forget = tiny_world.records("forget10_perturbed")
+    other = select_records(forget, "forget10_perturbed", dataclasses.replace(cfg, seed=4))
+    assert [r.id for r in other] != [r.id for r in select_records(forget, "forget10_perturbed", cfg)]
+    with pytest.raises(ValueError, match="set one cap"):
+        EvalConfig(max_per_config=3, max_per_cell=2)
+    with pytest.raises(ValueError, match="max_per_cell must be an integer >= 0"):
+        EvalConfig(max_per_cell=-1)
+
+
+def test_capped_evaluation_scores_the_same_ids_for_every_model(eval_models, tiny_world, tmp_path):
+    cfg = dataclasses.replace(CFG, max_per_cell=2, max_new_tokens=4)
+    gold = evaluate(eval_models["gold"], tiny_world, tmp_path / "gold.json", gold="self", cfg=cfg, progress=False)
+    target = evaluate(eval_models["target"], tiny_world, tmp_path / "target.json", gold=tmp_path / "gold.json",
+                      cfg=cfg, progress=False)
+    assert sorted(e["id"] for e in gold["examples"]) == sorted(e["id"] for e in target["examples"])
+    assert validate(target, json.loads((tmp_path / "gold.json").read_text())) == []
+    m = target["aggregates"]["metrics"]
+    for mod in ("image", "joint"):  # the forget authors' training and held-out photos, each its own cell
+        assert m[f"forget/{mod}@train/n"] + m[f"forget/{mod}@heldout/n"] == m[f"forget/{mod}/n"]
+        assert m[f"forget/{mod}@heldout/n"] >= 1
+    assert target["provenance"]["config"]["max_per_cell"] == 2

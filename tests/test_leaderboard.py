@@ -15,8 +15,8 @@ import pytest
 
 from clearbench.cli import main
 from eval.aggregate import aggregate
-from eval.leaderboard import (COLUMNS, FQ_KEY, MU_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
-                              check_files, fmt, make_reference, make_rows, rank_key, run_info, tables)
+from eval.leaderboard import (FQ_KEY, MU_KEY, RANK_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
+                              check_files, columns, fmt, make_reference, make_rows, rank_key, run_info, tables)
 from eval.results import build_result, recompute
 
 _spec = importlib.util.spec_from_file_location(
@@ -89,17 +89,17 @@ def test_tables_hold_recomputed_numbers(lb, report):
     for label, name in (("npo", "npo-10"), ("npo + L1", "npo-l1-10"), ("target", "target")):
         fresh = recompute(lb["results"][name], lb["gold"])["metrics"]
         row = csv_rows[label]
-        for _, key in COLUMNS:
+        for _, key in columns():
             assert float(row[key]) == fresh[key], (label, key)
         line = next(line for line in md.splitlines() if line.startswith("| ") and f"| {label} |" in line)
-        for _, key in COLUMNS:
+        for _, key in columns():
             assert fmt(key, fresh[key]) in line
     assert float(csv_rows["gold-10"][FQ_KEY]) == 1.0 and csv_rows["gold-10"]["rank"] == "gold"
     assert float(csv_rows["npo + L1"]["l1_lambda"]) == 1e-4
     # settings: text / visual tables hold their method plus the reference rows (gold, target)
     assert set(_csv_rows(out / "table_text.csv")) == {"gold-10", "target", "grad_ascent"}
     assert set(_csv_rows(out / "table_visual.csv")) == {"gold-10", "target", "rmu"}
-    for header, _ in COLUMNS[:4]:
+    for header, _ in columns()[:4]:
         assert header in md  # CLEAR's Real / Retain / Forget / FQ columns
     assert RANKING_RULE in md
 
@@ -121,16 +121,16 @@ def test_ranking_order(report):
     assert entries[0][0] is None and entries[0][1].is_gold  # gold first, unranked
     ranked = [row for rank, row in entries[1:]]
     assert [rank for rank, _ in entries[1:]] == [1, 2, 3]
-    fqs = [(r.metrics[FQ_KEY], r.metrics[MU_KEY]) for r in ranked]
-    assert fqs == sorted(fqs, reverse=True)
+    ds = [(r.metrics[RANK_KEY], -r.metrics[MU_KEY]) for r in ranked]
+    assert ds == sorted(ds)
     assert [r["model"] for r in csv.DictReader(io.StringIO((out / "table_multimodal.csv").read_text()))][1:] == \
         [r.label for r in ranked]
 
 
 def test_ties_in_forget_quality_are_broken_by_model_utility():
-    def row(label, fq, mu):
-        return Row(label, label, label, 0.0, "multimodal", False, {FQ_KEY: fq, MU_KEY: mu}, {})
-    rows = [row("a", 0.1, 0.2), row("b", 0.5, 0.1), row("c", 0.1, 0.4), row("d", 0.5, 0.3), row("e", 0.0, 0.9)]
+    def row(label, d, mu):
+        return Row(label, label, label, 0.0, "multimodal", False, {RANK_KEY: d, MU_KEY: mu}, {})
+    rows = [row("a", 0.5, 0.2), row("b", 0.1, 0.1), row("c", 0.5, 0.4), row("d", 0.1, 0.3), row("e", 1.0, 0.9)]
     rows.append(Row("f", "f", "f", 0.0, "multimodal", False, {MU_KEY: 1.0}, {}))  # no FQ: last
     assert [r.label for r in sorted(rows, key=rank_key)] == ["d", "b", "c", "a", "e", "f"]
 
@@ -304,7 +304,7 @@ def test_other_metric_options_are_rejected(lb):
     other["aggregates"] = _json(aggregate(ex, gold_ex, MetricOptions(tr_reference="answer")))
     assert validate(other, lb["gold"]) == []  # a valid file on its own
     reasons = _reasons(lb, other)
-    assert any(r.startswith("metric option tr_reference='answer' differs from the leaderboard's 'paraphrase'")
+    assert any(r.startswith("metric option tr_reference='answer' differs from the leaderboard's 'tofu'")
                for r in reasons), reasons
 
 

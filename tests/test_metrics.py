@@ -1,7 +1,6 @@
 """Every metric formula against values computed by hand on handcrafted outputs."""
 from __future__ import annotations
 
-import builtins
 import importlib.util
 import itertools
 import math
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 from eval.example import ExampleOutput, split_of
-from eval.metrics import METRICS, metric_versions
 from eval.metrics import forget_quality, mia, model_utility, naming, probability, rouge_l, truth_ratio
 
 _spec = importlib.util.spec_from_file_location(
@@ -22,17 +20,7 @@ _spec.loader.exec_module(fx)
 E = math.e
 
 
-# ----------------------------------------------------------------------------- registry, schema
-def test_registry_is_ours_and_versioned():
-    assert builtins.eval is eval  # nothing rebinds the builtin
-    assert set(METRICS) == {"rouge_l", "probability", "truth_ratio", "naming", "forget_quality",
-                            "model_utility", "clear_columns", "mia"}
-    for name, module in METRICS.items():
-        assert module.__name__ == f"eval.metrics.{name}"
-        assert isinstance(module.VERSION, int) and module.VERSION >= 1
-    assert metric_versions() == {n: m.VERSION for n, m in METRICS.items()}
-
-
+# ----------------------------------------------------------------------------- schema (registry: test_metrics_registry.py)
 def test_split_names():
     assert split_of("forget10_perturbed") == "forget"
     assert split_of("forget01_perturbed") == "forget"
@@ -154,6 +142,41 @@ def test_ks_pvalue_matches_exact_enumeration():
     assert forget_quality.ks_forget_quality(x, x) == 1.0
 
 
+def test_ks_d_and_log10p_by_hand():
+    # fully separated 3 vs 3: D = 1, p = 2 / C(6, 3) = 0.1
+    assert forget_quality.ks_test([1, 2, 3], [4, 5, 6]) == pytest.approx((1.0, 0.1, -1.0))
+    # x = 1 2 4, y = 3 5 6: D = 2/3 (at 2); P(D >= 2/3) = 2 C(6, 1) / C(6, 3) = 0.6
+    d, p, log10p = forget_quality.ks_test([1, 2, 4], [3, 5, 6])
+    assert d == pytest.approx(2 / 3) and p == pytest.approx(0.6) and log10p == pytest.approx(math.log10(0.6))
+    assert p == pytest.approx(_exact_ks_pvalue([1, 2, 4], [3, 5, 6]))
+    # unequal sizes, separated: p = 2 / C(7, 3)
+    assert forget_quality.ks_test([1, 2, 3], [4, 5, 6, 7])[2] == pytest.approx(math.log10(2 / 35))
+    assert forget_quality.ks_test([1, 2], [1, 2]) == (0.0, 1.0, 0.0)
+
+
+def test_log10p_stays_finite_where_p_underflows():
+    # 600 vs 600 fully separated: p = 2 / C(1200, 600) ~ 1e-359, below the smallest double
+    n = 600
+    d, p, log10p = forget_quality.ks_test(list(range(n)), list(range(n, 2 * n)))
+    by_hand = (math.log(2) - (math.lgamma(2 * n + 1) - 2 * math.lgamma(n + 1))) / math.log(10)
+    assert d == 1.0 and p == 0.0 and log10p == pytest.approx(by_hand, rel=1e-12) and log10p < -359
+    # where p is representable, log10 p is log10 of scipy's exact p
+    rng = np.random.default_rng(0)
+    for n, shift in ((40, 0.5), (200, 0.3), (300, 1.5)):
+        a, b = rng.normal(size=n), rng.normal(size=n) + shift
+        d, p, log10p = forget_quality.ks_test(a, b)
+        assert log10p == pytest.approx(math.log10(p), rel=1e-12)
+
+
+def test_tofu_sizes_and_subsample():
+    assert [forget_quality.tofu_n(f"forget{p:02d}_perturbed") for p in (1, 5, 10, 20)] == [40, 200, 300, 300]
+    keys = [f"k{i:03d}" for i in range(50)]
+    picked = forget_quality.subsample(keys[::-1], 10)
+    assert len(picked) == 10 and picked == sorted(picked) and set(picked) <= set(keys)
+    assert forget_quality.subsample(keys, 10) == picked  # the order given does not matter
+    assert forget_quality.subsample(keys, 0) == keys == forget_quality.subsample(keys, 60)
+
+
 def test_js_forget_quality_by_hand():
     # p = (1/4, 3/4), q = (3/4, 1/4), m = (1/2, 1/2): JS = KL(p||m) (symmetric case)
     js = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
@@ -166,9 +189,10 @@ def test_js_forget_quality_by_hand():
 
 
 def test_modality_gap():
-    assert forget_quality.modality_gap({"text": 0.1, "image": 0.001, "joint": 0.01}) == pytest.approx(2.0)
-    assert forget_quality.modality_gap({"text": 1.0, "image": 1.0}) == 0.0
-    assert math.isfinite(forget_quality.modality_gap({"text": 0.0, "image": 1.0}))
+    assert forget_quality.modality_gap({"text": -1.0, "image": -3.0, "joint": -2.0}) == pytest.approx(2.0)
+    assert forget_quality.modality_gap({"text": 0.0, "image": 0.0}) == 0.0
+    with pytest.raises(ValueError):
+        forget_quality.modality_gap({})
 
 
 # ----------------------------------------------------------------------------- model utility

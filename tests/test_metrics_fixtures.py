@@ -22,13 +22,15 @@ def make_example(
     name: str = "Ann Lee",
     mu=None,
     sigma=None,
+    image_role: str | None = None,
 ) -> ExampleOutput:
     lp_answer = [float(x) for x in lp_answer]
     lp_perturbed = [[float(x) for x in row] for row in lp_perturbed]
     return ExampleOutput(
         id=id, author_id="a0001", split=split, group="", modality=modality, task=task, name=name,
         answer=answer, paraphrased_answer=answer, perturbed_answers=[f"wrong {k}" for k in range(len(lp_perturbed))],
-        image_role="" if modality == "text" else "train", generation=generation,
+        image_role=image_role if image_role is not None else ("" if modality == "text" else "train"),
+        generation=generation,
         lp_answer=lp_answer,
         lp_paraphrased=[float(x) for x in (lp_paraphrased if lp_paraphrased is not None else lp_answer)],
         lp_perturbed=lp_perturbed,
@@ -72,6 +74,7 @@ def synthetic_examples(seed: int = 0, memorised: float = 1.0, per_cell: int = 6)
                 lp_answer=base, lp_paraphrased=para, lp_perturbed=pert, generation=gen, answer=answer,
                 name="" if task == "vqa" else name,
                 mu=base - rng.uniform(0.0, 1.0, size=T), sigma=rng.uniform(0.1, 2.0, size=T),
+                image_role="" if modality == "text" else ("heldout" if i % 3 == 2 else "train"),
             ))
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from eval.leaderboard import FQ_KEY, MU_KEY, Row
+from eval.leaderboard import MU_KEY, RANK_KEY, Row
 from eval.replicates import Stat, cell_text, combine, findings, table_csv, table_markdown
 
 
@@ -15,12 +15,12 @@ def _row(run: str, method: str | None, metrics: dict, gold: bool = False) -> Row
 
 def _seeds():
     # seed 0: npo best; seed 1: ga best; ga has no MU in seed 1
-    s0 = {"multimodal": [(None, _row("gold-10", None, {FQ_KEY: 1.0, MU_KEY: 0.5}, gold=True)),
-                         (1, _row("npo-10", "npo", {FQ_KEY: 0.5, MU_KEY: 0.4})),
-                         (2, _row("ga-10", "grad_ascent", {FQ_KEY: 0.1, MU_KEY: 0.2}))]}
-    s1 = {"multimodal": [(None, _row("gold-10", None, {FQ_KEY: 1.0, MU_KEY: 0.7}, gold=True)),
-                         (1, _row("ga-10", "grad_ascent", {FQ_KEY: 0.4})),
-                         (2, _row("npo-10", "npo", {FQ_KEY: 0.3, MU_KEY: 0.2}))]}
+    s0 = {"multimodal": [(None, _row("gold-10", None, {RANK_KEY: 0.0, MU_KEY: 0.5}, gold=True)),
+                         (1, _row("npo-10", "npo", {RANK_KEY: 0.5, MU_KEY: 0.4})),
+                         (2, _row("ga-10", "grad_ascent", {RANK_KEY: 0.9, MU_KEY: 0.2}))]}
+    s1 = {"multimodal": [(None, _row("gold-10", None, {RANK_KEY: 0.0, MU_KEY: 0.7}, gold=True)),
+                         (1, _row("ga-10", "grad_ascent", {RANK_KEY: 0.6})),
+                         (2, _row("npo-10", "npo", {RANK_KEY: 0.7, MU_KEY: 0.2}))]}
     return {0: s0, 1: s1}
 
 
@@ -35,16 +35,16 @@ def test_rows_are_matched_by_run_and_ranked_on_means():
     tab = combine(_seeds())["multimodal"]
     assert [(rank, r.run) for rank, r in tab] == [(None, "gold-10"), (1, "npo-10"), (2, "ga-10")]
     npo, ga = tab[1][1], tab[2][1]
-    assert math.isclose(npo.cells[FQ_KEY].mean, 0.4) and math.isclose(npo.cells[FQ_KEY].sd, math.sqrt(0.02))
+    assert math.isclose(npo.cells[RANK_KEY].mean, 0.6) and math.isclose(npo.cells[RANK_KEY].sd, math.sqrt(0.02))
     assert npo.ranks == {0: 1, 1: 2} and ga.n == 2
     assert ga.cells[MU_KEY] == Stat(0.2, None, 1)  # present in one seed only
     assert cell_text(MU_KEY, ga) == "0.2000 (n=1)"
     assert "0:1 1:2" in table_markdown(tab) and "gold (ref)" in table_markdown(tab)
     header, *lines = table_csv(tab).splitlines()
-    assert f"{FQ_KEY},{FQ_KEY}:sd,{FQ_KEY}:n" in header and lines[1].startswith("1,npo-10,npo,npo,")
+    assert f"{RANK_KEY},{RANK_KEY}:sd,{RANK_KEY}:n" in header and lines[1].startswith("1,npo-10,npo,npo,")
 
 
 def test_findings_name_the_best_method_and_how_often_it_won():
     (line,) = findings(combine(_seeds()))
-    assert line.startswith("multimodal: best method by mean FQ (KS p) is npo")
+    assert line.startswith("multimodal: best method by mean FQ D is npo")
     assert "best method in 1 of 2 seeds" in line and "ahead of grad_ascent" in line and "within one sd" in line

@@ -66,6 +66,17 @@ def test_tampered_aggregate_is_caught(result):
     assert any("retain/text/rouge_l is missing" in p for p in validate(bad))
 
 
+@pytest.mark.parametrize("k", ["forget/all/forget_quality_d", "forget/all/forget_quality_log10p",
+                               "forget/image/forget_quality_n", "forget/all/forget_quality_pooled",
+                               "clear/all/fq_ks_d", "forget/joint@heldout/rouge_l", "forget/all/modality_gap"])
+def test_every_new_aggregate_is_recomputed(result, k):
+    """Forget quality's D, log10 p and n, its variants and the image-role cells recompute from the examples."""
+    bad = copy.deepcopy(result)
+    old = bad["aggregates"]["metrics"][k]
+    bad["aggregates"]["metrics"][k] = old * 0.5 if old else 0.25
+    assert any(p.startswith(f"aggregate {k} = ") and "recomputation gives" in p for p in validate(bad)), k
+
+
 def test_tampered_example_is_caught(result):
     bad = copy.deepcopy(result)
     bad["examples"][0]["generation"] = bad["examples"][0]["answer"] + " indeed"

@@ -357,7 +357,7 @@ def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
 
 
 def test_phase_objective_counts_in_stage_keys_only_when_not_the_default(tmp_path):
-    from clearbench.study import stage_key
+    from clearbench.plan import stage_key
 
     cfg = load_config(BenchConfig, "tiny-smoke")  # its phases all use the default objective
     d = to_dict(cfg.pretrain)

@@ -33,14 +33,18 @@ def add_parser(sub) -> None:
                    help="deliberately skip forget quality and PrivLeak (they are then absent from the result)")
     p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-per-config", type=int, default=0, help="cap records per split (0: all)")
+    p.add_argument("--max-per-config", type=int, default=0, help="cap records per eval config (0: all; older configs)")
+    p.add_argument("--max-per-cell", type=int, default=0,
+                   help="cap records per (eval config, modality, task, image role) cell, seeded (0: all)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="greedy generation length (default: eval.outputs.GENERATION, 32)")
     p.add_argument("--tr-mode", default="tofu", choices=["tofu", "clear"],
                    help="truth ratio: TOFU per-item mean (default) or CLEAR's global mean")
-    p.add_argument("--tr-reference", default="paraphrase", choices=["paraphrase", "answer"],
-                   help="truth ratio's true answer: the paraphrase (default; TOFU, CLEAR and clearbench worlds "
-                        "perturb the paraphrase) or the answer (data whose perturbed answers perturb the answer)")
+    p.add_argument("--tr-reference", default="tofu", choices=["tofu", "paraphrase", "answer"],
+                   help="truth ratio's true answer: tofu (default: TOFU's per split, the answer on real_faces and "
+                        "real_world, the paraphrase elsewhere), or the paraphrase / the answer on every split")
+    p.add_argument("--fq-aggregation", default="item", choices=["item", "author_fact"],
+                   help="forget quality's units: one per record (default, TOFU) or one per author x fact")
     p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
     p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files into one result")
     p.set_defaults(func=run)
@@ -73,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
     world = open_world(args.world)
     cfg = EvalConfig(forget=args.forget, batch_size=args.batch_size, max_per_config=args.max_per_config,
+                     max_per_cell=args.max_per_cell,
                      options={"tr_mode": args.tr_mode, "tr_reference": args.tr_reference,
-                              "require_gold": not args.no_gold})
+                              "fq_aggregation": args.fq_aggregation, "require_gold": not args.no_gold})
     if args.max_new_tokens is not None:
         cfg.max_new_tokens = args.max_new_tokens
     if args.shard:
@@ -83,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     result = evaluate(args.model, world, args.out, gold=args.gold, cfg=cfg)
     metrics = result["aggregates"]["metrics"]
-    for key in sorted(metrics):
-        if key.split("/")[-1] in ("rouge_l", "probability", "truth_ratio", "naming_acc", "forget_quality",
-                                  "model_utility"):
-            print(f"{key:40s} {metrics[key]:.4f}")
+    from eval.leaderboard import columns, fmt
+
+    for header, key in columns():  # the leaderboard's columns, from the metric registry
+        if key in metrics:
+            print(f"{header:24s} {key:32s} {fmt(key, metrics[key])}")
     print(f"result written to {args.out}")
     return 0

@@ -2,14 +2,13 @@
 reading scored examples, writing a validated result, and the plan-time checks of a scenario's method list."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, deep_merge, from_dict, to_dict
+from clearbench.config import BenchConfig, ConfigError, deep_merge, to_dict
 from clearbench.models import load_model
 from clearbench.models.common import default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
@@ -91,12 +90,12 @@ def check_methods(cfg: BenchConfig, section: str, methods: list[str], variant: s
     return methods or cfg.study.methods
 
 
-def unlearn_config(cfg: BenchConfig, variant: str, what: str, **fields: Any) -> BenchConfig:
-    """``cfg`` with the unlearn section of a scenario's run: the study variant's overrides, then ``fields``
-    (method, forget, forget_batch or forget_config, ...). ``what`` names the scenario in errors."""
+def unlearn_section(cfg: BenchConfig, variant: str, what: str, **fields: Any) -> dict[str, Any]:
+    """The unlearn section of a scenario's run: the study variant's overrides, then ``fields`` (method, forget,
+    forget_batch or forget_config, ...). ``what`` names the scenario in errors."""
     section = deep_merge(to_dict(cfg.unlearn), cfg.study.variants[variant]) | fields
-    ucfg = from_dict(UnlearnConfig, section, "unlearn")
-    if ucfg.stop.rule != "fixed" and ucfg.stop.threshold == "gold":
+    stop = section.get("stop", {})
+    if stop.get("rule", "fixed") != "fixed" and stop.get("threshold") == "gold":
         raise ConfigError(f"{what}: unlearn.stop.threshold=gold has no gold model here; use a numeric threshold or "
                           f"stop.rule=fixed")
-    return dataclasses.replace(cfg, unlearn=ucfg)
+    return section

@@ -16,9 +16,10 @@ from typing import Any
 from clearbench import stages as core
 from clearbench.config import BenchConfig, ConfigError, RestoreConfig, from_dict, to_dict
 from clearbench.data import open_world
+from clearbench.plan import Stage, stage_key, unlearn_stage
 from clearbench.models import load_model
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
-from clearbench.scenarios.common import (check_methods, controls, read_scored, sample, score_into, unlearn_config,
+from clearbench.scenarios.common import (check_methods, controls, read_scored, sample, score_into, unlearn_section,
                                          write_result)
 from clearbench.types import Record
 from data_gen.generate import WorldParams
@@ -122,15 +123,13 @@ def _check(cfg: BenchConfig) -> list[str]:
     return check_methods(cfg, "restore", r.methods, r.variant)
 
 
-def restore_stages(cfg: BenchConfig, out: Path, target) -> list:
+def restore_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
     """Per corruption set: the corrupted model, one unlearn stage per method and setting, a score stage for each
     model, one result stage; plus the clean model's score stage (shared)."""
-    from clearbench.study import Stage, stage_key, unlearn_key  # the study imports this package: import at call
-
     methods, r, root, world = _check(cfg), cfg.restore, out / "scenarios" / "restore", out / "world"
     view = score_view(r)
 
-    def score(model, rel: str) -> Stage:
+    def score(model: Stage, rel: str) -> Stage:
         return Stage(f"scenarios/restore/{rel}", "restore_score", root / rel, stage_key("restore_score", view, model.key),
                      {"model": model.path, "world": world, "out_dir": root / rel, "cfg": r}, ("world", model.name))
 
@@ -147,14 +146,11 @@ def restore_stages(cfg: BenchConfig, out: Path, target) -> list:
             stages += [corrupted, scored["corrupted"]]
             for method in methods:
                 for setting in [s for s in r.settings if k or s == "full"]:  # k = 0: both settings are one set
-                    ucfg = unlearn_config(cfg, r.variant, "restore", method=method, forget=r.forget,
-                                          forget_modality="multimodal",
-                                          forget_config=corruption_config(kind, k if setting == "full" else 0))
+                    section = unlearn_section(cfg, r.variant, "restore", method=method, forget=r.forget,
+                                              forget_modality="multimodal",
+                                              forget_config=corruption_config(kind, k if setting == "full" else 0))
                     rel = f"{name}/{method}-{setting}"
-                    u = Stage(f"scenarios/restore/{rel}", "unlearn", root / rel,
-                              stage_key("unlearn", unlearn_key(ucfg.unlearn), corrupted.key),
-                              {"cfg": ucfg, "world": world, "target": corrupted.path, "out_dir": root / rel},
-                              ("world", corrupted.name))
+                    u = unlearn_stage(cfg, world, root / rel, f"scenarios/restore/{rel}", section, corrupted)
                     scored[f"{method}/{setting}"] = score(u, f"{name}/score-{method}-{setting}")
                     stages += [u, scored[f"{method}/{setting}"]]
             run = {"scenario": "restore", "corruption": kind, "k": k, "variant": r.variant, "restore": to_dict(r)}

@@ -12,7 +12,8 @@ from typing import Any
 
 from clearbench.config import BenchConfig, ConfigError, SequentialConfig, from_dict, to_dict
 from clearbench.data import open_world
-from clearbench.scenarios.common import (check_methods, controls, read_scored, sample, score_into, unlearn_config,
+from clearbench.plan import Stage, stage_key, unlearn_stage
+from clearbench.scenarios.common import (check_methods, controls, read_scored, sample, score_into, unlearn_section,
                                          write_result)
 from clearbench.types import Record, forget_percent
 from clearbench.unlearn import author_batches
@@ -72,41 +73,34 @@ def _check(cfg: BenchConfig) -> list[str]:
     return check_methods(cfg, "sequential", seq.methods, seq.variant)
 
 
-def sequential_stages(cfg: BenchConfig, out: Path, target) -> list:
+def sequential_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
     """Per method: T unlearn stages (request t from request t-1's model), a score stage after each, one result
     stage; plus the target's score stage (step 0, shared by the methods)."""
-    from clearbench.study import Stage, stage_key, unlearn_key  # the study imports this package: import at call
-
-    methods, seq, root = _check(cfg), cfg.sequential, out / "scenarios" / "sequential"
+    methods, seq, root, world = _check(cfg), cfg.sequential, out / "scenarios" / "sequential", out / "world"
     view = score_view(seq)
 
-    def score(model, rel: str) -> Stage:
+    def score(model: Stage, rel: str) -> Stage:
         return Stage(f"scenarios/sequential/{rel}", "sequential_score", root / rel,
                      stage_key("sequential_score", view, model.key),
-                     {"model": model.path, "world": out / "world", "out_dir": root / rel, "cfg": seq},
-                     ("world", model.name))
+                     {"model": model.path, "world": world, "out_dir": root / rel, "cfg": seq}, ("world", model.name))
 
     start = score(target, "score-00")
     stages = [start]
     for method in methods:
         prev, scored = target, [start]
         for t in range(1, seq.steps + 1):
-            rcfg = unlearn_config(cfg, seq.variant, "sequential requests", method=method, forget=seq.forget,
-                                  forget_modality=seq.forget_modality, forget_batch=[t, seq.steps])
+            section = unlearn_section(cfg, seq.variant, "sequential requests", method=method, forget=seq.forget,
+                                      forget_modality=seq.forget_modality, forget_batch=[t, seq.steps])
             rel = f"{method}/step-{t:02d}"
-            step = Stage(f"scenarios/sequential/{rel}", "unlearn", root / rel,
-                         stage_key("unlearn", unlearn_key(rcfg.unlearn), prev.key),
-                         {"cfg": rcfg, "world": out / "world", "target": prev.path, "out_dir": root / rel},
-                         ("world", prev.name))
+            step = unlearn_stage(cfg, world, root / rel, f"scenarios/sequential/{rel}", section, prev)
             scored.append(score(step, f"{method}/score-{t:02d}"))
             stages += [step, scored[-1]]
             prev = step
-        unlearn = {k: v for k, v in to_dict(rcfg.unlearn).items() if k != "forget_batch"}
+        unlearn = {k: v for k, v in to_dict(prev.args["cfg"].unlearn).items() if k != "forget_batch"}
         run = {"scenario": "sequential", "method": method, "variant": seq.variant, "unlearn": unlearn}
         stages.append(Stage(f"scenarios/sequential/{method}/result", "sequential_result", root / method / "result",
                             stage_key("sequential_result", view, f"scores {scores.SEQUENTIAL_VERSION}",
                                       *[s.key for s in scored]),
-                            {"scored": [s.path for s in scored], "world": out / "world",
-                             "out_dir": root / method / "result", "cfg": seq, "run": run},
-                            ("world", *[s.name for s in scored])))
+                            {"scored": [s.path for s in scored], "world": world, "out_dir": root / method / "result",
+                             "cfg": seq, "run": run}, ("world", *[s.name for s in scored])))
     return stages

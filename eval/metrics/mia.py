@@ -12,11 +12,14 @@ PrivLeak = ((1 - AUC) - (1 - AUC_gold)) / (1 - AUC_gold) * 100   (0 = leaks like
 """
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from eval.metrics.spec import POOLED, Cell, Comparison, ExampleMetric, Output
 
 VERSION = 1
 ATTACKS: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_pp")
@@ -65,3 +68,42 @@ def privleak(auc_value: float, auc_gold: float) -> float:
     if auc_gold >= 1.0:
         raise ZeroDivisionError("PrivLeak is undefined when the gold model's AUC is 1.0")
     return float(((1.0 - auc_value) - (1.0 - auc_gold)) / (1.0 - auc_gold) * 100.0)
+
+
+# --------------------------------------------------------------------------- specs
+_SCORES = {  # attack -> (per-example score of (example, batch), outputs it reads)
+    "loss": (lambda ex, b: loss_score(ex.lp_answer), ("lp_answer",)),
+    "zlib": (lambda ex, b: zlib_score(ex.lp_answer, ex.answer), ("lp_answer",)),
+    "min_k": (lambda ex, b: min_k_score(ex.lp_answer, b.options.mink_k), ("lp_answer",)),
+    "min_k_pp": (lambda ex, b: min_k_pp_score(ex.lp_answer, ex.minkpp_mu, ex.minkpp_sigma, b.options.mink_k),
+                 ("lp_answer", "minkpp_mu", "minkpp_sigma")),
+}
+
+
+def _cells(ctx) -> list[Cell]:
+    """Each modality present in both forget and holdout, and the pool (none without a common modality)."""
+    both = sorted(set(ctx.modalities("forget")) & set(ctx.modalities("holdout")))
+    return [Cell("forget", m, scope="mia") for m in both + [POOLED]] if both else []
+
+
+def _attack_specs(attack: str) -> tuple:
+    score, needs = _SCORES[attack]
+
+    def relative(mine: dict[str, float], gold: dict[str, float]) -> dict[str, float]:
+        if gold["_auc"] >= 1.0:
+            raise ValueError(f"{attack}_privleak not computed: the gold model's AUC is 1.0 (PrivLeak undefined)")
+        return {"_privleak": privleak(mine["_auc"], gold["_auc"]), "_auc_gold": gold["_auc"]}
+
+    return (
+        ExampleMetric(Output(attack, low=0.0, high=math.inf, better="none", doc=f"{attack} score (loss-like)"),
+                      VERSION, score, needs=needs, cell=None),
+        Comparison(attack, (Output(f"{attack}_auc", better="closer_to_gold", doc="ROC AUC forget (0) vs holdout (1)"),
+                            Output(f"{attack}_auc_gold", better="none", doc="the same AUC for the gold model"),
+                            Output(f"{attack}_privleak", low=-100.0, high=math.inf, tolerance=1e-9,
+                                   better="closer_to_0", doc="PrivLeak against the gold model")),
+                   VERSION, value=attack, against="holdout", cells=_cells, relative=relative,
+                   compare=lambda forget, holdout: {"_auc": auc(forget, holdout)}),
+    )
+
+
+SPECS = tuple(spec for attack in ATTACKS for spec in _attack_specs(attack))

@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import hmean
 
+from eval.metrics.spec import POOLED, Composite, Output, key
+
 VERSION = 1
 UTILITY_SPLITS: tuple[str, ...] = ("retain", "real_faces", "real_world")
 UTILITY_METRICS: tuple[str, ...] = ("probability", "rouge_l", "truth_ratio")
@@ -26,3 +28,19 @@ def harmonic_mean(values: Sequence[float]) -> float:
     if np.any(values == 0):
         return 0.0
     return float(hmean(values))
+
+
+def _model_utility(ctx) -> None:
+    """Per modality over the utility cells that exist, and overall over the pooled cells."""
+    modalities = sorted({m for s in UTILITY_SPLITS for m in ctx.modalities(s)})
+    for modality in modalities + [POOLED]:
+        parts = [key(s, modality, m) for s in UTILITY_SPLITS for m in UTILITY_METRICS if key(s, modality, m) in ctx.metrics]
+        if parts:
+            ctx.put(key("all", modality, "model_utility"), harmonic_mean([ctx.metrics[p] for p in parts]), parts)
+
+
+SPECS = (
+    Composite((Output("model_utility", doc="hmean of {probability, rouge_l, truth_ratio} x {retain, real_faces, "
+                                           "real_world} cells of one modality"),),
+              VERSION, _model_utility, columns=(("MU", "all/all/model_utility"),)),
+)

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from eval.metrics.spec import ExampleMetric, Output
+
 VERSION = 1
 
 
@@ -33,3 +35,14 @@ def forced_choice_correct(lp_true: Sequence[float], lp_options: Sequence[Sequenc
     """The true name's mean token log-prob strictly beats every perturbed name's."""
     true = float(np.mean(lp_true))
     return all(true > float(np.mean(o)) for o in lp_options)
+
+
+SPECS = (  # naming records only (None elsewhere: no cell value where a cell holds no naming record)
+    ExampleMetric(Output("naming_acc", forget_better="lower", doc="naming records: full name in the generation"),
+                  VERSION, lambda ex, b: float(name_in_generation(ex.generation, ex.name)) if ex.task == "naming" else None,
+                  needs=("generation",)),
+    ExampleMetric(Output("naming_choice_acc", forget_better="lower",
+                         doc="naming records: true name likeliest among the options"), VERSION,
+                  lambda ex, b: float(forced_choice_correct(ex.lp_answer, ex.lp_perturbed)) if ex.task == "naming" else None,
+                  needs=("lp_answer", "lp_perturbed")),
+)

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 from scipy.special import logsumexp
 
+from eval.metrics.spec import ExampleMetric, Output
+
 VERSION = 1
 
 
@@ -34,3 +36,21 @@ def uses_normalised(split: str, task: str) -> bool:
     clearbench: normalised for the real_faces / real_world splits and for naming records.
     """
     return split in ("real_faces", "real_world") or task == "naming"
+
+
+def _reported(ex, batch) -> float:
+    if uses_normalised(ex.eval_split, ex.task):
+        return normalised_probability(ex.lp_answer, ex.lp_perturbed)
+    return probability(ex.lp_answer)
+
+
+SPECS = (
+    ExampleMetric(Output("probability", forget_better="lower", header="Prob",
+                         doc="per example: normalised on real_faces, real_world and naming records, else raw"),
+                  VERSION, _reported, needs=("lp_answer", "lp_perturbed")),
+    ExampleMetric(Output("probability_raw", forget_better="lower", doc="mean P(answer)"), VERSION,
+                  lambda ex, batch: probability(ex.lp_answer), needs=("lp_answer",)),
+    ExampleMetric(Output("probability_norm", forget_better="lower", doc="mean P(answer) / (P(answer) + sum_k P(pert_k))"),
+                  VERSION, lambda ex, batch: normalised_probability(ex.lp_answer, ex.lp_perturbed),
+                  needs=("lp_answer", "lp_perturbed")),
+)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 
+from eval.metrics.spec import ExampleMetric, Output
+
 VERSION = 1
 
 
@@ -21,3 +23,9 @@ def rouge_l_recall(generation: str, answer: str) -> float:
     """TOFU's ROUGE-L recall: LCS(answer, generation) / |answer| on stemmed lowercase words."""
     # rouge-score's signature is score(target, prediction); recall is relative to the target.
     return float(_scorer().score(answer, generation)["rougeL"].recall)
+
+
+SPECS = (
+    ExampleMetric(Output("rouge_l", forget_better="lower", header="ROUGE-L", doc="mean ROUGE-L recall"), VERSION,
+                  lambda ex, batch: rouge_l_recall(ex.generation, ex.answer), needs=("generation",)),
+)

@@ -14,8 +14,14 @@ from typing import Sequence
 
 import numpy as np
 
-VERSION = 2  # 2: the reference answer is an option (tr_reference; default the paraphrase, as TOFU)
+from eval.metrics.spec import ExampleMetric, Output
+
+VERSION = 3  # 2: the reference answer is an option; 3: TOFU's reference per split by default (tr_reference "tofu")
 TR_MODES: tuple[str, ...] = ("tofu", "clear")
+# the true answer the perturbed ones are compared with: TOFU's per split, or one for every split
+TR_REFERENCES: tuple[str, ...] = ("tofu", "paraphrase", "answer")
+# TOFU compares with the answer on real authors and world facts (base_answer_key: answer), elsewhere the paraphrase
+TOFU_ANSWER_SPLITS: tuple[str, ...] = ("real_faces", "real_world")
 # exp() of a log-ratio beyond this would overflow float64; never reached by real models
 # (it needs a per-token NLL gap of 700 nats).
 _MAX_LOG = 700.0
@@ -55,3 +61,27 @@ def keep_stat(tr: np.ndarray) -> float:
 def truth_ratio_stat(tr: np.ndarray, split: str) -> float:
     """The reported ``truth_ratio``: forget form on the forget split, keep form elsewhere."""
     return forget_stat(tr) if split == "forget" else keep_stat(tr)
+
+
+def reference_of(split: str, tr_reference: str) -> str:
+    """"answer" or "paraphrase": the reference a split's truth ratio uses under option ``tr_reference``."""
+    if tr_reference not in TR_REFERENCES:
+        raise ValueError(f"Unknown tr_reference {tr_reference!r}. Known: {', '.join(TR_REFERENCES)}.")
+    if tr_reference == "tofu":
+        return "answer" if split in TOFU_ANSWER_SPLITS else "paraphrase"
+    return tr_reference
+
+
+def _group_truth_ratios(group, options) -> np.ndarray:
+    """TR of every example of one (split, modality, task) group, against its split's reference."""
+    answer = reference_of(group[0].eval_split, options.tr_reference) == "answer"
+    reference = [ex.lp_answer if answer else ex.lp_paraphrased for ex in group]
+    return truth_ratios(reference, [ex.lp_perturbed for ex in group], options.tr_mode)
+
+
+SPECS = (
+    ExampleMetric(Output("truth_ratio", header="TR",
+                         doc="forget: mean min(TR, 1/TR); all other splits: mean max(0, 1 - 1/TR)"), VERSION,
+                  lambda ex, batch: batch.per_group("truth_ratio", ex, _group_truth_ratios),
+                  needs=("lp_answer", "lp_paraphrased", "lp_perturbed"), cell=truth_ratio_stat),
+)
