@@ -90,7 +90,8 @@ def _handmade_result() -> dict:
             _ex("f1", "forget10_perturbed", author="a1", para=good if known else bad, pert=((-1.0,),)),
             _ex("f2", "forget10_perturbed", author="a2", lp=(-1.0 - t,), pert=((-1.0,),)),
             _ex("r", "retain_perturbed", author="a9", lp=(-0.2 * (t + 1),))])
-    return sc.sequential_result(steps, [["a1"], ["a2"]], {"method": "handmade"}, ["m0", "m1", "m2"])
+    return sc.sequential_result(steps, [["a1"], ["a2"]], {"method": "handmade", "sequential": {"forget": "forget10"}},
+                                ["m0", "m1", "m2"])
 
 
 def test_sequential_result_validates_and_catches_tampering():
@@ -187,6 +188,30 @@ def test_restore_result_validates_and_catches_tampering():
     assert any("no corrupted field" in p for p in sc.validate_scenario(bad))
 
 
+def test_report_shows_validated_results(tmp_path):
+    from eval.scenario_report import build_scenario_report
+
+    files = {}
+    for name, result in (("restore", sc.restore_result(
+            _restore_models(), {"clean": "c", "corrupted": "x", "npo/full": "u"}, {"t": "genre", "j": "genre"},
+            {"corruption": "text", "k": 0})), ("sequential", _handmade_result())):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(result))
+    out = build_scenario_report([files["restore"]], [files["sequential"]], tmp_path / "report")
+    assert {p.name for p in out.iterdir()} == {"index.html", "tables.md", "restore.csv", "restore_levels.csv",
+                                              "sequential.csv", "restore_text-k0.png", "sequential.png"}
+    md = (out / "tables.md").read_text()
+    r = json.loads(files["restore"].read_text())["scores"]["npo/full"]
+    assert f"| text-k0 | npo/full | {r['restoration/text/share']:.3f} |" in md
+    assert "| forget10 in 2 | handmade | " in md and "| 1 | 1 |" in md  # forgotten 1, re-emerged 1
+    assert "data:image/png;base64," in (out / "index.html").read_text()
+    bad = json.loads(files["restore"].read_text())
+    bad["scores"]["npo/full"]["leak/rate"] = 0.5
+    files["restore"].write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="leak/rate"):
+        build_scenario_report([files["restore"]], [], tmp_path / "again")
+
+
 # ====================================================================================== author batches
 def _world(splits: dict[str, list[str]]):
     return SimpleNamespace(splits=splits, configs=tuple(splits))
@@ -278,8 +303,21 @@ def test_sequential_requests_run_three_steps_and_validate(sequential):
     assert sum(result["values"][1][i]["prob"] for i in f1) < sum(result["values"][0][i]["prob"] for i in f1)
 
 
-def _stage_outcome(events: list[dict]) -> dict[str, str]:
-    return {e["stage"]: e["event"] for e in events if e["event"] in ("skip", "start")}
+def test_sequential_report_and_jobs_give_the_same_scores(trained, sequential, tmp_path):
+    """The report page shows the method's curves; the same study with --jobs 2 (stages side by side in worker
+    processes) reaches the same scores."""
+    from clearbench.executor import run_study
+
+    out, _ = sequential
+    report = out / "report" / "scenarios"
+    assert (report / "sequential.png").stat().st_size > 1000
+    assert "grad_ascent" in (report / "index.html").read_text() and "forget15 in 3" in (report / "tables.md").read_text()
+    parallel = tmp_path / "study"
+    shutil.copytree(trained, parallel)
+    outcome = run_study(load_config(BenchConfig, "tiny-smoke", SEQ), parallel, echo=lambda s: None, jobs=2)
+    assert outcome["scenarios/sequential/grad_ascent/result"] == "ran"
+    ref, got = _result(out)["scores"], _result(parallel)["scores"]
+    assert got.keys() == ref.keys() and all(got[k] == pytest.approx(ref[k], abs=1e-6) for k in ref if ref[k] is not None)
 
 
 @pytest.mark.parametrize("killed", ["step-02", "score-02", "result"])
@@ -420,3 +458,6 @@ def test_restore_runs_both_settings_and_results_validate(restored):
             {"grad_ascent/wrong_only"} if name.endswith("k2") else set())
         text_fields = {i: f for i, f in result["fields"].items() if "-true-" in i}
         assert text_fields and all(i.endswith(f"-true-{f}") for i, f in text_fields.items())
+    report = out / "report" / "scenarios"
+    assert {f"restore_{n}.png" for n in ("text-k0", "text-k2", "bind-k0", "bind-k2")} <= {p.name for p in report.iterdir()}
+    assert "| text-k2 | grad_ascent/wrong_only |" in (report / "tables.md").read_text()

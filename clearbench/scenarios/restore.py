@@ -102,7 +102,7 @@ def restore_result_stage(scored: dict[str, Path], world: Path, out_dir: Path, ru
         {name: info["model_fingerprint"] for name, (_, info) in models.items()},
         corrupted_fields(world_, models["clean"][0]),
         run | {"world_fingerprint": world_.fingerprint, "models": {n: info["model"] for n, (_, info) in models.items()},
-               "corruption": world_.manifest["corruption"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+               "world_corruption": world_.manifest["corruption"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
 
 # ------------------------------------------------------------------------------------------ plans
