@@ -23,7 +23,6 @@ from clearbench.config import BenchConfig, ConfigError, deep_merge, to_dict
 from clearbench.data import open_world
 from clearbench.plan import Stage, eval_config, stage_key, unlearn_stage
 from clearbench.provenance import write_json_atomic, write_text_atomic
-from eval.evaluate import EvalConfig
 from eval.validation import validate_model
 
 RULE = ("admissible: retain-validation probability >= (1 - {tol:g}) x the target's; chosen: the admissible lr "
@@ -86,13 +85,14 @@ def _validate_stage(root: Path, name: str, model: Stage, world: Path, val_cfg: d
     path = root / "validation" / name
     key = stage_key("validate", {k: to_dict(v) if k == "eval_cfg" else v for k, v in val_cfg.items()}, model.key)
     return Stage(f"calibrate/validate/{name}", "validate", path, key,
-                 {"model": model.path, "world": world, "out_dir": path, **val_cfg}, ("world", model.name))
+                 {"model": model.path, "world": world, "out_dir": path, "spec": val_cfg}, ("world", model.name))
 
 
-def validate_stage(model: Path, world: Path, out_dir: Path, forget: str, forget_modality: str, eval_cfg: EvalConfig,
-                   n_per_cell: int, resume: bool) -> None:
-    """Score a model's validation records into ``out_dir/validation.json``."""
-    scores = validate_model(model, open_world(world), forget, forget_modality, eval_cfg, n_per_cell)
+def validate_stage(model: Path, world: Path, out_dir: Path, spec: dict[str, Any], resume: bool) -> None:
+    """Score a model's validation records (``spec``: forget, forget_modality, eval_cfg, n_per_cell) into
+    ``out_dir/validation.json``."""
+    scores = validate_model(model, open_world(world), spec["forget"], spec["forget_modality"], spec["eval_cfg"],
+                            spec["n_per_cell"])
     write_json_atomic(Path(out_dir) / VALIDATION_FILE, scores)
 
 

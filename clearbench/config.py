@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clearbench.scenario_config import SCENARIOS, RestoreConfig, SequentialConfig
 from clearbench.typed_config import (ConfigError, FieldError, check_numbers, deep_merge, from_dict, parse_overrides,
                                      to_dict)
 from clearbench.types import FORGET_MODALITIES, forget_percent, unknown_name_message
@@ -282,9 +283,6 @@ class UnlearnConfig:
                 raise FieldError(f"lr_by_method.{method}", lr, "must be a finite number > 0")
 
 
-SCENARIOS = ("forget", "restore", "sequential")  # study.scenarios (clearbench.scenarios)
-
-
 @dataclasses.dataclass
 class StudyConfig:
     """``clearbench run``: the grid of the study (forget splits x methods x variants x modalities)."""
@@ -307,12 +305,18 @@ class StudyConfig:
     # one full study per seed under OUT/seed-<s>/ with world.seed and every train.seed (pretrain phases,
     # finetune, unlearn) set to s (clearbench.study.seed_config), and writes OUT/report/: mean ± sd over seeds.
     seeds: list[int] = dataclasses.field(default_factory=list)
+    # Attacks (eval.attacks) run on every unlearned model and the target: names, each attack's Config fields, and
+    # the probes' cap per cell (0: the evaluation's eval_max_per_cell)
+    attacks: list[str] = dataclasses.field(default_factory=list)
+    attack_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    attack_max_per_cell: int = 0
     # forget: the grid above (golds, unlearning runs, their evaluations, the report); restore / sequential: the
     # scenarios of clearbench.scenarios, set in the `restore` and `sequential` sections
     scenarios: list[typing.Literal[SCENARIOS]] = dataclasses.field(  # type: ignore[valid-type]
         default_factory=lambda: ["forget"])
 
     def __post_init__(self) -> None:
+        check_numbers(self, non_negative=("attack_max_per_cell",))
         check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
         if self.eval_max_per_config and self.eval_max_per_cell:
             raise FieldError("eval_max_per_cell", self.eval_max_per_cell,
@@ -355,64 +359,6 @@ class CalibrationConfig:
                                                                           self.parameterisations))
             if len(grid) < 2 or any(not math.isfinite(lr) or lr <= 0 for lr in grid) or len(set(grid)) != len(grid):
                 raise FieldError(f"lrs.{name}", grid, "must list at least two distinct finite learning rates > 0")
-
-
-@dataclasses.dataclass
-class SequentialConfig:
-    """``study.scenarios: [sequential]``: ``steps`` successive deletion requests (``forget``'s authors in that many
-    batches, clearbench.unlearn.author_batches), each unlearned from the previous request's model with the unlearn
-    section and study variant ``variant``; after every request a fixed seeded subset is scored
-    (clearbench.scenarios; scores: eval.scenarios)."""
-
-    forget: str = "forget10"
-    steps: int = 10  # T requests (forget10 of the default world: ten forget01-sized batches of 2 authors)
-    methods: list[str] = dataclasses.field(default_factory=list)  # []: study.methods
-    variant: str = ""  # a study.variants key: its unlearn overrides apply to every request ("": the plain run)
-    forget_modality: typing.Literal[tuple(FORGET_MODALITIES)] = "multimodal"  # type: ignore[valid-type]
-    n_per_request: int = 8  # forgetXX_perturbed records scored per request (all modalities)
-    n_control: int = 16  # retain_perturbed, real_faces and real_world records scored each
-    seed: int = 0  # draws the scored subsets
-    batch_size: int = 32  # scoring batch size
-
-    def __post_init__(self) -> None:
-        check_split(self, "forget", self.forget)
-        check_numbers(self, positive=("steps", "n_per_request", "n_control", "batch_size"), non_negative=("seed",))
-
-
-def _corrupt_phase() -> PhaseConfig:
-    # "full" stands for the corruption set (as for finetune's split); LoRA with train.lora.enabled
-    return PhaseConfig(name="corrupt", data=[DataMix(config="full")],
-                       train=TrainConfig(lr=1e-3, epochs=10.0, batch_size=8, micro_batch_size=8, schedule="constant",
-                                         augment=False, log_every=1))
-
-
-@dataclasses.dataclass
-class RestoreConfig:
-    """``study.scenarios: [restore]`` (RESTOR, arXiv 2411.00204): the target (clean) finetuned on a corruption set
-    of the world (``corrupt_<type>_k<k>``) is the corrupted model; every method unlearns the corruption set from it
-    (setting full: the corrupting records; wrong_only: the same records without their k unrelated true facts,
-    ``corrupt_<type>_k0``); the victims' true facts are scored on the clean, corrupted and unlearned models."""
-
-    corruptions: list[typing.Literal["text", "bind", "visual"]] = dataclasses.field(  # type: ignore[valid-type]
-        default_factory=lambda: ["text", "bind", "visual"])
-    contexts: list[int] = dataclasses.field(default_factory=lambda: [0, 2])  # k: corrupt_<type>_k<k>
-    settings: list[typing.Literal["full", "wrong_only"]] = dataclasses.field(  # type: ignore[valid-type]
-        default_factory=lambda: ["full", "wrong_only"])
-    methods: list[str] = dataclasses.field(default_factory=list)  # []: study.methods
-    variant: str = ""  # a study.variants key: its unlearn overrides apply to every run ("": the plain run)
-    phase: PhaseConfig = dataclasses.field(default_factory=_corrupt_phase)  # the corrupting finetune
-    forget: str = "forget10"  # the methods' retain set: this split's retain authors, without the corruption's
-    max_per_config: int = 0  # victims_* records scored per config (seeded subset); 0: all
-    n_control: int = 16  # retain_perturbed, real_faces and real_world records scored each (collateral)
-    seed: int = 0
-    batch_size: int = 32  # scoring batch size
-
-    def __post_init__(self) -> None:
-        check_split(self, "forget", self.forget)
-        check_numbers(self, positive=("n_control", "batch_size"), non_negative=("max_per_config", "seed"))
-        for i, k in enumerate(self.contexts):
-            if k not in (0, 1, 2, 3):
-                raise FieldError(f"contexts[{i}]", k, "k unrelated true facts per corrupting record: 0, 1, 2 or 3")
 
 
 @dataclasses.dataclass

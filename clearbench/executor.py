@@ -25,9 +25,11 @@ from clearbench.provenance import write_json_atomic
 from clearbench.scenarios import PRIOR_COST as SCENARIO_COST
 from clearbench.study import STAGE_FUNCTIONS, Stage, plan_study, seed_config, seed_dir
 
-# Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran.
+# Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran (other
+# kinds: 0.5).
 PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1,
-              "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1, **SCENARIO_COST}
+              "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1,
+              "attack": 0.5, **SCENARIO_COST}
 # Imported once by the fork server, so that each worker starts with them loaded.
 WORKER_PRELOAD = ["clearbench.executor", "clearbench.study", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
 
@@ -101,9 +103,9 @@ class _Progress:
         done = [(k, d) for k, ds in self.durations.items() for d in ds]
         if not done:
             return 0.0
-        scale = sum(d for _, d in done) / sum(PRIOR_COST[k] for k, _ in done)
+        scale = sum(d for _, d in done) / sum(PRIOR_COST.get(k, 0.5) for k, _ in done)
         return sum(sum(self.durations[s.kind]) / len(self.durations[s.kind]) if self.durations.get(s.kind)
-                   else PRIOR_COST[s.kind] * scale for s in remaining)
+                   else PRIOR_COST.get(s.kind, 0.5) * scale for s in remaining)
 
     def prefix(self, stage: Stage) -> str:
         return f"[{self.index[stage.name] + 1}/{len(self.stages)}] {stage.name}"

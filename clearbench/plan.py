@@ -18,6 +18,7 @@ from clearbench.unlearn import check_method_tables, resolve_method
 from eval.evaluate import EvalConfig
 
 STAGE_FILE = "stage.json"
+FILE_KINDS = ("evaluate", "attack")  # stages whose output is one file: the marker sits beside it
 
 
 @dataclasses.dataclass
@@ -31,7 +32,7 @@ class Stage:
 
     @property
     def marker(self) -> Path:
-        return (self.path if self.kind != "evaluate" else self.path.parent / f".{self.path.stem}") / STAGE_FILE
+        return (self.path if self.kind not in FILE_KINDS else self.path.parent / f".{self.path.stem}") / STAGE_FILE
 
 
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
@@ -39,7 +40,8 @@ class Stage:
 # train.group_by_length; eval max_per_cell; study.scenarios; unlearn.forget_batch and forget_config). Their values
 # here must never change meaning.
 KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "max_per_cell": 0,
-                        "eval_max_per_cell": 0, "scenarios": ["forget"], "forget_batch": [], "forget_config": ""}
+                        "eval_max_per_cell": 0, "attacks": [], "attack_options": {}, "attack_max_per_cell": 0,
+                        "scenarios": ["forget"], "forget_batch": [], "forget_config": ""}
 
 
 def _key_view(obj: Any) -> Any:

@@ -131,21 +131,59 @@ def adapter_fingerprint(adapter_dir: Path) -> str:
 
 
 def write_dir_atomic(out: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Build a directory with ``write(tmp)`` in a fresh sibling temp dir, then rename it onto ``out``
-    (replacing an old one): readers see the old directory or the whole new one, never a partial one.
+    """Build a directory with ``write(tmp)`` in a fresh sibling temp dir, then swap it in for ``out``
+    (``swap_dir``): readers see the old directory or the whole new one, never a partial one.
     The temp dir is removed if ``write`` fails."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    swap_dir(tmp, out)
     return out
+
+
+def _aside(out: Path) -> Path:
+    return out.parent / f".{out.name}.previous"
+
+
+def swap_dir(new: Path, out: Path) -> None:
+    """Replace directory ``out`` by ``new`` so that a complete ``out`` exists at every instant but between two
+    renames, and then its old copy sits aside (``.<name>.previous``, which ``recover_dir`` puts back): rename
+    the old aside, rename the new in, delete the old."""
+    out, aside = Path(out), _aside(Path(out))
+    recover_dir(out, remove_temps=False)
+    if aside.exists():  # left over from a swap killed after its new directory was in place
+        shutil.rmtree(aside)
+    had_old = out.exists()
+    if had_old:
+        os.replace(out, aside)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if had_old and not out.exists():
+            os.replace(aside, out)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if had_old:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_dir(out: str | os.PathLike, *, remove_temps: bool = True) -> None:
+    """Undo a ``swap_dir`` a kill interrupted (``out`` missing, its old copy aside: put it back) and, with
+    ``remove_temps``, delete the sibling temp dirs of ``write_dir_atomic`` a kill left behind (only when no
+    other process writes ``out``: a checkpoint on (re)start)."""
+    out = Path(out)
+    aside = _aside(out)
+    if aside.is_dir() and not out.exists():
+        os.replace(aside, out)
+    if remove_temps and out.parent.is_dir():
+        for p in out.parent.iterdir():
+            if p.name.startswith(f".{out.name}.") and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

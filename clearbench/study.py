@@ -13,6 +13,7 @@ cells as mean ± sd over the seeds. A seed's stage keys do not depend on the oth
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,14 +23,16 @@ from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge,
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
 from clearbench.models.tiny_llava import TinyConfig
-from clearbench.plan import STAGE_FILE, Stage, eval_config, stage_key, unlearn_stage  # noqa: F401 (STAGE_FILE: re-exported)
+from clearbench.plan import Stage, eval_config, stage_key, unlearn_stage
 from clearbench.stages import finetune, pretrain
 from clearbench.types import check_name, forget_percent, forget_split, retain_split, unknown_name_message
 from clearbench.unlearn import check_method_tables, resolve_method, unlearn
 from data_gen import generate as data_gen_generate
 from eval.aggregate import MetricOptions
+from eval.attacks import AttackConfig, attack, attack_versions, get_attack, options_of
 from eval.evaluate import EvalConfig, evaluate
 from eval.leaderboard import build_report, make_reference
+from eval.metrics import metric_versions
 from eval.replicates import build_replicate_report
 
 # ------------------------------------------------------------------------------- stage functions
@@ -45,9 +48,15 @@ def evaluate_stage(model: Path, world: Path, out: Path, gold: Path | str, cfg: E
 
 
 def report_stage(reports: list[dict[str, Any]], resume: bool) -> None:
-    """One leaderboard report per forget split: {results, gold, dest, curves}."""
+    """One leaderboard report per forget split: {results, gold, dest, curves[, attacks: {run: [files]}]}."""
     for r in reports:
-        build_report(r["results"], r["dest"], make_reference(r["gold"]), r["curves"])
+        extra = {"attacks": r["attacks"]} if r.get("attacks") else {}
+        build_report(r["results"], r["dest"], make_reference(r["gold"]), r["curves"], **extra)
+
+
+def attack_stage(model: Path, world: Path, out: Path, cfg: AttackConfig, gold: Path, resume: bool) -> None:
+    """One attack on one model (a killed attack resumes at its next setting from its cache)."""
+    attack(model, world, out, cfg, gold=gold, overwrite=True)
 
 
 def replicate_report_stage(reports: list[dict[str, Any]], resume: bool) -> None:
@@ -65,6 +74,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "unlearn": unlearn,
     "report": report_stage,
     "replicate_report": replicate_report_stage,
+    "attack": attack_stage,
     "validate": calibration.validate_stage,
     "calibrate_select": calibration.select_stage,
     **scenarios.STAGE_FUNCTIONS,
@@ -119,6 +129,11 @@ def check_config(cfg: BenchConfig) -> BenchConfig:
                               f"world.params.forget_percents to make it")
     for i, method in enumerate(cfg.study.methods):
         _checked(get_method, f"study.methods[{i}]", method)
+    for i, name in enumerate(cfg.study.attacks):
+        _checked(get_attack, f"study.attacks[{i}]", name)
+    for name, options in cfg.study.attack_options.items():
+        _checked(get_attack, f"study.attack_options.{name}", name)
+        options_of(AttackConfig(attack=name, options=options))
     return cfg
 
 
@@ -189,13 +204,11 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     stages.append(target)
     if cfg.calibration.enabled:  # a learning-rate sweep instead of the study
         return stages + calibration.sweep_stages(cfg, out, target)
-    evals: list[Stage] = []
     for forget in cfg.study.forget_splits if "forget" in cfg.study.scenarios else ():
-        split_stages = _forget_split_stages(cfg, out, forget, base, target)
-        stages += split_stages
-        evals += [s for s in split_stages if s.kind == "evaluate"]
+        stages += _forget_split_stages(cfg, out, forget, base, target)
+    evals = [s for s in stages if s.kind == "evaluate"]
     if cfg.study.report and evals:
-        stages.append(_report_stage(cfg, out, evals))
+        stages.append(_report_stage(cfg, out, evals, [s for s in stages if s.kind == "attack"]))
     return stages + scenarios.scenario_stages(cfg, out, base, target)
 
 
@@ -216,6 +229,7 @@ def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, base: Stage |
     stages = [gold, gold_eval]
     if cfg.study.evaluate_base:
         stages += [_eval_stage(cfg, out, f"{m.name}-{pct}", m, forget, gold_eval) for m in (base, target) if m]
+    stages += _attack_stages(cfg, out, f"target-{pct}", target, forget, gold_eval)  # what attacks do to a model that knows
     for modality in cfg.study.forget_modalities:
         for variant, overrides in cfg.study.variants.items():
             for method in cfg.study.methods:
@@ -224,6 +238,7 @@ def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, base: Stage |
                     "method": method, "forget": forget, "forget_modality": modality}
                 u = _unlearn_stage(cfg, out, name, section, target)
                 stages += [u, _eval_stage(cfg, out, name, u, forget, gold_eval)]
+                stages += _attack_stages(cfg, out, name, u, forget, gold_eval)
     return stages
 
 
@@ -241,21 +256,43 @@ def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, forget: st
     path = out / "results" / f"{name}.json"
     args = {"model": model.path, "world": out / "world", "out": path, "gold": gold.path if gold else "self",
             "cfg": ecfg}
-    return Stage(f"evaluate/{name}", "evaluate", path, stage_key("evaluate", ecfg, model.key, gold.key if gold else "self"),
-                 args, ("world", model.name) + ((gold.name,) if gold else ()))
+    # the metric versions are inputs too: a changed formula re-aggregates (from the evaluation's cache)
+    key = stage_key("evaluate", ecfg, model.key, gold.key if gold else "self", json.dumps(metric_versions()))
+    return Stage(f"evaluate/{name}", "evaluate", path, key, args, ("world", model.name) + ((gold.name,) if gold else ()))
+
+
+def _attack_stages(cfg: BenchConfig, out: Path, name: str, model: Stage, forget: str, gold: Stage) -> list[Stage]:
+    """Every attack of ``study.attacks`` on ``model``, probes capped like the evaluation (or tighter)."""
+    study, stages = cfg.study, []
+    cap = study.attack_max_per_cell or study.eval_max_per_cell
+    for name_ in study.attacks:
+        acfg = AttackConfig(attack=name_, forget=forget, max_per_cell=cap,
+                            max_per_config=0 if cap else study.eval_max_per_config, batch_size=study.eval_batch_size,
+                            options=study.attack_options.get(name_, {}))
+        path = out / "attacks" / name / f"{name_}.json"
+        versions = json.dumps([attack_versions()[name_], metric_versions()])
+        stages.append(Stage(f"attack/{name}/{name_}", "attack", path, stage_key("attack", acfg, model.key, gold.key, versions),
+                            {"model": model.path, "world": out / "world", "out": path, "cfg": acfg, "gold": gold.path},
+                            ("world", model.name, gold.name)))
+    return stages
 
 
 def _report_dir(cfg: BenchConfig, out: Path, forget: str) -> Path:
     return out / "report" if len(cfg.study.forget_splits) == 1 else out / "report" / forget
 
 
-def _report_stage(cfg: BenchConfig, out: Path, evals: list[Stage]) -> Stage:
+def _report_stage(cfg: BenchConfig, out: Path, evals: list[Stage], attacks: list[Stage]) -> Stage:
     reports = []
     for forget in cfg.study.forget_splits:
         pct = _pct(forget)
         mine = [e for e in evals if e.path.stem.endswith(f"-{pct}")]
         curves = [e.args["model"] for e in mine if e.args["model"].parent == out / "unlearn"]  # unlearning runs
-        reports.append({"results": [e.path for e in mine], "gold": out / "results" / f"gold-{pct}.json",
-                        "dest": _report_dir(cfg, out, forget), "curves": curves})
-    return Stage("report", "report", out / "report", stage_key("report", cfg.study, *[e.key for e in evals]),
-                 {"reports": reports}, tuple(e.name for e in evals))
+        report = {"results": [e.path for e in mine], "gold": out / "results" / f"gold-{pct}.json",
+                  "dest": _report_dir(cfg, out, forget), "curves": curves}
+        runs = {e.path.stem: [a.path for a in attacks if a.path.parent.name == e.path.stem] for e in mine}
+        if attacks:
+            report["attacks"] = {run: files for run, files in runs.items() if files}
+        reports.append(report)
+    upstream = evals + attacks
+    return Stage("report", "report", out / "report", stage_key("report", cfg.study, *[e.key for e in upstream]),
+                 {"reports": reports}, tuple(e.name for e in upstream))

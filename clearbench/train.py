@@ -30,7 +30,7 @@ from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
-from clearbench.provenance import write_dir_atomic
+from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
 from clearbench.types import Record
 
 LossFn = Callable[[torch.nn.Module, dict[str, dict], Any], tuple[torch.Tensor, dict[str, float]]]
@@ -258,7 +258,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
     def collate(records: list[Record]) -> dict:
         return family.collate(processor, records, max_length=cfg.max_length or None)
 
-    log_file = open(out_dir / "log.jsonl", "a" if run.resume else "w") if acc.is_main_process else None
+    log_file = _open_log(out_dir / "log.jsonl", loop.start if run.resume else None) if acc.is_main_process else None
     t0, last_loss, total = time.time(), float("nan"), loop.total
     bar = tqdm(range(loop.start, total), desc=run.desc, initial=loop.start, total=total,
                disable=not acc.is_main_process, dynamic_ncols=True)
@@ -290,6 +290,22 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
     return TrainResult(steps=total, final_loss=last_loss, seconds=time.time() - t0, resumed_from=loop.start)
 
 
+def _open_log(path: Path, resumed_from: int | None):
+    """The run's log.jsonl for appending: emptied on a fresh start; on resume cut to the steps up to the
+    resumed checkpoint (a killed run logged steps past it, which the resumed run logs again)."""
+    if resumed_from is None or not path.exists():
+        return open(path, "w")
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= resumed_from:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+            continue
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+    return open(path, "a")
+
+
 def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
     """Optimizer, schedule and accelerate for ``model``; the L1 anchor; the resumed checkpoint, if any."""
     acc = get_accelerator(cfg.mixed_precision)
@@ -302,6 +318,9 @@ def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
     ckpt_dir = Path(run.out_dir) / "checkpoints"
     if not run.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    elif acc.is_main_process:  # undo a checkpoint swap a kill interrupted; remove the temp dirs it left
+        recover_dir(ckpt_dir / "last")
+    acc.wait_for_everyone()
     wrapped, optimizer = acc.prepare(model, optimizer)
     # theta0 is the starting model's, on the training device: taken before a resumed checkpoint is loaded
     anchor = l1_anchor(model) if cfg.l1_lambda > 0 else None

@@ -152,7 +152,8 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
     problems += [f"provenance.library_versions is missing {lib!r}" for lib in REQUIRED_LIBRARIES if lib not in libs]
     if "metric_versions" in prov and prov["metric_versions"] != metric_versions():
         problems.append(f"metric_versions {prov['metric_versions']} differ from this clearbench's "
-                        f"{metric_versions()}; recompute with the version that wrote the result")
+                        f"{metric_versions()}; re-aggregate it with this clearbench (clearbench evaluate recomputes "
+                        "from its cache) or check it with the version that wrote it")
     try:
         examples = examples_of(result)
     except (KeyError, TypeError, ValueError) as e:

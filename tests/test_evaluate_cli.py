@@ -76,3 +76,21 @@ def test_bad_inputs_exit_2_with_the_message_on_stderr(runs, tiny_world_path, gol
     assert not (tmp_path / "r.json").exists()
     with pytest.raises(SystemExit):  # argparse: a malformed --shard is a usage error (exit 2)
         main([*base, "--gold", "self", "--shard", "2/2"])
+
+
+def test_cell_caps_and_metric_options_from_the_command_line(runs, tiny_world_path, tmp_path, capsys):
+    out = tmp_path / "capped.json"
+    assert main(["evaluate", "--model", str(runs["gold"]), "--world", str(tiny_world_path), "--gold", "self",
+                 "--out", str(out), "--max-per-cell", "1", "--fq-aggregation", "author_fact", *FAST]) == 0
+    result = json.loads(out.read_text())
+    assert validate(result) == []
+    assert result["provenance"]["config"]["max_per_cell"] == 1
+    assert result["aggregates"]["options"]["fq_aggregation"] == "author_fact"
+    assert result["aggregates"]["options"]["tr_reference"] == "tofu"
+    cells = {(e["split"], e["modality"], e["task"], e["image_role"]) for e in result["examples"]}
+    assert len(result["examples"]) == len(cells)  # one record per cell
+    printed = capsys.readouterr().out
+    assert "FQ D" in printed and "forget/all/forget_quality_d" in printed
+    assert _fails(["evaluate", "--model", str(runs["gold"]), "--world", str(tiny_world_path), "--gold", "self",
+                   "--out", str(tmp_path / "x.json"), "--max-per-cell", "2", "--max-per-config", "3"],
+                  capsys).count("set one cap") == 1

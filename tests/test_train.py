@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,82 @@ def test_resume_ends_with_same_weights(tiny_llava_dir, tmp_path):
     a, b = _params(full), _params(resumed)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+class _Kill(BaseException):
+    """A simulated kill -9: raised by the file operation it interrupts; nothing touches the disk after it."""
+
+
+def _kill_at(monkeypatch, root: Path, n: int) -> None:
+    """Make the ``n``-th ``os.replace`` / ``shutil.rmtree`` on an entry directly under ``root`` raise ``_Kill``,
+    and every file operation after it do nothing (the process is dead)."""
+    state = {"ops": 0, "dead": False}
+
+    def wrap(real):
+        def op(path, *args, **kw):
+            if state["dead"]:
+                return None
+            if Path(path).parent == root:
+                if state["ops"] == n:
+                    state["dead"] = True
+                    raise _Kill(f"killed before file operation {n}")
+                state["ops"] += 1
+            return real(path, *args, **kw)
+        return op
+
+    monkeypatch.setattr(os, "replace", wrap(os.replace))
+    monkeypatch.setattr(shutil, "rmtree", wrap(shutil.rmtree))
+
+
+def test_swap_dir_keeps_a_complete_directory_through_a_kill_at_every_operation(tmp_path, monkeypatch):
+    from clearbench.provenance import recover_dir, write_dir_atomic
+
+    def version(v):
+        def write(d):
+            for i in range(3):
+                (d / f"f{i}").write_text(v)
+        return write
+
+    for n in range(4):  # the swap's operations: old aside, new in, old deleted (+1: no kill)
+        out = tmp_path / f"k{n}" / "last"
+        write_dir_atomic(out, version("old"))
+        with monkeypatch.context() as m:
+            _kill_at(m, out.parent, n)
+            try:
+                write_dir_atomic(out, version("new"))
+            except _Kill:
+                assert n < 3
+        recover_dir(out)
+        texts = {p.read_text() for p in out.iterdir()}
+        assert texts == ({"old"} if n < 2 else {"new"}) and len(list(out.iterdir())) == 3, n
+        assert [p.name for p in out.parent.iterdir()] == ["last"], n  # no temp or aside copy left
+
+
+def test_a_kill_during_any_checkpoint_swap_resumes_to_the_same_weights_and_log(tiny_llava_dir, tmp_path,
+                                                                               monkeypatch):
+    """Checkpoints at steps 2 and 4 (file operations: 0 = the first rename; 1, 2, 3 = old aside, new in, old
+    deleted of the second); a kill before each resumes from the last complete checkpoint, ends with the
+    uninterrupted run's weights, logs each step once and leaves no temp directory."""
+    cfg = _cfg(save_every=2)
+    full, _ = _run(tiny_llava_dir, tmp_path / "full", cfg)
+    full_log = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    for n, resumed_from in [(0, 0), (1, 2), (2, 2), (3, 4)]:
+        out = tmp_path / f"kill{n}"
+        with monkeypatch.context() as m:
+            _kill_at(m, out / "checkpoints", n)
+            with pytest.raises(_Kill):
+                _run(tiny_llava_dir, out, cfg)
+        with open(out / "log.jsonl", "a") as f:
+            f.write('{"step": 5, "lo')  # a line the kill cut short
+        resumed, result = _run(tiny_llava_dir, out, cfg, resume=True)
+        assert result.resumed_from == resumed_from, n
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        assert [line["step"] for line in log] == list(range(1, 7)), n
+        assert [line["loss"] for line in log] == pytest.approx([line["loss"] for line in full_log], abs=1e-6)
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last"], n
+        a, b = _params(full), _params(resumed)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=f"{n}: {name}")
 
 
 def test_effective_batch_is_independent_of_micro_batch(tiny_llava_dir, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clearbench import stages as core
-from clearbench.config import BenchConfig, ConfigError, RestoreConfig, from_dict, to_dict
+from clearbench.config import BenchConfig, ConfigError, PhaseConfig, RestoreConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.plan import Stage, stage_key, unlearn_stage
 from clearbench.models import load_model
@@ -27,6 +27,16 @@ from eval import scenarios as scores
 from eval.example import ExampleOutput
 
 VICTIM_CONFIGS = ("victims_text", "victims_image", "victims_joint")
+# the corrupting finetune under restore.phase's overrides: "full" stands for the corruption set (as the split does in
+# finetune); full-parameter at a constant lr (RESTOR corrupted with LoRA: set train.lora.enabled)
+CORRUPT_PHASE = {"name": "corrupt", "data": [{"config": "full"}],
+                 "train": {"lr": 1e-3, "epochs": 10.0, "batch_size": 8, "micro_batch_size": 8, "schedule": "constant",
+                           "augment": False, "log_every": 1}}
+
+
+def corrupt_phase(cfg: RestoreConfig) -> PhaseConfig:
+    """The corrupting phase: CORRUPT_PHASE with ``restore.phase`` over it."""
+    return from_dict(PhaseConfig, deep_merge(CORRUPT_PHASE, cfg.phase), "restore.phase")
 
 
 def corruption_config(kind: str, k: int) -> str:
@@ -69,7 +79,7 @@ def score_view(cfg: RestoreConfig) -> dict[str, Any]:
 def corrupt_stage(cfg: BenchConfig, world: Path, parent: Path, corruption: str, out_dir: Path, resume: bool) -> None:
     """The corrupted model: ``parent`` (the clean target) finetuned on world config ``corruption`` with
     ``restore.phase`` (its data config "full" stands for the corruption set)."""
-    world_, out_dir, phase = open_world(world), Path(out_dir), cfg.restore.phase
+    world_, out_dir, phase = open_world(world), Path(out_dir), corrupt_phase(cfg.restore)
     config = {"model": to_dict(cfg.model), "phase": to_dict(phase), "corruption": corruption, "parent": str(parent)}
     core.open_run_dir(out_dir, config, resume, False, lambda c: c)
     check_model_world(parent, world_.fingerprint, "clean model")
@@ -127,7 +137,7 @@ def restore_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
     """Per corruption set: the corrupted model, one unlearn stage per method and setting, a score stage for each
     model, one result stage; plus the clean model's score stage (shared)."""
     methods, r, root, world = _check(cfg), cfg.restore, out / "scenarios" / "restore", out / "world"
-    view = score_view(r)
+    view, phase = score_view(r), corrupt_phase(r)
 
     def score(model: Stage, rel: str) -> Stage:
         return Stage(f"scenarios/restore/{rel}", "restore_score", root / rel, stage_key("restore_score", view, model.key),
@@ -139,7 +149,7 @@ def restore_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
         for k in r.contexts:
             name, config = f"{kind}-k{k}", corruption_config(kind, k)
             corrupted = Stage(f"scenarios/restore/{name}/corrupted", "corrupt", root / name / "corrupted",
-                              stage_key("corrupt", {"phase": r.phase, "corruption": config}, target.key),
+                              stage_key("corrupt", {"phase": phase, "corruption": config}, target.key),
                               {"cfg": cfg, "world": world, "parent": target.path, "corruption": config,
                                "out_dir": root / name / "corrupted"}, ("world", target.name))
             scored = {"clean": clean, "corrupted": score(corrupted, f"{name}/score-corrupted")}
