@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from baselines import get_method
-from clearbench import calibration
+from clearbench import calibration, scenarios
 from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
@@ -77,6 +77,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "attack": attack_stage,
     "validate": calibration.validate_stage,
     "calibrate_select": calibration.select_stage,
+    **scenarios.STAGE_FUNCTIONS,
 }
 
 # ------------------------------------------------------------------------------------ names
@@ -203,12 +204,12 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     stages.append(target)
     if cfg.calibration.enabled:  # a learning-rate sweep instead of the study
         return stages + calibration.sweep_stages(cfg, out, target)
-    for forget in cfg.study.forget_splits:
+    for forget in cfg.study.forget_splits if "forget" in cfg.study.scenarios else ():
         stages += _forget_split_stages(cfg, out, forget, base, target)
-    if cfg.study.report:
-        stages.append(_report_stage(cfg, out, [s for s in stages if s.kind == "evaluate"],
-                                    [s for s in stages if s.kind == "attack"]))
-    return stages
+    evals = [s for s in stages if s.kind == "evaluate"]
+    if cfg.study.report and evals:
+        stages.append(_report_stage(cfg, out, evals, [s for s in stages if s.kind == "attack"]))
+    return stages + scenarios.scenario_stages(cfg, out, base, target)
 
 
 def _finetune_stage(cfg: BenchConfig, out: Path, name: str, split: str, base: Stage | None) -> Stage:
