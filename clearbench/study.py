@@ -51,7 +51,8 @@ def report_stage(reports: list[dict[str, Any]], resume: bool) -> None:
     """One leaderboard report per forget split: {results, gold, dest, curves[, attacks: {run: [files]}]}."""
     for r in reports:
         extra = {"attacks": r["attacks"]} if r.get("attacks") else {}
-        build_report(r["results"], r["dest"], make_reference(r["gold"]), r["curves"], **extra)
+        ref = make_reference(r["gold"], world=r["world"]) if r.get("world") else make_reference(r["gold"])
+        build_report(r["results"], r["dest"], ref, r["curves"], **extra)
 
 
 def attack_stage(model: Path, world: Path, out: Path, cfg: AttackConfig, gold: Path, resume: bool) -> None:
@@ -288,7 +289,7 @@ def _report_stage(cfg: BenchConfig, out: Path, evals: list[Stage], attacks: list
         mine = [e for e in evals if e.path.stem.endswith(f"-{pct}")]
         curves = [e.args["model"] for e in mine if e.args["model"].parent == out / "unlearn"]  # unlearning runs
         report = {"results": [e.path for e in mine], "gold": out / "results" / f"gold-{pct}.json",
-                  "dest": _report_dir(cfg, out, forget), "curves": curves}
+                  "dest": _report_dir(cfg, out, forget), "curves": curves, "world": out / "world"}
         runs = {e.path.stem: [a.path for a in attacks if a.path.parent.name == e.path.stem] for e in mine}
         if attacks:
             report["attacks"] = {run: files for run, files in runs.items() if files}

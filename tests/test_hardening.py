@@ -259,8 +259,7 @@ def world_rows():
         "a modified file, sha256 and fingerprint recomputed (another world)": evaluate(resealed, "another world"),
         "a missing paraphrased_answer column": evaluate(no_paraphrase, "lacks the column 'paraphrased_answer'"),
         "a manifest without files": evaluate(no_files, "manifest.json has no 'files' dict"),
-        "image bytes that are not an image (the record named)": (
-            not_an_image, "clearbench/data.py (lead): PIL's error names no record and no fix"),
+        "image bytes that are not an image (the record named)": not_an_image,
     }
 
 
