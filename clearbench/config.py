@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clearbench.scenario_config import SCENARIOS, RestoreConfig, SequentialConfig
 from clearbench.typed_config import (ConfigError, FieldError, check_numbers, deep_merge, from_dict, parse_overrides,
                                      to_dict)
 from clearbench.types import FORGET_MODALITIES, forget_percent, unknown_name_message
@@ -261,10 +262,22 @@ class UnlearnConfig:
     stop: StopConfig = dataclasses.field(default_factory=StopConfig)
     eval_every: int = 0  # > 0: in-loop answer probabilities every N steps -> curve.jsonl
     curve_n: int = 16  # records per (split, modality) in the curve
+    # [i, n]: only the authors of the i-th (1-based) of n near-equal batches of the forget split's authors
+    # (clearbench.unlearn.author_batches: smaller nested forget splits first, then by id); []: every author.
+    # The sequential-requests scenario unlearns forget10 as n such requests, one after the other.
+    forget_batch: list[int] = dataclasses.field(default_factory=list)
+    # a world config unlearned instead of the forget split (the restorative scenario's corruption set, e.g.
+    # corrupt_text_k2); its authors are left out of the retain split of ``forget``. "": the forget split.
+    forget_config: str = ""
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("random_k", "curve_n"), non_negative=("warmup_epochs", "eval_every"))
         check_split(self, "forget", self.forget)
+        if self.forget_batch and not (len(self.forget_batch) == 2 and 1 <= self.forget_batch[0] <= self.forget_batch[1]):
+            raise FieldError("forget_batch", self.forget_batch, "[i, n] with 1 <= i <= n (request i of n), or [] for all")
+        if self.forget_batch and self.forget_config:
+            raise FieldError("forget_batch", self.forget_batch, "batches are of the forget split's authors; with "
+                             "forget_config set, leave forget_batch empty")
         for method, lr in self.lr_by_method.items():
             if not (math.isfinite(lr) and lr > 0):
                 raise FieldError(f"lr_by_method.{method}", lr, "must be a finite number > 0")
@@ -297,6 +310,10 @@ class StudyConfig:
     attacks: list[str] = dataclasses.field(default_factory=list)
     attack_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     attack_max_per_cell: int = 0
+    # forget: the grid above (golds, unlearning runs, their evaluations, the report); restore / sequential: the
+    # scenarios of clearbench.scenarios, set in the `restore` and `sequential` sections
+    scenarios: list[typing.Literal[SCENARIOS]] = dataclasses.field(  # type: ignore[valid-type]
+        default_factory=lambda: ["forget"])
 
     def __post_init__(self) -> None:
         check_numbers(self, non_negative=("attack_max_per_cell",))
@@ -355,3 +372,5 @@ class BenchConfig:
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
+    sequential: SequentialConfig = dataclasses.field(default_factory=SequentialConfig)
+    restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)

@@ -60,10 +60,19 @@ def _filter(records: list[Record], modalities, tasks, image_roles) -> list[Recor
             and (roles is None or r.image_role in roles)]
 
 
+def _image(d: dict, base: Path | None):
+    """A row's image, decoded; bytes that are not an image name the record and the fix."""
+    try:
+        return _decode(d["image"], base) if isinstance(d["image"], dict) else d["image"]
+    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise ValueError(f"record {d.get('id')!r} ({d.get('split')}): its image cannot be read ({exc}); the world's "
+                         f"files are damaged: regenerate the world with clearbench generate") from None
+
+
 def _make_records(dicts: Iterable[dict], augment: float, base: Path | None = None) -> list[Record]:
     out = []
     for d in dicts:
-        img = _decode(d["image"], base) if isinstance(d["image"], dict) else d["image"]
+        img = _image(d, base)
         if img is not None and augment:
             img = _noisy(img, augment, d["id"])
         out.append(Record(id=d["id"], author_id=d["author_id"], split=d["split"], modality=Modality(d["modality"]),

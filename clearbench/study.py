@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from baselines import get_method
-from clearbench import calibration
+from clearbench import calibration, scenarios
 from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
@@ -51,7 +51,8 @@ def report_stage(reports: list[dict[str, Any]], resume: bool) -> None:
     """One leaderboard report per forget split: {results, gold, dest, curves[, attacks: {run: [files]}]}."""
     for r in reports:
         extra = {"attacks": r["attacks"]} if r.get("attacks") else {}
-        build_report(r["results"], r["dest"], make_reference(r["gold"]), r["curves"], **extra)
+        ref = make_reference(r["gold"], world=r["world"]) if r.get("world") else make_reference(r["gold"])
+        build_report(r["results"], r["dest"], ref, r["curves"], **extra)
 
 
 def attack_stage(model: Path, world: Path, out: Path, cfg: AttackConfig, gold: Path, resume: bool) -> None:
@@ -77,6 +78,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "attack": attack_stage,
     "validate": calibration.validate_stage,
     "calibrate_select": calibration.select_stage,
+    **scenarios.STAGE_FUNCTIONS,
 }
 
 # ------------------------------------------------------------------------------------ names
@@ -203,12 +205,12 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
     stages.append(target)
     if cfg.calibration.enabled:  # a learning-rate sweep instead of the study
         return stages + calibration.sweep_stages(cfg, out, target)
-    for forget in cfg.study.forget_splits:
+    for forget in cfg.study.forget_splits if "forget" in cfg.study.scenarios else ():
         stages += _forget_split_stages(cfg, out, forget, base, target)
-    if cfg.study.report:
-        stages.append(_report_stage(cfg, out, [s for s in stages if s.kind == "evaluate"],
-                                    [s for s in stages if s.kind == "attack"]))
-    return stages
+    evals = [s for s in stages if s.kind == "evaluate"]
+    if cfg.study.report and evals:
+        stages.append(_report_stage(cfg, out, evals, [s for s in stages if s.kind == "attack"]))
+    return stages + scenarios.scenario_stages(cfg, out, base, target)
 
 
 def _finetune_stage(cfg: BenchConfig, out: Path, name: str, split: str, base: Stage | None) -> Stage:
@@ -287,7 +289,7 @@ def _report_stage(cfg: BenchConfig, out: Path, evals: list[Stage], attacks: list
         mine = [e for e in evals if e.path.stem.endswith(f"-{pct}")]
         curves = [e.args["model"] for e in mine if e.args["model"].parent == out / "unlearn"]  # unlearning runs
         report = {"results": [e.path for e in mine], "gold": out / "results" / f"gold-{pct}.json",
-                  "dest": _report_dir(cfg, out, forget), "curves": curves}
+                  "dest": _report_dir(cfg, out, forget), "curves": curves, "world": out / "world"}
         runs = {e.path.stem: [a.path for a in attacks if a.path.parent.name == e.path.stem] for e in mine}
         if attacks:
             report["attacks"] = {run: files for run, files in runs.items() if files}

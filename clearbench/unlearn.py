@@ -8,7 +8,9 @@ so ``--resume`` ends with the same weights. Every bad input fails before the mod
 The output directory is a stage directory like finetune's (``model/`` merged, or the LoRA adapter
 alone on top of the target with ``train.save_merged: false``; ``config.json``,
 ``run.json`` written last, ``log.jsonl``) plus ``stop.jsonl`` / ``curve.jsonl`` when early stopping or
-in-loop evaluation is on. Checkpoint selection is declared in ``unlearn.stop`` (see StopConfig).
+in-loop evaluation is on (clearbench.unlearn_monitor). Checkpoint selection is declared in ``unlearn.stop`` (see
+StopConfig). ``unlearn.forget_batch = [i, n]`` unlearns the i-th of n batches of the split's authors only;
+``unlearn.forget_config`` another world config (a corruption set) instead of the split.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +36,9 @@ from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
 from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
-from clearbench.types import FORGET_MODALITIES, Record, check_forget_split, retain_split, unknown_name_message
+from clearbench.types import (FORGET_MODALITIES, Record, check_forget_split, check_name, forget_percent,
+                              forget_splits_in, retain_split, unknown_name_message)
+from clearbench.unlearn_monitor import Monitor
 
 
 class UnlearnSampler:
@@ -76,20 +80,6 @@ def _subset(records: Sequence[Record], n: int, seed: int) -> list[Record]:
     return recs if len(recs) <= n else sorted(random.Random(seed).sample(recs, n), key=lambda r: r.id)
 
 
-def _jsonl_resume(path: Path, resume: bool, upto: int) -> list[dict]:
-    """Rows of an earlier attempt up to step ``upto`` (the checkpoint resumed from); the file is rewritten."""
-    rows = []
-    if resume and path.exists():
-        rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= upto]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
-
-
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
 # ---------------------------------------------------------------------------------- validation
 def _require_model(path: Path, world, what: str) -> None:
     if not model_dir(path).is_dir():
@@ -122,8 +112,8 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
     forget, retain, retain_config = _forget_and_retain(cfg, world)
     train = dataclasses.replace(cfg.train, lr=cfg.lr_by_method.get(cfg.method, cfg.train.lr))
     if len(forget) < train.batch_size:
-        raise ValueError(f"{cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer than "
-                         f"unlearn.train.batch_size={train.batch_size}; lower the batch size")
+        raise ValueError(f"{cfg.forget_config or cfg.forget} ({cfg.forget_modality}) has {len(forget)} records, fewer "
+                         f"than unlearn.train.batch_size={train.batch_size}; lower the batch size")
     per_epoch = max(1, len(forget) // train.batch_size)  # as UnlearnSampler counts steps
     if cfg.warmup_epochs > 0:
         train = dataclasses.replace(train, warmup_steps=round(cfg.warmup_epochs * per_epoch))
@@ -171,13 +161,43 @@ def _method_config(where: str, method: str, options: dict[str, Any]) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def author_batches(world, forget: str, n: int) -> list[list[str]]:
+    """``forget``'s authors in ``n`` near-equal batches (deletion requests), in a fixed order: the authors of the
+    smaller nested forget splits first (forget10 in ten batches of the default world: the first is forget01),
+    then by id."""
+    authors = world.splits.get(forget) or []
+    if n > len(authors):
+        raise ValueError(f"{forget} has {len(authors)} authors, too few for {n} requests of at least one author "
+                         f"each; request at most {len(authors)} batches or use a larger forget split")
+    nested = [s for s in forget_splits_in(world.configs) if forget_percent(s) <= forget_percent(forget)]
+    rank = {a: min(forget_percent(s) for s in nested if a in world.splits.get(s, ())) for a in authors}
+    ordered = sorted(authors, key=lambda a: (rank[a], a))
+    return [[str(a) for a in part] for part in np.array_split(np.array(ordered, dtype=object), n)]
+
+
+def _of_batch(cfg: UnlearnConfig, world, records: list[Record]) -> list[Record]:
+    """``records`` of the authors of ``unlearn.forget_batch`` ([i, n]); all of them without one."""
+    if not cfg.forget_batch:
+        return records
+    keep = set(author_batches(world, cfg.forget, cfg.forget_batch[1])[cfg.forget_batch[0] - 1])
+    return [r for r in records if r.author_id in keep]
+
+
 def _forget_and_retain(cfg: UnlearnConfig, world) -> tuple[list[Record], list[Record], str]:
-    """The forget records of the forget modality, and every record of the complementary retain split."""
+    """The forget records of the forget modality (of the ``forget_batch`` authors, or of ``forget_config``), and
+    every record of the complementary retain split (without ``forget_config``'s authors)."""
     check_forget_split(cfg.forget, world.configs)
     retain_config = retain_split(cfg.forget)
     if retain_config not in world.configs:
         raise ValueError(f"world {world.path} has {cfg.forget} but no {retain_config}: regenerate the world")
-    forget = world.records(cfg.forget, modalities=FORGET_MODALITIES[cfg.forget_modality])
+    if cfg.forget_config:
+        check_name("unlearn.forget_config", cfg.forget_config, world.configs)
+        forget = world.records(cfg.forget_config, modalities=FORGET_MODALITIES[cfg.forget_modality])
+        if not forget:
+            raise ValueError(f"{cfg.forget_config} has no records for forget_modality={cfg.forget_modality!r}")
+        authors = {r.author_id for r in forget}  # e.g. the victims: their true facts are not retain data here
+        return forget, [r for r in world.records(retain_config) if r.author_id not in authors], retain_config
+    forget = _of_batch(cfg, world, world.records(cfg.forget, modalities=FORGET_MODALITIES[cfg.forget_modality]))
     if not forget:
         raise ValueError(f"forget_modality={cfg.forget_modality!r}: {cfg.forget} of this world has no "
                          f"{'image' if cfg.forget_modality == 'visual' else 'text'} records (a world generated without "
@@ -202,9 +222,10 @@ def _stop_records(cfg: UnlearnConfig, world, forget: list[Record]) -> tuple[list
             raise ValueError("unlearn.stop.threshold=gold needs unlearn.stop.gold_model (e.g. runs/gold-10)")
         _require_model(Path(s.gold_model), world, "gold model")
     heldout: list[Record] = []
-    if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text":
-        heldout = world.records(f"{cfg.forget}_perturbed", modalities=FORGET_MODALITIES[cfg.forget_modality],
-                                image_roles=["heldout"])
+    if s.source != "forget" and f"{cfg.forget}_perturbed" in world.configs and cfg.forget_modality != "text" \
+            and not cfg.forget_config:
+        heldout = _of_batch(cfg, world, world.records(f"{cfg.forget}_perturbed", image_roles=["heldout"],
+                                                      modalities=FORGET_MODALITIES[cfg.forget_modality]))
     if s.source == "heldout" and not heldout:
         raise ValueError(f"unlearn.stop.source=heldout: {cfg.forget}_perturbed has no held-out-image records for "
                          f"forget_modality={cfg.forget_modality} (text has none); use stop.source=forget")
@@ -227,9 +248,10 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
     trained = Loaded(model, loaded.processor, loaded.family)
     # every process evaluates (the same stop decision); one writes
-    monitor = _Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir, acc.is_main_process)
+    monitor = Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir, acc.is_main_process)
     ckpt = out_dir / "checkpoints" / "last" / "state.json"
-    monitor.start(world, json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0, threshold)
+    done = json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0
+    monitor.start(_curve_views(world, cfg.unlearn) if cfg.unlearn.eval_every else {}, done, threshold)
     sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
                              cfg.unlearn.random_k)
     loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
@@ -261,8 +283,12 @@ def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
     """What an unlearning run's weights depend on: the other methods' entries of the per-method tables do not
     count (tuning another method of a study must not block resuming this one); this method's are resolved."""
     tables = ("lr_by_method", "options_by_method")
+    unlearn = {k: v for k, v in (config.get("unlearn") or {}).items() if k not in tables}
+    for field in ("forget_batch", "forget_config"):
+        if not unlearn.get(field):  # the whole split, as in runs written before the field existed
+            unlearn.pop(field, None)
     return {"model": config.get("model"), "target": config.get("target"), "resolved": config.get("resolved"),
-            "unlearn": {k: v for k, v in (config.get("unlearn") or {}).items() if k not in tables}}
+            "unlearn": unlearn}
 
 
 def _threshold(ucfg: UnlearnConfig, p: Plan, family_name: str | None) -> float:
@@ -296,6 +322,8 @@ def _run_info(ucfg: UnlearnConfig, p: Plan, family: str, target: Path, out_dir: 
         "family": family, "method": ucfg.method, "method_config": mcfg, "method_config_hash": config_hash(mcfg),
         "clear_recipe": ucfg.clear_recipe, "batch_kinds": list(p.kinds), "forget": ucfg.forget,
         "forget_modality": ucfg.forget_modality, "retain": p.retain_config,
+        **({"forget_batch": ucfg.forget_batch, "forget_config": ucfg.forget_config,
+            "forget_authors": sorted({r.author_id for r in p.forget})} if ucfg.forget_batch or ucfg.forget_config else {}),
         "records": {"forget": len(p.forget), "retain": len(p.retain)},
         "parent": {"path": str(target), "model_fingerprint": model_fingerprint(model_dir(target))},
         "model_fingerprint": model_fingerprint(out_dir / "model"), "lr": p.train.lr, "l1_lambda": p.train.l1_lambda,
@@ -303,75 +331,16 @@ def _run_info(ucfg: UnlearnConfig, p: Plan, family: str, target: Path, out_dir: 
     }
 
 
-class _Monitor:
-    """In-loop answer probabilities of the model being trained: the early-stopping criterion (``stop.jsonl``)
-    and the curve (``curve.jsonl``); ``score(records)`` computes one."""
-
-    def __init__(self, score: Callable[[list[Record]], float], ucfg: UnlearnConfig, p: Plan, out_dir: Path,
-                 write: bool):
-        self.score, self.cfg, self.records, self.out_dir, self.write = score, ucfg, p.stop_records, out_dir, write
-        self.source, self.gold_model = p.stop_source, p.gold_model
-        self.rows: list[dict] = []
-        self.views: dict[str, list[Record]] = {}
-        self.threshold, self.chosen = math.nan, None
-
-    def start(self, world, done: int, threshold: float) -> None:
-        """Keep the rows of an interrupted attempt up to step ``done``; at step 0 record the starting point."""
-        self.threshold = threshold
-        if self.records:
-            self.rows = _jsonl_resume(self.out_dir / "stop.jsonl", done > 0, done)
-        self.views = _curve_views(world, self.cfg) if self.cfg.eval_every else {}
-        if self.views:
-            _jsonl_resume(self.out_dir / "curve.jsonl", done > 0, done)
-        if done == 0:
-            if self.records:
-                self.criterion(0)
-            if self.views:
-                self.curve(0)
-
-    def criterion(self, step: int) -> bool:
-        value = self.score(self.records)
-        row = {"step": step, "forget_prob": value, "below": value < self.threshold}
-        self.rows.append(row)
-        if self.write:
-            _append(self.out_dir / "stop.jsonl", row)
-        return row["below"]
-
-    def curve(self, step: int) -> None:
-        row = {"step": step} | {k: self.score(recs) for k, recs in self.views.items()}
-        if self.write:
-            _append(self.out_dir / "curve.jsonl", row)
-
-    def on_step(self, step: int, logs: dict) -> bool:
-        """train()'s callback: True stops training at this step (the rule triggered)."""
-        stop = False
-        if self.records and step % self.cfg.stop.every == 0 and self.criterion(step):
-            self.chosen, stop = step, True
-        if self.views and step % self.cfg.eval_every == 0:
-            self.curve(step)
-        return stop
-
-    def summary(self, steps: int) -> dict[str, Any]:
-        """run.json's ``stop``: the rule, its criterion rows and the step chosen (the last one without a trigger)."""
-        s = self.cfg.stop
-        out: dict[str, Any] = {"rule": s.rule}
-        if self.records:
-            out |= {"every": s.every, "n": len(self.records), "source": self.source, "threshold": s.threshold,
-                    "threshold_value": self.threshold, "gold_model": str(self.gold_model) if self.gold_model else None,
-                    "triggered": self.chosen is not None, "criterion": self.rows}
-        out["chosen_step"] = self.chosen if self.chosen is not None else steps
-        return out
-
-
 def _curve_views(world, cfg: UnlearnConfig) -> dict[str, list[Record]]:
     """'forget/text/prob' etc.: curve_n fixed records per (split view, modality), every modality shown."""
-    views = {"forget": f"{cfg.forget}_perturbed", "retain": "retain_perturbed"}
+    views = {"forget": cfg.forget_config or f"{cfg.forget}_perturbed", "retain": "retain_perturbed"}
     out = {}
     for group, config in views.items():
         if config not in world.configs:
             continue
         for modality in ("text", "image", "joint"):
             recs = world.records(config, modalities=[modality])
+            recs = _of_batch(cfg, world, recs) if group == "forget" else recs
             if recs:
                 out[f"{group}/{modality}/prob"] = _subset(recs, cfg.curve_n, cfg.train.seed)
     return out

@@ -35,10 +35,11 @@ class EvalConfig:
     max_per_cell: int = 0  # 0: no cap; else per (eval config, modality, task, image role) cell, seeded
 
     def __post_init__(self) -> None:
-        for name in ("max_per_config", "max_per_cell"):
+        for name, least in (("max_per_config", 0), ("max_per_cell", 0), ("batch_size", 1), ("max_new_tokens", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0 (0: no cap), got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}{' (0: no cap)' if least == 0 else ''}, "
+                                 f"got {v!r}")
         if self.max_per_config and self.max_per_cell:
             raise ValueError(f"max_per_config={self.max_per_config} and max_per_cell={self.max_per_cell}: "
                              "set one cap (max_per_cell caps each modality x task x image-role cell)")
@@ -111,6 +112,10 @@ def scoring_key(cfg: EvalConfig) -> dict[str, Any]:
     return key | ({"max_per_cell": cfg.max_per_cell} if cfg.max_per_cell else {})  # caches of older runs stay valid
 
 
+# the config fields that choose which records are scored (select_records): a row and its gold must agree
+SAMPLE_FIELDS: tuple[str, ...] = ("max_per_config", "max_per_cell", "seed")
+
+
 def load_gold(gold: str | Path | None, cfg: EvalConfig, world_fingerprint: str) -> dict[str, Any] | None:
     """The gold result, checked against this world and forget split (before any scoring)."""
     if gold is None or gold == "self":
@@ -124,6 +129,12 @@ def load_gold(gold: str | Path | None, cfg: EvalConfig, world_fingerprint: str) 
     if gp.get("forget_split") != cfg.forget:
         raise ValueError(f"gold result {gold} is for {gp.get('forget_split')}, not {cfg.forget}; "
                          f"use the gold model of {cfg.forget}: `{gold_command(cfg.forget)} --gold self`")
+    theirs = gp.get("config") if isinstance(gp.get("config"), dict) else {}
+    differ = [f"{k}={theirs[k]!r}" for k in SAMPLE_FIELDS if k in theirs and theirs[k] != getattr(cfg, k)]
+    if differ:
+        raise ValueError(f"gold result {gold} scored other examples ({', '.join(differ)}; this evaluation: "
+                         + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in SAMPLE_FIELDS)
+                         + "): pass the gold result's caps and seed, or re-evaluate the gold model with these")
     return gold_result
 
 
@@ -181,6 +192,7 @@ def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenanc
            gold: str | Path | None, out: Path, gold_result: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate against the gold result (or the model itself with gold='self') and write."""
     options = MetricOptions(**cfg.options)
+    check_out(out, gold)
     if gold == "self":
         gold_examples = list(examples)
     elif gold is not None:
@@ -227,13 +239,32 @@ def write_shard(model, world, out: Path, cfg: EvalConfig, shard: tuple[int, int]
     return out
 
 
+def check_out(out: str | Path, gold: str | Path | None) -> None:
+    """A result never replaces the gold result it is computed against (the leaderboard would lose its yardstick)."""
+    if gold not in (None, "self") and Path(out).resolve() == Path(gold).resolve():
+        raise ValueError(f"--out {out} is the gold result --gold {gold}: write the result to another file")
+
+
+SHARD_KEYS = ("shard", "config", "provenance", "expected", "examples")
+
+
+def read_shard(path: str | Path) -> dict[str, Any]:
+    """A shard file written by ``write_shard``; anything else is a one-line error naming the file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no shard file at {path}; write it with `clearbench evaluate ... --shard i/n --out {path}`")
+    try:
+        shard = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not a shard file (not JSON: {e})") from None
+    if not isinstance(shard, dict) or any(k not in shard for k in SHARD_KEYS):
+        raise ValueError(f"{path} is not a shard file of `clearbench evaluate --shard i/n` (it needs the keys "
+                         f"{', '.join(SHARD_KEYS)}); pass the shard files only")
+    return shard
+
+
 def merge(shard_files: Sequence[str | Path], out: Path, gold: str | Path | None) -> dict[str, Any]:
     """Join the shard files of one evaluation (all of 0..n-1, one model, world and config)."""
-    shards = []
-    for p in shard_files:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"no shard file at {p}; write it with `clearbench evaluate ... --shard i/n --out {p}`")
-        shards.append(json.loads(Path(p).read_text()))
+    shards = [read_shard(p) for p in shard_files]
     n = {s["shard"][1] for s in shards}
     got = sorted(s["shard"][0] for s in shards)
     if len(n) != 1 or got != list(range(next(iter(n)))):

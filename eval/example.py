@@ -28,6 +28,8 @@ def split_of(config: str) -> str:
         return "holdout"
     if config in ("real_faces", "real_world"):
         return config
+    if config in ("victims_text", "victims_image", "victims_joint"):  # the restorative scenario (eval.scenarios)
+        return "victims"
     raise ValueError(
         f"Unknown eval config {config!r} for scoring. Known forms: forgetXX_perturbed, "
         "retain_perturbed, holdoutXX, real_faces, real_world."

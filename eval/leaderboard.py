@@ -1,10 +1,8 @@
 """The leaderboard: check submitted result files, recompute them, rank them, write the report.
 
-A file enters the report only if ``check_file`` finds no problem: ``eval.results.validate``
-(schema, provenance, bounds, duplicated/missing examples, aggregates vs per-example values,
-embedded gold copy vs the leaderboard's gold) plus the leaderboard's own rules (same world
-fingerprint and forget split as the leaderboard). Every number shown is ``recompute``d from
-the file's per-example values, never copied from its stored aggregates.
+A file enters the report only if ``eval.verify.check_file`` finds no problem (the submission
+checks live in eval/verify.py). Every number shown is ``recompute``d from the file's per-example
+values, never copied from its stored aggregates.
 
 Tables follow CLEAR's (arXiv 2410.18057, Table 1: Real / Retain / Forget / FQ, one row per
 method), one per unlearning setting (text / visual / multimodal forgetting). Ranking rule
@@ -17,27 +15,21 @@ import csv
 import dataclasses
 import html
 import io
-import json
 import math
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from eval import crossmodal
 from eval import report_sections as sections
-from eval.aggregate import MetricOptions
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
 from eval.report_columns import Column, Grid, Shown, attack_reason, blank_reason, csv_keys, fill, report_tables
-from eval.results import load_gold_result, recompute, validate
+from eval.results import recompute
+from eval.verify import (  # noqa: F401 (check_file, make_reference: re-exported for callers of eval.leaderboard)
+    SETTING_OF, Checked, Reference, check_file, check_files, make_reference, run_info)
 
 SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
-# run.forget_modality -> table; a method without one unlearned every modality (CLEAR's "both")
-_SETTING_OF = {"text": "text", "image": "visual", "visual": "visual", "joint": "multimodal",
-               "multimodal": "multimodal", "both": "multimodal", "all": "multimodal"}
 FQ_KEY, MU_KEY = "forget/all/forget_quality", "all/all/model_utility"
 RANK_KEY = "forget/all/forget_quality_d"
 RANKING_RULE = ("rank by the KS statistic D of forget quality (forget/all/forget_quality_d: TOFU's test, the forget "
@@ -67,21 +59,6 @@ FQ_MODALITY_KEYS = tuple(f"forget/{m}/forget_quality_d" for m in ("text", "image
 
 
 @dataclasses.dataclass
-class Reference:
-    """What every row must share: the leaderboard's world, forget split and gold result."""
-
-    world_fingerprint: str | None = None
-    forget_split: str | None = None
-    gold: dict[str, Any] | None = None
-    gold_path: str | None = None
-    source: str = ""  # where the world and split came from (shown in the report)
-
-    @property
-    def gold_fingerprint(self) -> str | None:
-        return (self.gold or {}).get("provenance", {}).get("model_fingerprint")
-
-
-@dataclasses.dataclass
 class Row:
     path: str
     label: str
@@ -97,139 +74,10 @@ class Row:
     has_gold: bool = True  # compared with a gold result (forget quality, PrivLeak)
     attacks: dict[str, dict[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)  # attack -> setting -> Δ
     leaks: dict[tuple[str, str], tuple[int, int]] | None = None  # eval.crossmodal.leaks of a method's row
-
-
-@dataclasses.dataclass
-class Checked:
-    path: str
-    result: dict[str, Any] | None
-    reasons: list[str]
-
-
-def make_reference(gold: str | Path | None = None, world_fingerprint: str | None = None,
-                   forget_split: str | None = None) -> Reference:
-    """The leaderboard's reference: the gold result's world and split, or the flags. A gold
-    result that is invalid or disagrees with the flags is a loud error (it is the yardstick)."""
-    if gold is None:
-        return Reference(world_fingerprint, forget_split, source="flags" if world_fingerprint or forget_split else "")
-    g = load_gold_result(gold, forget_split or "forgetXX")
-    problems = validate(_as_own_gold(g, g), g)
-    if problems:
-        raise ValueError(f"gold result {gold} is invalid:\n  " + "\n  ".join(problems))
-    prov = g["provenance"]
-    for flag, name, value in (("--world-fingerprint", "world_fingerprint", world_fingerprint),
-                              ("--forget", "forget_split", forget_split)):
-        if value is not None and prov.get(name) != value:
-            raise ValueError(f"gold result {gold} has {name} {prov.get(name)!r} but {flag} says {value!r}; "
-                             f"pass the gold result of that world and split, or drop {flag}")
-    return Reference(prov["world_fingerprint"], prov["forget_split"], g, str(gold), source=f"gold result {gold}")
-
-
-def _as_own_gold(result: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
-    """The gold model's own result embeds its examples without a fingerprint (``--gold self``);
-    fill it in so that the gold check applies to it like to any other row."""
-    if not gold or not isinstance(result.get("gold"), dict) or result["gold"].get("model_fingerprint") is not None:
-        return result
-    if (result.get("provenance") or {}).get("model_fingerprint") != gold["provenance"].get("model_fingerprint"):
-        return result
-    return {**result, "gold": {**result["gold"], "model_fingerprint": gold["provenance"]["model_fingerprint"]}}
-
-
-def check_file(path: str | Path, ref: Reference) -> Checked:
-    """Every reason to reject one file (empty = accepted)."""
-    try:
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return Checked(str(path), None, [f"cannot be read as a JSON result file: {e}"])
-    return Checked(str(path), result, check_result(result, ref))
-
-
-def check_result(result: Any, ref: Reference) -> list[str]:
-    if not isinstance(result, dict):
-        return ["result is not a JSON object"]
-    try:
-        reasons = validate(_as_own_gold(result, ref.gold), ref.gold)
-    except Exception as e:  # a malformed file must be rejected, not crash the leaderboard
-        reasons = [f"result cannot be validated: {type(e).__name__}: {e}"]
-    prov = result.get("provenance") if isinstance(result.get("provenance"), dict) else {}
-    reasons += _options_problems(result, ref)
-    for name, want in (("world_fingerprint", ref.world_fingerprint), ("forget_split", ref.forget_split)):
-        if want is not None and name in prov and prov[name] != want:
-            reasons.append(f"{name} {prov[name]!r} differs from the leaderboard's {want!r} ({ref.source})")
-    try:
-        run_info(prov)
-    except ValueError as e:
-        reasons.append(str(e))
-    return reasons
-
-
-# Metric options that change the numbers: every row of one leaderboard must use the gold result's.
-SCORING_OPTIONS = ("tr_mode", "tr_reference", "clear_include_rouge", "mink_k", "fq_aggregation")
-
-
-def _options_problems(result: dict[str, Any], ref: Reference) -> list[str]:
-    """A result scored with other metric options (e.g. the truth ratio against the answer instead of
-    the paraphrase) is not comparable with the leaderboard's rows, even when it is internally valid."""
-    if ref.gold is None:
-        return []
-    try:
-        mine = MetricOptions.from_dict(result["aggregates"]["options"]).to_dict()
-        want = MetricOptions.from_dict(ref.gold["aggregates"]["options"]).to_dict()
-    except (KeyError, TypeError, ValueError):
-        return []  # unreadable options are reported by validate()
-    return [f"metric option {k}={mine[k]!r} differs from the leaderboard's {want[k]!r} ({ref.source}); "
-            f"re-score with the leaderboard's options (clearbench evaluate recomputes from its cache)"
-            for k in SCORING_OPTIONS if mine[k] != want[k]]
-
-
-def resolve_reference(ref: Reference, results: Sequence[dict[str, Any] | None]) -> Reference:
-    """Without a gold result or flags, the leaderboard's world and split are those of most files."""
-    out = dataclasses.replace(ref)
-    provs = [r["provenance"] for r in results if isinstance(r, dict) and isinstance(r.get("provenance"), dict)]
-    filled = []
-    for name in ("world_fingerprint", "forget_split"):
-        values = Counter(p.get(name) for p in provs if p.get(name) is not None)
-        if getattr(out, name) is None and values:
-            setattr(out, name, values.most_common(1)[0][0])
-            filled.append(name)
-    if filled:
-        majority = f"{' and '.join(filled)} of the majority of the submitted files"
-        out.source = f"{out.source}; {majority}" if out.source else majority
-    return out
-
-
-def check_files(paths: Sequence[str | Path], ref: Reference) -> tuple[Reference, list[Checked]]:
-    checked = [check_file(p, ref) for p in paths]
-    if ref.gold is None and (ref.world_fingerprint is None or ref.forget_split is None):
-        ref = resolve_reference(ref, [c.result for c in checked])
-        checked = [Checked(c.path, c.result, c.reasons if c.result is None else check_result(c.result, ref))
-                   for c in checked]
-    return ref, checked
+    level: str = "recomputed"  # eval.verify.Checked.level: "re-scored" when a RESULT.verified.json passed
 
 
 # --------------------------------------------------------------------------- rows
-def run_info(provenance: dict[str, Any]) -> dict[str, Any] | None:
-    """The unlearning run behind a result: ``provenance["run"]`` = {method, forget_modality,
-    l1_lambda, lora}, else ``provenance["config"]["unlearn"]``, else the nearest parent's record
-    (``parents[0]``, itself or its "run"/"unlearn" entry). None for models not unlearned by a
-    method (base, target, gold). An unknown forget_modality is an error."""
-    parents = provenance.get("parents") or [None]
-    first = parents[0] if isinstance(parents, list) and parents else None
-    config = provenance.get("config") if isinstance(provenance.get("config"), dict) else {}
-    candidates = [provenance.get("run"), config.get("unlearn"), first]
-    if isinstance(first, dict):
-        candidates += [first.get("run"), first.get("unlearn")]
-    for cand in candidates:
-        if isinstance(cand, dict) and cand.get("method"):
-            fm = cand.get("forget_modality")
-            if isinstance(fm, (list, tuple)):
-                fm = fm[0] if len(set(fm)) == 1 else "multimodal"
-            if fm is not None and fm not in _SETTING_OF:
-                raise ValueError(f"run.forget_modality {fm!r} is not one of {sorted(_SETTING_OF)}")
-            return {**cand, "forget_modality": fm}
-    return None
-
-
 def _model_label(provenance: dict[str, Any]) -> str:
     path = provenance.get("model_path") or (provenance.get("config") or {}).get("model")
     if isinstance(path, str) and path.strip("/"):
@@ -255,15 +103,14 @@ def _curve(result: dict[str, Any], info: dict[str, Any] | None) -> list[dict[str
 def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
     prov = result["provenance"]
     info = run_info(prov)
-    is_gold = (prov.get("model_fingerprint") == ref.gold_fingerprint if ref.gold is not None
-               else prov.get("gold") == "self")  # without a leaderboard gold: the file evaluated as gold
+    is_gold = ref.is_gold(result)  # the --gold file's content, never a fingerprint the file claims
     fresh = recompute(result, ref.gold)
     extra = {"warnings": [str(w) for w in fresh.get("warnings") or []], "cells": [list(c) for c in fresh["cells"]],
              "has_gold": ref.gold is not None or bool(result.get("gold"))}
     if info is None:
         return Row(path, _model_label(prov), None, 0.0, None, is_gold, fresh["metrics"], prov, _curve(result, None),
                    **extra)
-    setting = _SETTING_OF[info["forget_modality"] or "multimodal"]
+    setting = SETTING_OF[info["forget_modality"] or "multimodal"]
     try:
         extra["leaks"] = crossmodal.leaks(result, setting)
     except (ValueError, KeyError):
@@ -281,7 +128,7 @@ def make_rows(checked: Sequence[Checked], ref: Reference, failed: list[Checked] 
         if c.reasons:
             continue
         try:
-            rows.append(make_row(c.path, c.result, ref))
+            rows.append(dataclasses.replace(make_row(c.path, c.result, ref), level=c.level))
         except Exception as e:  # one bad file never stops the report
             if failed is None:
                 raise
@@ -334,8 +181,15 @@ def fmt(k: str, value: float | None) -> str:
     return text.lstrip("-") if text.startswith("-") and float(text) == 0.0 else text  # no "-0.0000"
 
 
+CHECK = Column("check", "_level", "how far the row was verified: recomputed = every aggregate recomputed from the "
+               "file's values and its examples checked against the gold/world; re-scored = also a sample re-scored "
+               "with the model (docs/submitting.md)")
+
+
 def row_cell(row: Row, col: Column) -> Shown | None:
     """One row's value in one column, with the n of a KS statistic beside it; None when blank."""
+    if col is CHECK:
+        return Shown(row.level, row.level)
     value = row.metrics.get(col.key)
     if value is None:
         return None
@@ -350,7 +204,9 @@ def row_reason(row: Row, k: str) -> str:
 def setting_grids(entries: Sequence[tuple[int | None, Row]]) -> list[Grid]:
     """The report's tables (``eval.report_columns.report_tables``) filled with one setting's rows."""
     items = [(rank_text(rank), row.label, row) for rank, row in entries]
-    return [fill(t, items, row_cell, row_reason) for t in report_tables(any(r.attacks for _, r in entries))]
+    tabs = report_tables(any(r.attacks for _, r in entries))
+    tabs[0] = dataclasses.replace(tabs[0], columns=(CHECK, *tabs[0].columns))
+    return [fill(t, items, row_cell, row_reason) for t in tabs]
 
 
 def setting_title(setting: str) -> str:
@@ -413,10 +269,11 @@ def table_csv(entries: list[tuple[int | None, Row]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     keys = csv_keys_all(any(r.attacks for _, r in entries))
-    w.writerow(["rank", "model", "method", "l1_lambda", "file", *keys])
+    w.writerow(["rank", "model", "method", "l1_lambda", "file", "check", *keys])
     for rank, row in entries:
         w.writerow(["gold" if rank is None else rank, csv_cell(row.label), csv_cell(row.method or ""), row.l1_lambda,
-                    csv_cell(row.path), *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
+                    csv_cell(row.path), row.level,
+                    *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
     return buf.getvalue()
 
 
@@ -434,7 +291,8 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              f"- forget split: {e(ref.forget_split)}; world fingerprint: {e(ref.world_fingerprint)}",
              f"- gold result: {e(ref.gold_path)} (model {e(ref.gold_fingerprint)})" if ref.gold else
              "- gold result: none given (embedded gold copies are not checked against a leaderboard gold)",
-             f"- reference: {e(ref.source or 'none')}",
+             f"- reference: {e(ref.source or 'none')}", *(f"- skipped check: {e(note)}" for note in ref.skipped),
+             f"- check: {e(CHECK.doc)}",
              f"- ranking: {RANKING_RULE}",
              "- every number is recomputed from the result files' per-example values (eval.results.recompute); "
              "a blank cell (—) carries the number of its reason, listed under its table", ""]
@@ -452,59 +310,14 @@ def rejected_markdown(items: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
             *([f"- {md_cell(label)}: " + "; ".join(map(md_cell, reasons)) for label, reasons in items] or ["none"])]
 
 
-# --------------------------------------------------------------------------- files the report refuses to read
-MAX_RESULT_BYTES = 128 * 2**20  # docs/report/README.md: ~2.5x the largest result of the shipped presets
-MAX_JSON_DEPTH = 32  # a result file nests 7 levels; configs in provenance add a few
-
-
-def json_depth(data: bytes) -> int:
-    """The deepest nesting of ``[`` / ``{`` in JSON text, strings skipped, without parsing it (so a file
-    nested 100,000 levels deep cannot exhaust the parser's recursion)."""
-    structure = np.frombuffer(_STRINGS.sub(b"", data), dtype=np.uint8)
-    steps = np.isin(structure, (91, 123)).astype(np.int64) - np.isin(structure, (93, 125))
-    return int(np.cumsum(steps).max(initial=0))
-
-
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-
-
-def screen_file(path: str | Path, max_bytes: int | None = None, max_depth: int | None = None) -> str | None:
-    """Why the report refuses to read ``path`` at all (None: read and check it): over ``max_bytes`` (default
-    ``MAX_RESULT_BYTES``) or nested deeper than ``max_depth`` (default ``MAX_JSON_DEPTH``)."""
-    max_bytes, max_depth = max_bytes or MAX_RESULT_BYTES, max_depth or MAX_JSON_DEPTH
-    try:
-        size = Path(path).stat().st_size
-        if size > max_bytes:
-            return (f"file is {size / 2**20:.1f} MiB, over the report's limit of {max_bytes / 2**20:.0f} MiB for a "
-                    "result file (eval.leaderboard.MAX_RESULT_BYTES)")
-        depth = json_depth(Path(path).read_bytes())
-    except OSError:
-        return None  # the check reports the unreadable file
-    if depth > max_depth:
-        return f"JSON nested {depth} levels deep, deeper than a result file's schema allows ({max_depth})"
-    return None
-
-
-def screen_files(paths: Sequence[str | Path]) -> tuple[list[Checked], list[str | Path]]:
-    """(the refused files with their reason, the files to check)."""
-    refused, keep = [], []
-    for p in paths:
-        reason = screen_file(p)
-        if reason:
-            refused.append(Checked(str(p), None, [reason]))
-        else:
-            keep.append(p)
-    return refused, keep
-
-
+# --------------------------------------------------------------------------- building the report
 def checked_rows(paths: Sequence[str | Path], ref: Reference) -> tuple[Reference, list[Row], list[Checked]]:
-    """Screen, check, recompute: (the reference, the rows, the rejected files in the order given)."""
-    refused, keep = screen_files(paths)
-    ref, checked = check_files(keep, ref)
+    """Check, recompute: (the reference, the rows, the rejected files in the order given)."""
+    ref, checked = check_files(paths, ref)
     failed: list[Checked] = []
     rows = make_rows(checked, ref, failed)
     order = {str(p): i for i, p in enumerate(paths)}
-    rejected = sorted(refused + [c for c in checked if c.reasons] + failed, key=lambda c: order.get(c.path, 0))
+    rejected = sorted([c for c in checked if c.reasons] + failed, key=lambda c: order.get(c.path, 0))
     return ref, rows, rejected
 
 
@@ -528,7 +341,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, ref: Reference, c
     from eval import report_html
 
     ref, rows, rejected = checked_rows(paths, ref)
-    rejected += [Checked(p, None, reasons) for p, reasons in sections.attach_attacks(attacks or {}, rows, screen_file)]
+    rejected += [Checked(p, None, reasons) for p, reasons in sections.attach_attacks(attacks or {}, rows)]
     tabs = tables(rows)
     extra = report_sections(rows)
     curves, notes = report_html.collect_curves(rows, curve_dirs)

@@ -267,6 +267,7 @@ def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], p
     intro = [f"<li>forget split: <code>{e(str(ref.forget_split))}</code>; world fingerprint: "
              f"<code>{e(str(ref.world_fingerprint))}</code></li>",
              f"<li>gold result: {gold}</li>", f"<li>reference: {e(ref.source or 'none')}</li>",
+             *(f"<li>skipped check: {e(note)}</li>" for note in ref.skipped),
              f'<li id="ranking-rule">ranking: {e(RANKING_RULE)}</li>',
              "<li>every number is recomputed from the result files' per-example values; a blank cell (—) carries "
              "the number of its reason, listed under its table; hover a header for its meaning, click it to "

@@ -11,7 +11,6 @@ Each row then gains, under attack result keys: ``standard/all/{metric}`` (its pr
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,6 +19,7 @@ from eval.attacks import ATTACKS, validate_result
 from eval.attacks.result import recompute as recompute_attack
 from eval.attacks.result import worst_case
 from eval.report_columns import ATTACK_METRICS, Column, Grid, Shown, Table, fill
+from eval.verify import read_json
 
 # --------------------------------------------------------------------------- loading attack results
 def _problems(result: Any, row: Any) -> list[str]:
@@ -31,20 +31,22 @@ def _problems(result: Any, row: Any) -> list[str]:
             for k in ("model_fingerprint", "world_fingerprint", "forget_split") if mine.get(k) != theirs.get(k)]
 
 
-def attach_attacks(attacks: Mapping[str, Sequence[str | Path]], rows: Sequence[Any], screen) -> list[Any]:
+def attach_attacks(attacks: Mapping[str, Sequence[str | Path]], rows: Sequence[Any]) -> list[Any]:
     """Check every attack file and add its recomputed numbers to its row (module docstring); returns the
-    rejected files as (path, reasons). ``screen(path)``: a reason to refuse reading a file, or None."""
+    rejected files as (path, reasons). Files are read with the result files' size and depth limits."""
     by_run = {Path(r.path).stem: r for r in rows}
     rejected = []
     for run, files in attacks.items():
         accepted = []
         for path in files:
-            reason = screen(path)
             try:
-                result = None if reason else json.loads(Path(path).read_text(encoding="utf-8"))
-                problems = [reason] if reason else _problems(result, by_run.get(run))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-                problems = [f"cannot be read as a JSON attack result: {type(e).__name__}: {e}"]
+                result = read_json(path)[0]
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                result, problems = None, [f"cannot be read as a JSON attack result: {' '.join(str(e).split())}"]
+            try:
+                problems = problems if result is None else _problems(result, by_run.get(run))
+            except Exception as e:  # a malformed file is rejected, it never stops the report
+                problems = [f"cannot be validated: {type(e).__name__}: {e}"]
             if problems:
                 rejected.append((str(path), problems))
             else:

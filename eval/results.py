@@ -177,9 +177,11 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
     if dups or problems:
         return problems  # recomputation of an inconsistent result would only repeat the errors
     try:
-        fresh = recompute(result, gold_result)["metrics"]
+        recomputed = recompute(result, gold_result)
     except (ValueError, KeyError, ZeroDivisionError, MissingGoldError) as e:
         return problems + [f"aggregates cannot be recomputed: {e}"]
+    fresh = recomputed["metrics"]
+    problems += _structure_problems(aggs, recomputed)
     for k in sorted(set(stored) | set(fresh)):
         if k not in fresh:
             problems.append(f"aggregate {k} is stored but not produced by recomputation")
@@ -188,6 +190,22 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
         elif not math.isclose(stored[k], fresh[k], rel_tol=TOLERANCE, abs_tol=ABS_FLOOR):
             problems.append(f"aggregate {k} = {stored[k]} but recomputation gives {fresh[k]}")
     return problems
+
+
+# the parts of ``aggregates`` besides the numbers: the report reads them, so they are recomputed too
+RECOMPUTED_PARTS: tuple[str, ...] = ("cells", "components", "warnings")
+
+
+def _structure_problems(stored: dict[str, Any], recomputed: dict[str, Any]) -> list[str]:
+    """``aggregates.cells`` / ``components`` / ``warnings`` must be what recomputation gives (as read from JSON)."""
+    fresh = json.loads(json.dumps({k: recomputed[k] for k in RECOMPUTED_PARTS}))
+    return [f"aggregates.{k} differs from recomputation (stored {_short(stored.get(k))}, recomputed {_short(fresh[k])})"
+            for k in RECOMPUTED_PARTS if stored.get(k) != fresh[k]]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _gold_problems(result: dict[str, Any], gold_result: dict[str, Any]) -> list[str]:

@@ -8,6 +8,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import tempfile
 from pathlib import Path
 
 
@@ -31,7 +34,9 @@ def add_parser(sub) -> None:
                                   "when evaluating the gold model itself (required unless --no-gold)")
     p.add_argument("--no-gold", action="store_true",
                    help="deliberately skip forget quality and PrivLeak (they are then absent from the result)")
-    p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard)")
+    p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard); an existing file is "
+                                               "refused unless --overwrite, the --gold file always")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-per-config", type=int, default=0, help="cap records per eval config (0: all; older configs)")
     p.add_argument("--max-per-cell", type=int, default=0,
@@ -50,12 +55,35 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _check_out(out: Path, args: argparse.Namespace) -> None:
+    """Refuse an --out that would lose data, before any work: an existing file (unless --overwrite), the gold
+    result or a shard being merged (always), a directory; and find an unwritable place now, not after scoring."""
+    from eval.evaluate import check_out
+
+    check_out(out, args.gold)
+    for shard in args.merge or []:
+        if out.resolve() == Path(shard).resolve():
+            raise ValueError(f"--out {out} is one of the --merge shard files: write the result to another file")
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
+    if (out.exists() or out.is_symlink()) and not args.overwrite:
+        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:  # name --out, not the probe file
+        raise type(e)(e.errno, e.strerror, str(out)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from eval.aggregate import MissingGoldError, gold_command
     from eval.evaluate import EvalConfig, evaluate, merge, write_shard
 
     if args.gold and args.no_gold:
         raise ValueError("--gold and --no-gold exclude each other")
+    _check_out(Path(args.out), args)
     if args.merge:
         if args.shard:
             raise ValueError("--merge joins shard files; do not pass --shard with it")
