@@ -323,3 +323,34 @@ def crossmodal_plot(matrices: dict[str, dict[str, dict[str, float]]], title: str
         fig.colorbar(image, ax=list(axes.flat), shrink=0.7)
     fig.suptitle(f"{title}: forget setting (rows) → evaluated modality (columns)", fontsize=10)
     return png(fig)
+
+
+@plain_text
+def recovery_curves_plot(rows: Sequence[Any]) -> bytes:
+    """The relearning attack's recovery curves: the pooled forget probability of its curve probes over the
+    finetuning steps, one panel per setting, one line per model (step 0 = the model unattacked)."""
+    curves = {}  # (attack, setting) -> [(row, [(step, value)])]
+    for r in rows:
+        for attack, settings in r.attacks.items():
+            for name, v in settings.items():
+                if v.get("curve"):
+                    curves.setdefault((attack, name), []).append((r, v["curve"]))
+    styles = Styles([r for lines in curves.values() for r, _ in lines])
+    fig = Figure(figsize=(4.2 * min(len(curves), 3) + 3.0, 3.6 * math.ceil(len(curves) / 3) + 0.6))
+    grid = fig.subplots(math.ceil(len(curves) / 3), min(len(curves), 3), squeeze=False)
+    for ax in list(grid.flat)[len(curves):]:
+        ax.set_axis_off()
+    for ax, ((attack, name), lines) in zip(grid.flat, curves.items()):
+        for r, pts in lines:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", linewidth=1,
+                    color="gold" if r.label in styles.gold else styles.color[r.label])
+        ax.set_title(f"{attack}: {name}", fontsize=10)
+        ax.set_xlabel("finetuning step", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    for row in grid:
+        row[0].set_ylabel("forget probability (pooled) ↓", fontsize=9)
+    fig.legend(handles=styles.handles([r.label for lines in curves.values() for r, _ in lines]), fontsize=7,
+               loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="models")
+    fig.suptitle("recovery curves of the relearning attack (a line per model and forget setting)", fontsize=11)
+    fig.tight_layout()
+    return png(fig)

@@ -93,6 +93,8 @@ def make_plots(rows: Sequence[Row], curves: dict[str, dict]) -> tuple[dict[str, 
         wanted.append(("settings.png", lambda: plots.settings_plot(rows)))
     if any(r.attacks for r in rows):
         wanted.append(("attacks.png", lambda: plots.attacks_plot(rows)))
+    if any(v.get("curve") for r in rows for a in r.attacks.values() for v in a.values()):
+        wanted.append(("recovery_curves.png", lambda: plots.recovery_curves_plot(rows)))
     if has_all_settings(rows):
         wanted.append(("crossmodal.png", lambda: plots.crossmodal_plot(matrix(rows, "probability"),
                                                                         "forget probability")))
@@ -119,6 +121,8 @@ PLOT_CAPTIONS = {
                        "panel per forget setting.",
     "attacks.png": "Each attack's recovery: the change of the pooled forget probability (after − before, on the "
                    "same probes) for every setting of the attack and every attacked model; 0 = no recovery.",
+    "recovery_curves.png": "The relearning attack's recovery curves: the pooled forget probability of the curve "
+                           "probes over the finetuning steps (step 0 = unattacked), a line per model.",
     "crossmodal.png": "Cross-modal matrix per method: the forget probability on each evaluated modality (columns) "
                       "after unlearning through one modality (rows); a low row with a high cell off its own "
                       "modality is leakage.",

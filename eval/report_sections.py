@@ -63,11 +63,14 @@ def _add(row: Any, results: list[dict[str, Any]]) -> None:
     row.metrics |= {k: v for k, v in first.items() if k.startswith("standard/")}
     row.metrics |= worst_case(results)
     for result in results:
-        fresh = recompute_attack(result)["metrics"]
+        recomputed = recompute_attack(result)
+        fresh, curves = recomputed["metrics"], recomputed["curves"]
         name = result["attack"]
         row.metrics |= {f"{name}/{k.split('/', 1)[1]}_delta": v for k, v in fresh.items() if k.startswith("max_delta/")}
         row.attacks[name] = {s["name"]: {**{m: fresh.get(f"{s['name']}/all/{m}_delta") for m, _ in ATTACK_METRICS},
-                                         "in_sample": bool(s.get("in_sample")), "skipped": s.get("skipped") or ""}
+                                         "in_sample": bool(s.get("in_sample")), "skipped": s.get("skipped") or "",
+                                         "curve": [(p["step"], p["metrics"]["all/probability"])
+                                                   for p in curves.get(s["name"], []) if "all/probability" in p["metrics"]]}
                              for s in result["settings"]}
 
 

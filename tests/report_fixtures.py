@@ -76,6 +76,9 @@ def make_attack(result: dict[str, Any], attack: str = "quantize", recovery: floa
 
     settings = [{"name": name, "params": {}, "in_sample": False, "skipped": "", "examples": shifted(1 - f * recovery),
                  "curve": [], "log": [], "seconds": 0.0} for name, f in (("strong", 1.0), ("weak", 0.5))]
+    # the strong setting's recovery curve: step 0 (unattacked), step 1 (half way), step 2 (its own values)
+    settings[0]["params"] = {"curve_ids": [ex.id for ex in standard], "steps": 2}
+    settings[0]["curve"] = [{"step": 1, "examples": shifted(1 - 0.5 * recovery)}]
     prov = {k: result["provenance"][k] for k in ("world_fingerprint", "forget_split", "model_fingerprint",
                                                  "library_versions", "seed", "device")}
     prov |= {"config": {"attack": attack}, "config_hash": "0" * 64}

@@ -299,7 +299,9 @@ def test_attack_columns_are_recomputed_and_tampering_is_rejected(study, tmp_path
     assert rows["npo"].attacks["quantize"]["strong"]["probability"] > rows["npo"].attacks["quantize"]["weak"][
         "probability"] > 0
     assert "paraphrase" not in rows["target"].attacks  # the tampered file's numbers never enter
-    assert "attacks.png" in rep["plots"]
+    assert {"attacks.png", "recovery_curves.png"} <= set(rep["plots"])
+    curve = rows["npo"].attacks["quantize"]["strong"]["curve"]
+    assert [s for s, _ in curve] == [0, 1, 2] and curve[0][1] < curve[1][1] < curve[2][1]  # recovers step by step
     md = (tmp_path / "r" / "tables.md").read_text()
     assert "worst-case Prob ↓" in md and "### attacks" in md and "quantize: recovery Δ forget probability" in md
     assert "no attack result for this model" in md  # the gold row's blank attack cells say why
