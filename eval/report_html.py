@@ -232,15 +232,14 @@ def page(title: str, intro: Sequence[str], body: Sequence[str]) -> str:
 def write_report(out: str | Path, markdown: str, tabs: dict[str, Any], table_csv, index_html: str,
                  plots: dict[str, bytes] | None = None) -> Path:
     """The report files of both report builders: tables.md, table_<setting>.csv, PNGs, index.html, each
-    written atomically; a symlink planted at one of their paths is replaced, never followed."""
+    written atomically (a symlink planted at one of their paths is replaced, never followed) and readable by
+    all (rw-r--r--: a report is meant to be published; the atomic writer's temp files are private)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "tables.md", markdown)
-    for setting, entries in tabs.items():
-        write_text_atomic(out / f"table_{setting}.csv", table_csv(entries))
-    for name, data in (plots or {}).items():
-        write_text_atomic(out / name, data)
-    write_text_atomic(out / "index.html", index_html)
+    files = {"tables.md": markdown, **{f"table_{s}.csv": table_csv(entries) for s, entries in tabs.items()},
+             **(plots or {}), "index.html": index_html}
+    for name, content in files.items():
+        write_text_atomic(out / name, content).chmod(0o644)
     return out
 
 

@@ -166,6 +166,7 @@ def test_report_files_replace_a_planted_symlink(study, tmp_path):
     build_report([study["paths"]["npo-10"]], out, study["ref"])
     assert victim.read_text() == "keep me"
     assert not (out / "tables.md").is_symlink() and "clearbench leaderboard" in (out / "tables.md").read_text()
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())  # a report is meant to be read
 
 
 # --------------------------------------------------------------------------- blank cells say why
