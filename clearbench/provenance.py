@@ -186,6 +186,15 @@ def recover_dir(out: str | os.PathLike, *, remove_temps: bool = True) -> None:
                 shutil.rmtree(p)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
     """Write ``text`` (or bytes) to a fresh temp file beside ``path``, fsync it, then rename it onto ``path``: a
     reader (or a crash) sees the old file or the whole new one. A symlink at ``path`` is replaced, never followed."""
@@ -196,6 +205,7 @@ def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8") if isinstance(text, str) else text)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a file here is as readable as any other
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
