@@ -1,12 +1,86 @@
-"""The meta-evaluation (issue 18): the AUC against scikit-learn's and on uninformative metrics, the labels and
-orientations."""
+"""The meta-evaluation (issue 18): the pool's exposures checked from the records each finetune stage selects, the
+AUC against scikit-learn's and on uninformative metrics, the labels and orientations, and a tiny-smoke pool end to
+end (stages, manifest, report; an AUC recomputed from the stored result files)."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from clearbench.config import BenchConfig, ConfigError, load_config
+from clearbench.metaeval import exposure_counts
+from clearbench.study import build_study
 from eval import metaeval
+
+SMALL_POOL = ("metaeval.groups={target: {exposure: all, seeds: [1, 2], lengths: [1.0], parameterisations: [full]}, "
+              "gold: {exposure: none, seeds: [1, 2], lengths: [1.0], parameterisations: [full]}, "
+              "text_only: {exposure: text, seeds: [1], lengths: [1.0], parameterisations: [full]}, "
+              "visual_only: {exposure: visual, seeds: [1], lengths: [1.0], parameterisations: [full]}}")
+
+
+def _pool_finetunes(cfg, tmp_path):
+    return [s for s in build_study(cfg, tmp_path / "study") if s.kind == "finetune" and s.name.startswith("metaeval/")]
+
+
+def _authors(world, config):
+    return {r.author_id for r in world.records(config)}
+
+
+def test_pool_models_saw_the_forget_authors_as_their_exposure_says(tiny_world, tmp_path):
+    """Every pool model of the tiny preset's grid (its real data mixes: text QA, naming, a quarter of the joint
+    records, replayed pretrain data), counted from the records its finetune stage selects."""
+    cfg = load_config(BenchConfig, "tiny", ["metaeval.enabled=true", "metaeval.groups.gold.parameterisations=[full]"])
+    stages = _pool_finetunes(cfg, tmp_path)
+    assert len(stages) == 12 + 6 + 3 + 3  # the default grid: targets, golds (full only here), 3 + 3 one-modality
+    forget, retain = _authors(tiny_world, "forget10"), _authors(tiny_world, "retain90")
+    full = exposure_counts(tiny_world, cfg.finetune.resolved_phases(), "full", "forget10")
+    assert all(full.values()), full  # the target's data holds the forget authors in every modality
+    want = {"all": full, "none": {"text": 0, "image": 0, "joint": 0},
+            "text": {"text": full["text"], "image": 0, "joint": 0},
+            # the preset replays a seeded quarter of the joint records: of the forget split's own, for these models
+            "visual": {"text": 0, "image": full["image"], "joint": round(0.25 * len(tiny_world.records(
+                "forget10", modalities=["joint"], tasks=["caption", "qa"], image_roles=["train", ""])))}}
+    from clearbench.stages import select_records
+
+    seen_exposures = set()
+    for stage in stages:
+        exposure = stage.args["cfg"].metaeval.groups[stage.name.split("/")[1].split("-")[0]].exposure
+        seen_exposures.add(exposure)
+        phases, split = stage.args["cfg"].finetune.resolved_phases(), stage.args["split"]
+        assert exposure_counts(tiny_world, phases, split, "forget10") == want[exposure], stage.name
+        # and every pool model saw every retain author, as the target and the gold do
+        selected = {r.author_id for p in phases for r in select_records(tiny_world, p.data, split=split)}
+        assert retain <= selected and (forget <= selected) == (exposure != "none")
+    assert seen_exposures == {"all", "none", "text", "visual"}
+
+
+def test_lengths_seeds_and_lora_reach_the_finetune_phases(tmp_path):
+    cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups.target.lengths=[0.5]",
+                                                  "metaeval.parameterisations.lora={train: {lora: {enabled: true}, lr: 0.01}}"])
+    stages = {s.name: s for s in _pool_finetunes(cfg, tmp_path)}
+    phase = stages["metaeval/target-lora-s2-x0.5"].args["cfg"].finetune.phase
+    base = cfg.finetune.phase.train
+    assert (phase.train.seed, phase.train.max_steps, phase.train.lr, phase.train.lora.enabled) == (2, base.max_steps // 2,
+                                                                                                    0.01, True)
+    assert stages["metaeval/gold-full-s1-x1"].args["split"] == "retain90"
+    assert len({s.key for s in stages.values()}) == len(stages)  # every pool model is its own stage
+
+
+def test_pool_config_mistakes_fail_when_planned(tmp_path):
+    with pytest.raises(ConfigError, match="Unknown parameterisation 'lorra'"):
+        load_config(BenchConfig, "tiny-smoke", ["metaeval.groups.target.parameterisations=[lorra]"])
+    cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.attacks=[quantise]"])
+    with pytest.raises(ConfigError, match="Did you mean 'quantize'"):
+        build_study(cfg, tmp_path)
+    # a pool gold identical to the reference gold would compare it with itself
+    cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups.gold.seeds=[0]",
+                                                  "metaeval.groups.gold.lengths=[1.0]",
+                                                  "metaeval.groups.gold.parameterisations=[full]"])
+    with pytest.raises(ConfigError, match="is the reference gold"):
+        build_study(cfg, tmp_path)
+
 
 def test_auc_matches_scikit_learn_with_ties():
     rng = np.random.default_rng(0)
@@ -69,3 +143,43 @@ def test_faithfulness_of_synthetic_pool_values():
     assert rows["forget/image/rouge_l"]["auc"] == 0.5 and rows["forget/image/rouge_l"]["n_pos"] == 5
     fq = rows["forget/all/forget_quality"]
     assert (fq["auc"], fq["n_pos"], fq["n_neg"], fq["clean"]["auc"]) == (1.0, 4, 4, 1.0)
+
+
+# ------------------------------------------------------------------------------------- end to end
+def test_tiny_smoke_pool_runs_end_to_end(tmp_path):
+    from clearbench.executor import run_study
+
+    cfg = load_config(BenchConfig, "tiny-smoke", [
+        "metaeval.enabled=true", "study.eval_max_per_config=0", "study.eval_max_per_cell=2", SMALL_POOL,
+        "metaeval.attacks=[quantize, relearn]", "metaeval.bootstrap=200",
+        "metaeval.attack_options={quantize: {schemes: [int8, int4]}, relearn: {n: [2], benign: [], curve_every: 0, "
+        "train: {lr: 1.0e-3, max_steps: 2}}}"])
+    out = tmp_path / "pool"
+    ran = run_study(cfg, out, echo=lambda s: None)
+    assert "metaeval/report" in ran and "target" not in ran and not any(n.startswith("unlearn/") for n in ran)
+    report_dir = out / "metaeval" / "report"
+    manifest = json.loads((report_dir / "manifest.json").read_text())
+    assert {m["name"]: m["exposed"] for m in manifest["models"]} == {
+        "target-full-s1-x1": ["text", "image", "joint"], "target-full-s2-x1": ["text", "image", "joint"],
+        "gold-full-s1-x1": [], "gold-full-s2-x1": [], "text_only-full-s1-x1": ["text"],
+        "visual_only-full-s1-x1": ["image", "joint"]}
+    for m in manifest["models"]:  # provenance: the run record of the very model that was evaluated
+        result = json.loads(open(m["result"]).read())
+        assert m["run"]["model_fingerprint"] == result["provenance"]["model_fingerprint"]
+        assert m["run"]["stage"] == "finetune" and (out / "metaeval" / "models" / m["name"] / "run.json").is_file()
+    report = json.loads((report_dir / "metaeval.json").read_text())
+    # an AUC recomputed independently from the stored result files: scikit-learn on the labelled values
+    k = "forget/text/rouge_l"
+    vals = {m["name"]: json.loads(open(m["result"]).read())["aggregates"]["metrics"][k] for m in manifest["models"]}
+    labels = {m["name"]: int("text" in m["exposed"]) for m in manifest["models"]}
+    names = sorted(vals)
+    expected = roc_auc_score([labels[n] for n in names], [vals[n] for n in names])  # rouge: higher = knows
+    assert report["keys"][k]["auc"] == pytest.approx(expected) and report["keys"][k]["n_pos"] == 3
+    # robustness: the evaluation's forget keys after each attack setting; attack scores judged as metrics
+    assert set(report["keys"][k]["robustness"]) == {"quantize:int8", "quantize:int4", "relearn:forget_n2"}
+    assert "quantize:int4/text/probability" in report["keys"]
+    assert "mia/text/loss_auc" in report["keys"] and not report["keys"]["mia/text/loss_auc"]["robustness"]
+    md = (report_dir / "metaeval.md").read_text()
+    assert "## Faithfulness and robustness: image" in md and "## Cross-modal" in md and "`forget/text/rouge_l`" in md
+    assert (report_dir / "metaeval.png").stat().st_size > 20_000
+    assert set(run_study(cfg, out, echo=lambda s: None).values()) == {"skipped"}
