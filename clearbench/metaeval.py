@@ -129,9 +129,9 @@ def _attack_stages(cfg: BenchConfig, out: Path, member: str, model: Stage, gold:
         acfg = AttackConfig(attack=name, forget=forget_of(cfg), max_per_cell=cap,
                             max_per_config=0 if cap else study.eval_max_per_config, batch_size=study.eval_batch_size,
                             options=cfg.metaeval.attack_options.get(name, {}))
-        path = out / "metaeval" / "attacks" / member / f"{name}.json"
+        path = out / "attacks" / member / f"{name}.json"
         key = stage_key("attack", acfg, model.key, gold.key, json.dumps([attack_versions()[name], metric_versions()]))
-        stages.append(Stage(f"metaeval/attack/{member}/{name}", "attack", path, key,
+        stages.append(Stage(f"attack/{member}/{name}", "attack", path, key,
                             {"model": model.path, "world": out / "world", "out": path, "cfg": acfg, "gold": gold.path},
                             ("world", model.name, gold.name)))
     return stages
@@ -161,16 +161,15 @@ def pool_stages(cfg: BenchConfig, out: Path, base: Stage | None) -> list[Stage]:
     pct = forget.removeprefix("forget")
     gold = _finetune_stage(cfg, out, f"gold-{pct}", out / f"gold-{pct}", retain_split(forget), base)
     gold_eval = _eval_stage(cfg, out, f"evaluate/gold-{pct}", out / "results" / f"gold-{pct}.json", gold, None)
-    stages, models, root = [gold, gold_eval], [], out / "metaeval"
+    stages, models = [gold, gold_eval], []
     for member in members(cfg):
         mcfg, split = member_config(cfg, member, forget), split_of(member, forget)
-        ft = _finetune_stage(mcfg, out, f"metaeval/{member.name}", root / "models" / member.name, split, base)
+        ft = _finetune_stage(mcfg, out, f"pool/{member.name}", out / "pool" / member.name, split, base)
         if ft.key == gold.key:
             raise ConfigError(f"metaeval pool model {member.name} is the reference gold gold-{pct} itself (same "
                               f"finetune); its forget quality would compare it with itself: give the pool other seeds "
                               f"or lengths than the preset's finetune")
-        ev = _eval_stage(cfg, out, f"metaeval/evaluate/{member.name}", root / "results" / f"{member.name}.json", ft,
-                         gold_eval)
+        ev = _eval_stage(cfg, out, f"evaluate/{member.name}", out / "results" / f"{member.name}.json", ft, gold_eval)
         attacks = _attack_stages(cfg, out, member.name, ft, gold_eval)
         stages += [ft, ev, *attacks]
         models.append(dataclasses.asdict(member) | {
@@ -181,8 +180,8 @@ def pool_stages(cfg: BenchConfig, out: Path, base: Stage | None) -> list[Stage]:
             "seed": cfg.metaeval.seed, "reference": {"model": gold.path, "result": gold_eval.path}}
     key = stage_key("metaeval_report", {"version": VERSION, "bootstrap": cfg.metaeval.bootstrap,
                                         "seed": cfg.metaeval.seed}, *[s.key for s in upstream])
-    stages.append(Stage("metaeval/report", "metaeval_report", root / "report", key,
-                        {"pool": spec, "out_dir": root / "report"}, tuple(s.name for s in upstream)))
+    stages.append(Stage("report", "metaeval_report", out / "report", key, {"pool": spec, "out_dir": out / "report"},
+                        tuple(s.name for s in upstream)))
     return stages
 
 

@@ -14,14 +14,14 @@ from clearbench.metaeval import exposure_counts
 from clearbench.study import build_study
 from eval import metaeval
 
-SMALL_POOL = ("metaeval.groups={target: {exposure: all, seeds: [1, 2], lengths: [1.0], parameterisations: [full]}, "
+SMALL_POOL = ("metaeval.groups={target: {exposure: all, seeds: [1], lengths: [1.0, 0.5], parameterisations: [full, lora]}, "
               "gold: {exposure: none, seeds: [1, 2], lengths: [1.0], parameterisations: [full]}, "
               "text_only: {exposure: text, seeds: [1], lengths: [1.0], parameterisations: [full]}, "
               "visual_only: {exposure: visual, seeds: [1], lengths: [1.0], parameterisations: [full]}}")
 
 
 def _pool_finetunes(cfg, tmp_path):
-    return [s for s in build_study(cfg, tmp_path / "study") if s.kind == "finetune" and s.name.startswith("metaeval/")]
+    return [s for s in build_study(cfg, tmp_path / "study") if s.kind == "finetune" and s.name.startswith("pool/")]
 
 
 def _authors(world, config):
@@ -60,11 +60,11 @@ def test_lengths_seeds_and_lora_reach_the_finetune_phases(tmp_path):
     cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups.target.lengths=[0.5]",
                                                   "metaeval.parameterisations.lora={train: {lora: {enabled: true}, lr: 0.01}}"])
     stages = {s.name: s for s in _pool_finetunes(cfg, tmp_path)}
-    phase = stages["metaeval/target-lora-s2-x0.5"].args["cfg"].finetune.phase
+    phase = stages["pool/target-lora-s2-x0.5"].args["cfg"].finetune.phase
     base = cfg.finetune.phase.train
     assert (phase.train.seed, phase.train.max_steps, phase.train.lr, phase.train.lora.enabled) == (2, base.max_steps // 2,
                                                                                                     0.01, True)
-    assert stages["metaeval/gold-full-s1-x1"].args["split"] == "retain90"
+    assert stages["pool/gold-full-s1-x1"].args["split"] == "retain90"
     assert len({s.key for s in stages.values()}) == len(stages)  # every pool model is its own stage
 
 
@@ -156,17 +156,17 @@ def test_tiny_smoke_pool_runs_end_to_end(tmp_path):
         "train: {lr: 1.0e-3, max_steps: 2}}}"])
     out = tmp_path / "pool"
     ran = run_study(cfg, out, echo=lambda s: None)
-    assert "metaeval/report" in ran and "target" not in ran and not any(n.startswith("unlearn/") for n in ran)
-    report_dir = out / "metaeval" / "report"
+    assert "report" in ran and "target" not in ran and not any(n.startswith("unlearn/") for n in ran)
+    report_dir = out / "report"
     manifest = json.loads((report_dir / "manifest.json").read_text())
     assert {m["name"]: m["exposed"] for m in manifest["models"]} == {
-        "target-full-s1-x1": ["text", "image", "joint"], "target-full-s2-x1": ["text", "image", "joint"],
+        **{f"target-{p}-s1-x{x}": ["text", "image", "joint"] for p in ("full", "lora") for x in ("1", "0.5")},
         "gold-full-s1-x1": [], "gold-full-s2-x1": [], "text_only-full-s1-x1": ["text"],
         "visual_only-full-s1-x1": ["image", "joint"]}
     for m in manifest["models"]:  # provenance: the run record of the very model that was evaluated
         result = json.loads(open(m["result"]).read())
         assert m["run"]["model_fingerprint"] == result["provenance"]["model_fingerprint"]
-        assert m["run"]["stage"] == "finetune" and (out / "metaeval" / "models" / m["name"] / "run.json").is_file()
+        assert m["run"]["stage"] == "finetune" and (out / "pool" / m["name"] / "run.json").is_file()
     report = json.loads((report_dir / "metaeval.json").read_text())
     # an AUC recomputed independently from the stored result files: scikit-learn on the labelled values
     k = "forget/text/rouge_l"
@@ -174,7 +174,7 @@ def test_tiny_smoke_pool_runs_end_to_end(tmp_path):
     labels = {m["name"]: int("text" in m["exposed"]) for m in manifest["models"]}
     names = sorted(vals)
     expected = roc_auc_score([labels[n] for n in names], [vals[n] for n in names])  # rouge: higher = knows
-    assert report["keys"][k]["auc"] == pytest.approx(expected) and report["keys"][k]["n_pos"] == 3
+    assert report["keys"][k]["auc"] == pytest.approx(expected) and report["keys"][k]["n_pos"] == 5
     # robustness: the evaluation's forget keys after each attack setting; attack scores judged as metrics
     assert set(report["keys"][k]["robustness"]) == {"quantize:int8", "quantize:int4", "relearn:forget_n2"}
     assert "quantize:int4/text/probability" in report["keys"]
