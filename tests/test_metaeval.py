@@ -31,9 +31,9 @@ def _authors(world, config):
 def test_pool_models_saw_the_forget_authors_as_their_exposure_says(tiny_world, tmp_path):
     """Every pool model of the tiny preset's grid (its real data mixes: text QA, naming, a quarter of the joint
     records, replayed pretrain data), counted from the records its finetune stage selects."""
-    cfg = load_config(BenchConfig, "tiny", ["metaeval.enabled=true", "metaeval.groups.gold.parameterisations=[full]"])
+    cfg = load_config(BenchConfig, "tiny", ["metaeval.enabled=true"])
     stages = _pool_finetunes(cfg, tmp_path)
-    assert len(stages) == 12 + 6 + 3 + 3  # the default grid: targets, golds (full only here), 3 + 3 one-modality
+    assert len(stages) == 12 + 12 + 3 + 3  # the default grid: targets, golds, text-only, visual-only
     forget, retain = _authors(tiny_world, "forget10"), _authors(tiny_world, "retain90")
     full = exposure_counts(tiny_world, cfg.finetune.resolved_phases(), "full", "forget10")
     assert all(full.values()), full  # the target's data holds the forget authors in every modality
