@@ -104,10 +104,10 @@ def pool_table(manifest: Mapping[str, Any]) -> list[str]:
     for m in manifest["models"]:
         seen = "/".join(str(m["forget_records"].get(x, 0)) for x in MODALITIES)
         lines.append([m["name"], m["group"], m["exposure"], seen, m["parameterisation"], str(m["seed"]),
-                      f"{m['length']:g}", f"{m['run'].get('seconds', 0) / 60:.1f}"])
+                      f"{m['length']:g}", f"{m['run'].get('seconds', 0):.0f}"])
     total = sum(m["run"].get("seconds", 0) for m in manifest["models"]) / 60
     return _table(["model", "group", "exposure", "forget records seen (text/image/joint)", "parameterisation", "seed",
-                   "length", "finetune min"], lines) + ["", f"Finetuning the pool took {total:.1f} stage-minutes."]
+                   "length", "finetune s"], lines) + ["", f"Finetuning the pool took {total:.1f} stage-minutes."]
 
 
 def modality_table(report: Mapping[str, Any], column: str) -> list[str]:
@@ -199,10 +199,10 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
         ax.axvline(0.5, color="grey", ls="--", lw=1)
         ax.set_yticks(list(y), [k.replace("/", " / ") for k in keys], fontsize=7)
         ax.set(xlim=(0, 1), xlabel="AUC: positives vs negatives", title=f"{column}: the most faithful keys")
-        if keys:
-            ax.legend(fontsize=7, loc="lower right")
+    handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(f"Meta-evaluation v{report['version']} ({report['forget']})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
