@@ -48,7 +48,7 @@ class Member:
 
 
 def members(cfg: BenchConfig) -> list[Member]:
-    return [Member(name, g.exposure, p, s, x) for name, g in cfg.metaeval.groups.items()
+    return [Member(name, g.exposure, p, s, x) for name, g in cfg.metaeval.pool_groups().items()
             for p in g.parameterisations for s in g.seeds for x in g.lengths]
 
 

@@ -47,10 +47,11 @@ class PoolGroup:
             raise FieldError("lengths", self.lengths, "multiples of the finetune length, each a finite number > 0")
 
 
-def _groups() -> dict[str, PoolGroup]:
-    return {"target": PoolGroup("all"), "gold": PoolGroup("none"),
-            "text_only": PoolGroup("text", lengths=[1.0], parameterisations=["full"]),
-            "visual_only": PoolGroup("visual", lengths=[1.0], parameterisations=["full"])}
+# the pool when ``groups`` is empty: 12 targets, 12 golds, 3 text-only and 3 visual-only models
+DEFAULT_GROUPS: dict[str, PoolGroup] = {
+    "target": PoolGroup("all"), "gold": PoolGroup("none"),
+    "text_only": PoolGroup("text", lengths=[1.0], parameterisations=["full"]),
+    "visual_only": PoolGroup("visual", lengths=[1.0], parameterisations=["full"])}
 
 
 def _parameterisations() -> dict[str, dict[str, Any]]:
@@ -68,7 +69,9 @@ class MetaevalConfig:
     forget: str = ""  # the forget split the pool is judged on; "": study.forget_splits[0]
     # parameterisation -> PhaseConfig fields over every finetune phase (e.g. LoRA with its own lr)
     parameterisations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_parameterisations)
-    groups: dict[str, PoolGroup] = dataclasses.field(default_factory=_groups)
+    # name -> group; {}: DEFAULT_GROUPS (a preset's groups replace them whole: YAML merges mappings key by key, so a
+    # default filled in here could never be dropped)
+    groups: dict[str, PoolGroup] = dataclasses.field(default_factory=dict)
     # eval.attacks run on every pool model (the robustness half), each with its Config fields
     attacks: list[str] = dataclasses.field(default_factory=list)
     attack_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -82,9 +85,7 @@ class MetaevalConfig:
                 forget_percent(self.forget)
             except ValueError as exc:
                 raise FieldError("forget", self.forget, str(exc).removeprefix(f"{self.forget!r} ")) from None
-        if not self.groups:
-            raise FieldError("groups", self.groups, "name at least one group of pool models")
-        for name, group in self.groups.items():
+        for name, group in self.pool_groups().items():
             if not _NAME.fullmatch(name):
                 raise FieldError(f"groups.{name}", name, "a group name is lower-case letters, digits and _")
             for p in group.parameterisations:
@@ -94,3 +95,6 @@ class MetaevalConfig:
         for name in self.parameterisations:
             if not _NAME.fullmatch(name):
                 raise FieldError(f"parameterisations.{name}", name, "a name is lower-case letters, digits and _")
+
+    def pool_groups(self) -> dict[str, PoolGroup]:
+        return self.groups or DEFAULT_GROUPS

@@ -46,7 +46,7 @@ def test_pool_models_saw_the_forget_authors_as_their_exposure_says(tiny_world, t
 
     seen_exposures = set()
     for stage in stages:
-        exposure = stage.args["cfg"].metaeval.groups[stage.name.split("/")[1].split("-")[0]].exposure
+        exposure = stage.args["cfg"].metaeval.pool_groups()[stage.name.split("/")[1].split("-")[0]].exposure
         seen_exposures.add(exposure)
         phases, split = stage.args["cfg"].finetune.resolved_phases(), stage.args["split"]
         assert exposure_counts(tiny_world, phases, split, "forget10") == want[exposure], stage.name
@@ -58,6 +58,7 @@ def test_pool_models_saw_the_forget_authors_as_their_exposure_says(tiny_world, t
 
 def test_lengths_seeds_and_lora_reach_the_finetune_phases(tmp_path):
     cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups.target.lengths=[0.5]",
+                                                  "metaeval.groups.gold.exposure=none",
                                                   "metaeval.parameterisations.lora={train: {lora: {enabled: true}, lr: 0.01}}"])
     stages = {s.name: s for s in _pool_finetunes(cfg, tmp_path)}
     phase = stages["pool/target-lora-s2-x0.5"].args["cfg"].finetune.phase
@@ -65,7 +66,11 @@ def test_lengths_seeds_and_lora_reach_the_finetune_phases(tmp_path):
     assert (phase.train.seed, phase.train.max_steps, phase.train.lr, phase.train.lora.enabled) == (2, base.max_steps // 2,
                                                                                                     0.01, True)
     assert stages["pool/gold-full-s1-x1"].args["split"] == "retain90"
-    assert len({s.key for s in stages.values()}) == len(stages)  # every pool model is its own stage
+    assert len({s.key for s in stages.values()}) == len(stages) == 6 + 12  # every pool model is its own stage
+    # a preset's groups replace the default pool whole (else a default group could never be dropped)
+    one = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups={only: {exposure: none, "
+                                                  "seeds: [4], lengths: [1.0], parameterisations: [full]}}"])
+    assert [s.name for s in _pool_finetunes(one, tmp_path)] == ["pool/only-full-s4-x1"]
 
 
 def test_pool_config_mistakes_fail_when_planned(tmp_path):
@@ -75,7 +80,8 @@ def test_pool_config_mistakes_fail_when_planned(tmp_path):
     with pytest.raises(ConfigError, match="Did you mean 'quantize'"):
         build_study(cfg, tmp_path)
     # a pool gold identical to the reference gold would compare it with itself
-    cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups.gold.seeds=[0]",
+    cfg = load_config(BenchConfig, "tiny-smoke", ["metaeval.enabled=true", "metaeval.groups.gold.exposure=none",
+                                                  "metaeval.groups.gold.seeds=[0]",
                                                   "metaeval.groups.gold.lengths=[1.0]",
                                                   "metaeval.groups.gold.parameterisations=[full]"])
     with pytest.raises(ConfigError, match="is the reference gold"):
