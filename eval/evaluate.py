@@ -49,6 +49,10 @@ def eval_configs(world, forget: str) -> list[str]:
     check_forget_split(forget)
     wanted = [f"{forget}_perturbed", "retain_perturbed", holdout_split(forget), "real_faces", "real_world"]
     missing = [c for c in wanted[:2] if c not in world.configs]
+    if missing and getattr(world, "layout", "") == "clear":
+        raise ValueError(f"CLEAR copy at {world.path} has no {', '.join(missing)} config(s); download them from "
+                         f"therem/CLEAR (huggingface-cli download therem/CLEAR --repo-type dataset --local-dir "
+                         f"{world.path})")
     if missing:
         raise ValueError(f"world has no {missing} config(s); it was generated without {forget}: "
                          f"regenerate it with that forget percentage")

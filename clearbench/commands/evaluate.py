@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on forget/retain/holdout/real splits in every modality",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="run dir (runs/target) or checkpoint dir")
-    p.add_argument("--world", help="world directory")
+    p.add_argument("--world", help="world directory (clearbench generate) or a local copy of the public CLEAR dataset (therem/CLEAR)")
     p.add_argument("--forget", default="forget10", help="forget01 | forget05 | forget10 (default forget10)")
     p.add_argument("--gold", help="the gold model's result file for forget quality / PrivLeak, or 'self' "
                                   "when evaluating the gold model itself (required unless --no-gold)")
@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
             f"Pass --gold self when evaluating the gold model, --gold RESULT.json (produce it with "
             f"`{gold_command(args.forget)} --world {args.world} --gold self --out RESULT.json`) otherwise, "
             f"or --no-gold to skip them")
-    from clearbench.data import open_world
+    from clearbench.commands._common import open_world_arg
 
-    world = open_world(args.world)
+    world = open_world_arg(args.world)
     cfg = EvalConfig(forget=args.forget, batch_size=args.batch_size, max_per_config=args.max_per_config,
                      max_per_cell=args.max_per_cell,
                      options={"tr_mode": args.tr_mode, "tr_reference": args.tr_reference,
