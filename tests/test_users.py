@@ -135,3 +135,83 @@ def test_finetune_and_unlearn_on_a_clear_copy(clear_world, plain_model, tmp_path
                          "unlearn.train.max_steps=1"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "ga" / "run.json").read_text())["method"] == "grad_ascent"
+
+
+# ---------------------------------------------------------------------------------- 2. methods as plugins
+def _doc_plugin() -> str:
+    """The plugin of docs/submitting.md's worked example, exactly as written there."""
+    doc = (Path(__file__).parents[1] / "docs" / "submitting.md").read_text()
+    start = doc.index("```python\n# my_methods/weighted_gd.py\n") + len("```python\n")
+    return doc[start:doc.index("```", start)]
+
+
+def _package(root: Path, name: str, files: dict[str, str]) -> Path:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "__init__.py").write_text("")
+    for file, text in files.items():
+        (root / name / file).write_text(text)
+    return root
+
+
+def test_a_plugin_that_breaks_the_contract_is_refused_naming_what_is_wrong(clear_world, plain_model, tmp_path,
+                                                                           monkeypatch, capsys):
+    from baselines import get_method
+
+    broken = _doc_plugin().replace("def loss(", "def not_loss(").replace('("forget", "retain")', '("forget", "retian")')
+    monkeypatch.syspath_prepend(str(_package(tmp_path, "users_broken", {"m.py": broken})))
+    base = ["unlearn", "--world", clear_world / "clear", "--model", plain_model, "--out", tmp_path / "u"]
+    code, _, err = _cli([*base, "--method", "users_broken.m"], capsys)
+    assert code == 2 and "method plugin 'users_broken.m'" in err and "does not follow the method contract" in err
+    assert "loss is missing" in err and "BATCHES is not a tuple of batch kinds" in err and "NAME is" not in err
+    code, _, err = _cli([*base, "--method", "users_absent.m"], capsys)
+    assert code == 2 and "cannot import the plugin module" in err and "PYTHONPATH" in err
+    with pytest.raises(ValueError, match=r"Unknown method 'npp'\. Did you mean 'npo'\?.*dotted path"):
+        get_method("npp")
+    assert not (tmp_path / "u").exists()
+
+
+@pytest.fixture(scope="module")
+def plugin_study(tmp_path_factory):
+    """A tiny-smoke study of grad_ascent and the documented plugin, run through the CLI."""
+    root = tmp_path_factory.mktemp("plugin")
+    _package(root, "my_methods", {"weighted_gd.py": _doc_plugin()})
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(root))
+    out = root / "study"
+    argv = ["run", "--preset", "tiny-smoke", "--out", str(out), "study.methods=[grad_ascent,my_methods.weighted_gd]"]
+    assert main(argv) == 0
+    yield root, out, argv
+    mp.undo()
+
+
+def test_a_plugin_method_runs_in_a_study_and_its_edit_reruns_exactly_its_stages(plugin_study, capsys):
+    root, out, argv = plugin_study
+    capsys.readouterr()
+    result = json.loads((out / "results" / "my_methods.weighted_gd-multimodal-10.json").read_text())
+    assert result["provenance"]["run"]["method"] == "my_methods.weighted_gd" and validate(result) == []
+    log = [json.loads(line) for line in (out / "unlearn" / "my_methods.weighted_gd-multimodal-10"
+                                         / "log.jsonl").read_text().splitlines()]
+    assert log and all({"forget_nll", "retain_nll"} <= set(e) for e in log)
+
+    def states() -> dict[str, str]:
+        assert main([*argv, "--dry-run"]) == 0
+        rows = [line.split("] ", 1)[1].split() for line in capsys.readouterr().out.splitlines()]
+        return {name: state for name, state in rows}
+
+    assert set(states().values()) == {"done"}
+    plugin = root / "my_methods" / "weighted_gd.py"
+    plugin.write_text(plugin.read_text().replace("alpha: float = 0.5", "alpha: float = 0.5  # tuned later"))
+    stale = {name for name, state in states().items() if state != "done"}
+    assert stale and all(state == "stale" for name, state in states().items() if name in stale)
+    assert stale == {name for name in states() if "my_methods.weighted_gd" in name} | {"report"}
+    assert any(n.startswith("unlearn/") for n in stale) and any(n.startswith("evaluate/") for n in stale)
+
+
+def test_the_documented_plugin_command_takes_its_options(plugin_study, capsys):
+    root, out, _ = plugin_study
+    code, _, err = _cli(["unlearn", "--preset", "tiny-smoke", "--world", out / "world", "--model", out / "target",
+                         "--method", "my_methods.weighted_gd", "--forget", "forget10", "--out", root / "wgd",
+                         "unlearn.method_options.alpha=0.3", "unlearn.train.max_steps=1"], capsys)
+    assert code == 0, err
+    run = json.loads((root / "wgd" / "run.json").read_text())
+    assert run["method"] == "my_methods.weighted_gd" and run["method_config"] == {"alpha": 0.3}
