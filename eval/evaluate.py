@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.config import config_hash
-from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
-                                   read_run, write_json_atomic)
+from clearbench.provenance import check_model_world, device_info, library_versions, read_run, write_json_atomic
 from clearbench.types import check_forget_split, holdout_split
 from eval import outputs
 from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput
+from eval.own import as_own, own_provenance, run_label
+from eval.own import load as load_own
 from eval.results import build_result, examples_of, load_gold_result, write_result
 
 
@@ -97,6 +98,14 @@ def _parents(model_path: Path) -> list[dict[str, Any]]:
     return chain
 
 
+def _base_parents(base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A plain adapter's parents: its --base (with the base's own run chain when it has one)."""
+    if base is None:
+        return []
+    return _parents(Path(base["path"])) or [{"path": base["path"], "stage": None,
+                                             "model_fingerprint": base["model_fingerprint"]}]
+
+
 def _run_summary(model_path: Path) -> dict[str, Any]:
     """``{"run": {method, forget_modality, l1_lambda, lora}}`` for an unlearned model (the leaderboard's
     row label and table), read from its run.json; empty for other models."""
@@ -154,14 +163,16 @@ def _open_cache(cache_dir: Path, key: dict[str, Any]) -> None:
 def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | None,
                 shard: tuple[int, int] = (0, 1), progress: bool = True, stop_after: int | None = None):
     """Score every eval config; returns (examples, expected ids, provenance)."""
-    from clearbench.models import load_model
     from clearbench.models.common import default_device
-    run_dir = Path(model)
+    own = as_own(model)  # a path, or an OwnModel: a plain adapter on --base, a label, a --target
+    run_dir = Path(own.path)
     configs = eval_configs(world, cfg.forget)  # a missing split fails before the model loads
-    mdir = model_dir(run_dir)
+    run_label(own)  # a bad label fails before the model loads
     check_model_world(run_dir, world.fingerprint)
-    loaded = load_model(mdir, device=default_device())  # bf16 on a GPU, fp32 on the CPU
-    fingerprint = model_fingerprint(mdir)
+    if own.base is not None:
+        check_model_world(own.base, world.fingerprint, "base model")
+    loaded, fingerprint = load_own(own, default_device())  # bf16 on a GPU, fp32 on the CPU
+    extra = own_provenance(own, fingerprint)  # --target's lineage fails before scoring
     cfg_dict = dataclasses.asdict(cfg)
     if cache_dir is not None:
         _open_cache(cache_dir, {"model_fingerprint": fingerprint, "scoring": scoring_key(cfg),
@@ -183,8 +194,9 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         "model_fingerprint": fingerprint,
         "model_path": str(run_dir),
         "family": loaded.name,
-        "parents": _parents(run_dir),
+        "parents": _parents(run_dir) or _base_parents(extra.get("base")),
         **_run_summary(run_dir),
+        **extra,
         "library_versions": library_versions(),
         "seed": cfg.seed,
         "device": device_info(),
@@ -217,7 +229,8 @@ def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenanc
 
 def evaluate(model: str | Path, world, out: str | Path, *, gold: str | Path | None = None,
              cfg: EvalConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score ``model`` on every eval config of ``world`` and write the result to ``out``.
+    """Score ``model`` (a run or checkpoint directory, or an ``eval.own.OwnModel``: a plain PEFT adapter on its
+    base, a label, a target to check lineage against) on every eval config of ``world`` and write the result.
 
     ``gold``: the gold model's result file, ``"self"`` when ``model`` is the gold model, or None
     (only with ``options={"require_gold": False}``). Bad inputs (missing split, another world,

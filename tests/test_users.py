@@ -215,3 +215,80 @@ def test_the_documented_plugin_command_takes_its_options(plugin_study, capsys):
     assert code == 0, err
     run = json.loads((root / "wgd" / "run.json").read_text())
     assert run["method"] == "my_methods.weighted_gd" and run["method_config"] == {"alpha": 0.3}
+
+
+# ---------------------------------------------------------------------------------- 3. own checkpoints
+@pytest.fixture(scope="module")
+def peft_adapter(plugin_study) -> Path:
+    """A plain PEFT LoRA adapter on the study's target, as peft's save_pretrained writes it (no clearbench marker)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from clearbench.models import load_model
+
+    root, out, _ = plugin_study
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(out / "target" / "model").model,
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(root / "my_adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {f.name for f in (root / "my_adapter").iterdir()}
+    return root / "my_adapter"
+
+
+def _evaluate_own(out: Path, model, result: Path, *flags) -> list:
+    return ["evaluate", "--model", model, "--world", out / "world", "--gold", out / "results" / "gold-10.json",
+            "--max-per-cell", "4", "--out", result, *FAST, *flags]
+
+
+def test_an_own_peft_adapter_evaluates_with_a_label_and_its_lineage(plugin_study, peft_adapter, tmp_path, capsys):
+    from clearbench.provenance import model_fingerprint
+
+    root, out, _ = plugin_study
+    result_path = tmp_path / "mine.json"
+    code, _, err = _cli(_evaluate_own(out, peft_adapter, result_path, "--base", out / "target", "--target",
+                                      out / "target", "--method", "my_method", "--forget-modality", "visual",
+                                      "--l1", "0.01"), capsys)
+    assert code == 0, err
+    prov = json.loads(result_path.read_text())["provenance"]
+    target_fp = model_fingerprint(out / "target" / "model")
+    assert prov["run"] == {"method": "my_method", "forget_modality": "visual", "l1_lambda": 0.01, "lora": True}
+    assert prov["base"]["model_fingerprint"] == target_fp and prov["parents"][0]["model_fingerprint"] == target_fp
+    assert prov["lineage"]["verified"] is True and prov["lineage"]["target_fingerprint"] == target_fp
+    assert prov["lineage"]["ancestors"][0] == target_fp and prov["model_fingerprint"] != target_fp
+    # the adapter changes the model: another fingerprint than the target's, another one on another base
+    from clearbench.models import plain_adapter
+    assert plain_adapter.fingerprint(peft_adapter, out / "gold-10") != prov["model_fingerprint"]
+    # the leaderboard accepts it and puts it in the visual table under its label
+    code, printed, err = _cli(["leaderboard", "validate", result_path, "--gold", out / "results" / "gold-10.json",
+                               "--world", out / "world"], capsys)
+    assert code == 0 and printed.startswith("ok "), err
+    code, _, err = _cli(["leaderboard", "report", result_path, out / "results" / "target-10.json", "--gold",
+                         out / "results" / "gold-10.json", "--out", tmp_path / "report"], capsys)
+    assert code == 0, err
+    tables = (tmp_path / "report" / "tables.md").read_text()
+    assert "my_method + L1" in tables.split("## visual forgetting")[1].split("\n## ")[0]
+
+
+def test_own_model_inputs_are_checked_before_scoring(plugin_study, peft_adapter, plain_model, tmp_path, capsys):
+    root, out, _ = plugin_study
+    r = tmp_path / "r.json"
+
+    def fails(model, *flags) -> str:
+        code, _, err = _cli(_evaluate_own(out, model, r, *flags), capsys)
+        assert code == 2 and "Traceback" not in err
+        return err
+
+    assert "PEFT adapter without clearbench's marker: pass --base DIR" in fails(peft_adapter)
+    assert "--base is for a plain PEFT adapter" in fails(out / "target", "--base", out / "base")
+    err = fails(peft_adapter, "--base", out / "target", "--target", out / "gold-10")
+    assert "not to the target" in err and "gold-10" in err
+    assert "label a --method" in fails(out / "target", "--forget-modality", "text")
+    assert "--method needs --forget-modality" in fails(out / "target", "--method", "mine")
+    err = fails(out / "unlearn" / "grad_ascent-multimodal-10", "--method", "npo", "--forget-modality", "multimodal")
+    assert "--method 'npo' but the model's stage record" in err and "'grad_ascent'" in err
+    assert not r.exists()
+    # a checkpoint with no records at all: scored, its lineage recorded as unverified
+    code, _, err = _cli(_evaluate_own(out, plain_model, r, "--target", out / "target"), capsys)
+    assert code == 0, err
+    lineage = json.loads(r.read_text())["provenance"]["lineage"]
+    assert lineage["verified"] is False and lineage["ancestors"] == [] and "unverified" in lineage["relation"]

@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from clearbench.types import FORGET_MODALITIES
+
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -50,6 +52,17 @@ def add_parser(sub) -> None:
                         "real_world, the paraphrase elsewhere), or the paraphrase / the answer on every split")
     p.add_argument("--fq-aggregation", default="item", choices=["item", "author_fact"],
                    help="forget quality's units: one per record (default, TOFU) or one per author x fact")
+    own = p.add_argument_group("your own model", "a checkpoint or PEFT adapter clearbench did not train "
+                                                  "(docs/submitting.md)")
+    own.add_argument("--base", metavar="DIR", help="the model a plain PEFT adapter --model (adapter_config.json + "
+                                                   "adapter_model.safetensors) applies to, e.g. runs/target")
+    own.add_argument("--target", metavar="RUN", help="the leaderboard's target: check that the model descends from "
+                                                    "it and record the lineage (provenance.lineage)")
+    own.add_argument("--method", help="label: the method the model was unlearned with (its leaderboard row)")
+    own.add_argument("--forget-modality", choices=list(FORGET_MODALITIES),
+                     help="label: what was forgotten (the leaderboard's table); needed with --method")
+    own.add_argument("--l1", type=float, metavar="LAMBDA", help="label: the L1 weight of the run (default 0)")
+    own.add_argument("--lora", action="store_true", help="label: the run trained a LoRA adapter (implied by --base)")
     p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
     p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files into one result")
     p.set_defaults(func=run)
@@ -95,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model or not args.world:
         raise ValueError("evaluate needs --model and --world (or --merge SHARD ...)")
+    from eval.own import OwnModel, run_label
+
+    model = OwnModel(args.model, base=args.base, target=args.target, method=args.method,
+                     forget_modality=args.forget_modality, l1_lambda=args.l1, lora=args.lora)
+    run_label(model)  # a bad label fails before anything loads
     if args.gold is None and not args.no_gold and not args.shard:
         raise MissingGoldError(
             f"--gold is required: forget quality and PrivLeak are measured against the gold (retain-only) model. "
@@ -111,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None:
         cfg.max_new_tokens = args.max_new_tokens
     if args.shard:
-        write_shard(args.model, world, Path(args.out), cfg, args.shard)
+        write_shard(model, world, Path(args.out), cfg, args.shard)
         print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}")
         return 0
-    result = evaluate(args.model, world, args.out, gold=args.gold, cfg=cfg)
+    result = evaluate(model, world, args.out, gold=args.gold, cfg=cfg)
     metrics = result["aggregates"]["metrics"]
     from eval.leaderboard import columns, fmt
 
