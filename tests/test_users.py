@@ -292,3 +292,21 @@ def test_own_model_inputs_are_checked_before_scoring(plugin_study, peft_adapter,
     assert code == 0, err
     lineage = json.loads(r.read_text())["provenance"]["lineage"]
     assert lineage["verified"] is False and lineage["ancestors"] == [] and "unverified" in lineage["relation"]
+
+
+# ---------------------------------------------------------------------------------- 4. tiny-smoke's cap
+def test_tiny_smoke_fills_every_clear_column(plugin_study):
+    """tiny-smoke's eval_max_per_cell gives every result every CLEAR column; the only aggregates left out are the
+    image PrivLeaks, because the gold model's image AUC is 1.0 in its 20-author world whatever the cap."""
+    import math
+
+    from clearbench.config import BenchConfig, load_config
+
+    _, out, _ = plugin_study
+    assert load_config(BenchConfig, "tiny-smoke").study.eval_max_per_cell == 4
+    files = sorted((out / "results").glob("*.json"))
+    assert len(files) >= 10
+    for f in files:
+        aggregates = json.loads(f.read_text())["aggregates"]
+        assert all(math.isfinite(aggregates["metrics"][k]) for k in CLEAR_COLUMNS), f.name
+        assert all(w.startswith("mia/image/") and "PrivLeak undefined" in w for w in aggregates["warnings"]), f.name
