@@ -8,9 +8,12 @@ and aggregates them into the same result as a single run.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import random
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -164,6 +167,7 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
                 shard: tuple[int, int] = (0, 1), progress: bool = True, stop_after: int | None = None):
     """Score every eval config; returns (examples, expected ids, provenance)."""
     from clearbench.models.common import default_device
+    start = time.perf_counter()
     own = as_own(model)  # a path, or an OwnModel: a plain adapter on --base, a label, a --target
     run_dir = Path(own.path)
     configs = eval_configs(world, cfg.forget)  # a missing split fails before the model loads
@@ -200,6 +204,7 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         "library_versions": library_versions(),
         "seed": cfg.seed,
         "device": device_info(),
+        "runtime_seconds": round(time.perf_counter() - start, 3),  # loading and scoring in this process
     }
     return examples, expected, provenance
 
@@ -217,6 +222,8 @@ def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenanc
     else:
         gold_examples = None
     aggregates = aggregate(examples, gold_examples, options)
+    provenance = provenance | {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "git_revision": git_revision()}
     if gold == "self":
         provenance = provenance | {"gold": "self"}
     elif gold is not None:
@@ -254,6 +261,49 @@ def write_shard(model, world, out: Path, cfg: EvalConfig, shard: tuple[int, int]
     write_json_atomic(out, {"shard": list(shard), "config": dataclasses.asdict(cfg), "provenance": provenance,
                             "expected": expected, "examples": [e.to_dict() for e in examples]})
     return out
+
+
+def git_revision() -> dict[str, Any] | None:
+    """{"commit", "dirty"} of the clearbench source when it is a git checkout (not an installed copy), else None."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A compact view of a result for the terminal: the leaderboard's headline columns, then per split x modality
+    n, ROUGE-L, Prob, TR and naming accuracy, then membership inference and the warnings."""
+    from eval.leaderboard import columns, fmt
+
+    m, prov = result["aggregates"]["metrics"], result["provenance"]
+    cells = {"rouge_l", "probability", "truth_ratio"}
+    head = [f"{h} {fmt(k, m[k])}" for h, k in columns() if k in m and k.split("/")[2] not in cells]
+    lines = [f"model {prov['model_fingerprint']} · world {prov['world_fingerprint'][:12]} · {prov['forget_split']} · "
+             f"{len(result['examples'])} examples · {prov.get('runtime_seconds', float('nan')):.1f} s"]
+    lines += [" | ".join(head[i:i + 6]) for i in range(0, len(head), 6)]
+    lines.append(f"{'split':11s} {'modality':8s} {'n':>4s} {'ROUGE-L':>8s} {'Prob':>8s} {'TR':>8s} {'naming':>8s}")
+    for split in ("forget", "retain", "holdout", "real_faces", "real_world"):
+        for modality in ("text", "image", "joint"):
+            if f"{split}/{modality}/n" in m:
+                vals = [fmt(f"{split}/{modality}/{k}", m.get(f"{split}/{modality}/{k}"))
+                        for k in ("rouge_l", "probability", "truth_ratio", "naming_acc")]
+                lines.append(f"{split:11s} {modality:8s} {int(m[f'{split}/{modality}/n']):4d} "
+                             + " ".join(f"{v:>8s}" for v in vals))
+    mia = [f"{a} {m[f'mia/all/{a}_auc']:.3f}/" + (f"{m[f'mia/all/{a}_privleak']:+.1f}" if f"mia/all/{a}_privleak"
+                                                   in m else "—")
+           for a in ("loss", "min_k", "min_k_pp", "zlib") if f"mia/all/{a}_auc" in m]
+    if mia:
+        lines.append("membership inference, forget vs holdout (AUC/PrivLeak): " + " | ".join(mia))
+    warnings = result["aggregates"].get("warnings") or []
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s), first: {warnings[0]} (all in aggregates.warnings)")
+    return "\n".join(lines)
 
 
 def check_out(out: str | Path, gold: str | Path | None) -> None:
@@ -298,6 +348,7 @@ def merge(shard_files: Sequence[str | Path], out: Path, gold: str | Path | None)
     expected = shards[0]["expected"]
     order = {i: k for k, i in enumerate(expected)}  # a single run's order: by config, then id
     examples.sort(key=lambda ex: (order.get(ex.id, len(order)), ex.id))
-    prov = shards[0]["provenance"]
+    prov = shards[0]["provenance"] | {"runtime_seconds": round(sum(s["provenance"].get("runtime_seconds", 0.0)
+                                                                   for s in shards), 3)}  # the shards' total
     gold_result = load_gold(gold, cfg, prov["world_fingerprint"])
     return finish(examples, expected, prov, cfg, gold, Path(out), gold_result)

@@ -133,11 +133,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}")
         return 0
     result = evaluate(model, world, args.out, gold=args.gold, cfg=cfg)
-    metrics = result["aggregates"]["metrics"]
-    from eval.leaderboard import columns, fmt
+    from eval.evaluate import summary
 
-    for header, key in columns():  # the leaderboard's columns, from the metric registry
-        if key in metrics:
-            print(f"{header:24s} {key:32s} {fmt(key, metrics[key])}")
+    print(summary(result))
     print(f"result written to {args.out}")
     return 0
