@@ -310,3 +310,54 @@ def test_tiny_smoke_fills_every_clear_column(plugin_study):
         aggregates = json.loads(f.read_text())["aggregates"]
         assert all(math.isfinite(aggregates["metrics"][k]) for k in CLEAR_COLUMNS), f.name
         assert all(w.startswith("mia/image/") and "PrivLeak undefined" in w for w in aggregates["warnings"]), f.name
+
+
+# ---------------------------------------------------------------------------------- 5. formats
+def test_export_to_open_unlearning_has_its_files_keys_and_values(plugin_study, tmp_path, capsys):
+    from scipy.stats import ks_2samp
+
+    from clearbench.commands.export import FORMATS
+    from eval import export
+
+    _, out, _ = plugin_study
+    assert FORMATS == tuple(export.FORMATS)
+    logs = {}
+    for name in ("target-10", "gold-10"):
+        code, printed, err = _cli(["export", "--format", "open-unlearning", out / "results" / f"{name}.json",
+                                   "--out", tmp_path / name], capsys)
+        assert code == 0, err
+        assert {p.name for p in (tmp_path / name).iterdir()} == {"CLEARBENCH_EVAL.json", "CLEARBENCH_SUMMARY.json"}
+        logs[name] = json.loads((tmp_path / name / "CLEARBENCH_EVAL.json").read_text())
+    ev = logs["target-10"]
+    summary = json.loads((tmp_path / "target-10" / "CLEARBENCH_SUMMARY.json").read_text())
+    # open-unlearning's layout: metric -> {"agg_value", "value_by_index": {"0": {...}}}; the summary: metric -> agg_value
+    for prefix in ("forget", "retain", "ra", "wf"):
+        for metric in ("Q_A_Prob", "Q_A_PERT_Prob", "Q_A_ROUGE", "Truth_Ratio"):
+            entry = ev[f"{prefix}_{metric}"]
+            assert set(entry) == {"agg_value", "value_by_index"} and "0" in entry["value_by_index"]
+    assert {"prob", "avg_loss"} <= set(ev["forget_Q_A_Prob"]["value_by_index"]["0"])
+    assert {"rougeL_recall", "ground_truth", "generation"} <= set(ev["forget_Q_A_ROUGE"]["value_by_index"]["0"])
+    assert set(summary) == {"forget_Truth_Ratio", "forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
+                            "model_utility", "privleak", "clear_real", "clear_retain", "clear_forget", "clear_fq"}
+    assert all(summary[k] == ev[k]["agg_value"] for k in summary) and list(ev) == sorted(ev)
+    # the values are clearbench's own, under TOFU's definitions
+    metrics = json.loads((out / "results" / "target-10.json").read_text())["aggregates"]["metrics"]
+    for name, k in (("forget_Q_A_Prob", "forget/text/probability"), ("forget_Q_A_ROUGE", "forget/text/rouge_l"),
+                    ("forget_Truth_Ratio", "forget/text/truth_ratio"), ("retain_Truth_Ratio", "retain/text/truth_ratio"),
+                    ("ra_Q_A_Prob_normalised", "real_faces/text/probability"),
+                    ("wf_Q_A_Prob_normalised", "real_world/joint/probability"), ("model_utility", "all/all/model_utility"),
+                    ("clear_fq", "clear/all/fq")):
+        assert ev[name]["agg_value"] == pytest.approx(metrics[k], rel=1e-12), name
+    # open-unlearning's forget quality (KS test on forget_truth_ratio scores against the retain model's logs) read
+    # from the exports of the target and the gold gives clearbench's forget quality
+    scores = {n: [v["score"] for v in logs[n]["forget_truth_ratio"]["value_by_index"].values()] for n in logs}
+    assert ks_2samp(scores["target-10"], scores["gold-10"]).pvalue == pytest.approx(metrics["forget/all/forget_quality"])
+    # an existing export is refused without --overwrite; an invalid result is refused before anything is written
+    code, _, err = _cli(["export", "--format", "open-unlearning", out / "results" / "target-10.json", "--out",
+                         tmp_path / "target-10"], capsys)
+    assert code == 2 and "--overwrite" in err
+    bad = json.loads((out / "results" / "target-10.json").read_text())
+    bad["aggregates"]["metrics"]["forget/text/probability"] = 0.5
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    code, _, err = _cli(["export", "--format", "open-unlearning", tmp_path / "bad.json"], capsys)
+    assert code == 2 and "not a valid result file" in err and not (tmp_path / "bad.open-unlearning").exists()
