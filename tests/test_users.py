@@ -361,3 +361,39 @@ def test_export_to_open_unlearning_has_its_files_keys_and_values(plugin_study, t
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     code, _, err = _cli(["export", "--format", "open-unlearning", tmp_path / "bad.json"], capsys)
     assert code == 2 and "not a valid result file" in err and not (tmp_path / "bad.open-unlearning").exists()
+
+
+def _card(path: Path) -> dict:
+    """A dataset card's metadata, parsed by huggingface_hub's card parser when installed, else as YAML."""
+    try:
+        from huggingface_hub import DatasetCard
+    except ImportError:
+        import yaml
+
+        return yaml.safe_load(path.read_text().split("---\n")[1])
+    return DatasetCard.load(path).data.to_dict()
+
+
+def test_dataset_cards_of_the_world_and_its_clear_export_parse_and_load(clear_world):
+    import datasets
+
+    from data_gen.writer import size_category
+
+    manifest = json.loads((clear_world / "manifest.json").read_text())
+    for root, configs in ((clear_world, set(manifest["configs"])), (clear_world / "clear", set(open_clear(
+            clear_world / "clear").configs))):
+        meta = _card(root / "README.md")
+        assert meta["license"] == "apache-2.0" and meta["language"] == ["en"]
+        assert {"machine-unlearning", "multimodal", "synthetic"} <= set(meta["tags"])
+        assert {"visual-question-answering", "question-answering"} <= set(meta["task_categories"])
+        rows = sum(pq.read_metadata(root / c["data_files"][0]["path"]).num_rows for c in meta["configs"])
+        assert meta["size_categories"] == [size_category(rows)]
+        assert {c["config_name"] for c in meta["configs"]} == configs
+        for c in meta["configs"]:
+            assert (root / c["data_files"][0]["path"]).is_file()
+    # load_dataset reads any config by name through the card (the clear/ export had no card before)
+    ds = datasets.load_dataset(str(clear_world / "clear"), "forget10+tofu", split="train")
+    assert ds.num_rows == pq.read_metadata(clear_world / "clear" / "forget10+tofu" / "train-00000-of-00001.parquet").num_rows
+    assert isinstance(ds.features["image"], datasets.Image)
+    ds = datasets.load_dataset(str(clear_world), "forget10_perturbed", split="train")
+    assert ds.num_rows == manifest["configs"]["forget10_perturbed"]["rows"]
