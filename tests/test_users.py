@@ -397,3 +397,45 @@ def test_dataset_cards_of_the_world_and_its_clear_export_parse_and_load(clear_wo
     assert isinstance(ds.features["image"], datasets.Image)
     ds = datasets.load_dataset(str(clear_world), "forget10_perturbed", split="train")
     assert ds.num_rows == manifest["configs"]["forget10_perturbed"]["rows"]
+
+
+def _parsers(parser):
+    """``parser`` and every sub-parser below it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _parsers(sub)
+
+
+def test_every_option_and_subcommand_has_help():
+    import argparse
+
+    from clearbench.cli import build_parser
+
+    parsers = list(_parsers(build_parser()))
+    assert {"list", "export", "evaluate", "leaderboard validate", "leaderboard verify"} <= {
+        p.prog.removeprefix("clearbench ") for p in parsers}
+    missing = [f"{p.prog}: {a.option_strings or a.dest}" for p in parsers for a in p._actions
+               if not isinstance(a, argparse._SubParsersAction) and not (a.help and a.help.strip())]
+    assert missing == []
+    listed = [f"{p.prog}: {c.dest}" for p in parsers for a in p._actions if isinstance(a, argparse._SubParsersAction)
+              for c in a._choices_actions if not c.help]
+    assert listed == []
+
+
+@pytest.mark.parametrize("kind", ["methods", "presets", "metrics", "attacks"])
+def test_list_names_what_can_be_named(kind, capsys):
+    from baselines import METHODS
+    from clearbench.config import PRESET_DIR
+    from eval.attacks import ATTACKS
+    from eval.metrics import outputs
+
+    known = {"methods": set(METHODS), "presets": {p.stem for p in PRESET_DIR.glob("*.yaml")},
+             "metrics": set(outputs()) - {"n"}, "attacks": set(ATTACKS)}[kind]
+    code, printed, _ = _cli(["list", kind], capsys)
+    rows = [line.split()[0] for line in printed.splitlines() if line and not line.startswith(" ")]
+    assert code == 0 and set(rows) == known and len(rows) == len(known)
+    assert all(len(line.split(None, 1)) == 2 for line in printed.splitlines())  # every name says what it is

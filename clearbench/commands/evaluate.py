@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard); an existing file is "
                                                "refused unless --overwrite, the --gold file always")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="records per forward pass (default 32): a memory and speed setting")
     p.add_argument("--max-per-config", type=int, default=0, help="cap records per eval config (0: all; older configs)")
     p.add_argument("--max-per-cell", type=int, default=0,
                    help="cap records per (eval config, modality, task, image role) cell, seeded (0: all)")
