@@ -67,13 +67,13 @@ def load(path: str | os.PathLike, base: str | os.PathLike, *, device: str = "cpu
     from transformers import AutoProcessor
 
     from clearbench.models import Loaded, load_model
-    from clearbench.models.adapter import _cast_like_from_pretrained
+    from clearbench.models.adapter import cast_like_from_pretrained
     from clearbench.models.common import check_compatible, default_dtype
 
     check(path, base)
     parent = load_model(model_dir(base), device=device, dtype=torch.float32)
     model = PeftModel.from_pretrained(parent.model, str(path), is_trainable=False).merge_and_unload()
-    _cast_like_from_pretrained(model, default_dtype(device, dtype))
+    cast_like_from_pretrained(model, default_dtype(device, dtype))
     own = any((Path(path) / f).is_file() for f in PROCESSOR_FILES)
     processor = AutoProcessor.from_pretrained(str(path)) if own else parent.processor
     check_compatible(model, processor, path)
