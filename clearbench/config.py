@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clearbench.metaeval_config import MetaevalConfig
 from clearbench.scenario_config import SCENARIOS, RestoreConfig, SequentialConfig
 from clearbench.typed_config import (ConfigError, FieldError, check_numbers, deep_merge, from_dict, parse_overrides,
                                      to_dict)
@@ -374,3 +375,4 @@ class BenchConfig:
     calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
     sequential: SequentialConfig = dataclasses.field(default_factory=SequentialConfig)
     restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
+    metaeval: MetaevalConfig = dataclasses.field(default_factory=MetaevalConfig)

@@ -186,16 +186,26 @@ def recover_dir(out: str | os.PathLike, *, remove_temps: bool = True) -> None:
                 shutil.rmtree(p)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a fresh temp file beside ``path``, fsync it, then rename it onto ``path``: a reader
-    (or a crash) sees the old file or the whole new one. A symlink at ``path`` is replaced, never followed."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
+    """Write ``text`` (or bytes) to a fresh temp file beside ``path``, fsync it, then rename it onto ``path``: a
+    reader (or a crash) sees the old file or the whole new one. A symlink at ``path`` is replaced, never followed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a file here is as readable as any other
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

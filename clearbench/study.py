@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from baselines import get_method
-from clearbench import calibration, scenarios
+from clearbench import calibration, metaeval, scenarios
 from clearbench.config import BenchConfig, ConfigError, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.models import FAMILIES
@@ -79,6 +79,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "validate": calibration.validate_stage,
     "calibrate_select": calibration.select_stage,
     **scenarios.STAGE_FUNCTIONS,
+    **metaeval.STAGE_FUNCTIONS,
 }
 
 # ------------------------------------------------------------------------------------ names
@@ -201,6 +202,8 @@ def _build_one(cfg: BenchConfig, out: Path) -> list[Stage]:
                      stage_key("pretrain", {"model": cfg.model, "pretrain": cfg.pretrain}, world_key),
                      {"cfg": cfg, "world": out / "world", "out_dir": out / "base"}, ("world",))
         stages.append(base)
+    if cfg.metaeval.enabled:  # the meta-evaluation's model pool instead of the study (clearbench.metaeval)
+        return stages + metaeval.pool_stages(cfg, out, base)
     target = _finetune_stage(cfg, out, "target", "full", base)
     stages.append(target)
     if cfg.calibration.enabled:  # a learning-rate sweep instead of the study

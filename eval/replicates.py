@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval import report_html
-from eval.leaderboard import (RANK_KEY, RANKING_RULE, SETTINGS, check_files, columns, fmt, make_reference, make_rows,
-                              markdown_table, rank_key_of, rank_text, rejected_markdown, setting_title, tables)
+from eval.leaderboard import (RANK_KEY, RANKING_RULE, SETTINGS, checked_rows, csv_cell, csv_keys_all, fmt,
+                              grid_markdown, legend_markdown, make_reference, md_cell, rank_key_of, rank_text,
+                              rejected_markdown, setting_title, tables)
+from eval.report_columns import Column, Grid, Shown, Table, blank_reason, fill, report_tables
 
 RunFiles = tuple[Sequence[str | Path], str | Path]  # (result files, that seed's gold result)
 
@@ -46,6 +48,8 @@ class SeedRow:
     is_gold: bool
     ranks: dict[int, int | None]  # seed -> rank in that seed's table (None: gold)
     cells: dict[str, Stat]  # result key -> over seeds
+    warnings: list[str] = dataclasses.field(default_factory=list)  # every seed's reasons for missing keys
+    scored: list[list[str]] = dataclasses.field(default_factory=list)  # the cells scored in any seed
 
     @property
     def n(self) -> int:
@@ -54,8 +58,8 @@ class SeedRow:
 
 def seed_tables(files: Sequence[str | Path], gold: str | Path) -> tuple[Any, dict[str, list], list]:
     """One seed's (reference, {setting: [(rank, Row)]}, rejected files), as ``build_report`` makes them."""
-    ref, checked = check_files(files, make_reference(gold))
-    return ref, tables(make_rows(checked, ref)), [c for c in checked if c.reasons]
+    ref, rows, rejected = checked_rows(files, make_reference(gold))
+    return ref, tables(rows), rejected
 
 
 def combine(per_seed: dict[int, dict[str, list]]) -> dict[str, list[tuple[int | None, SeedRow]]]:
@@ -73,7 +77,9 @@ def combine(per_seed: dict[int, dict[str, list]]) -> dict[str, list[tuple[int | 
             keys = {k for _, _, r in entries for k in r.metrics}
             cells = {k: Stat.of([r.metrics[k] for _, _, r in entries if k in r.metrics]) for k in sorted(keys)}
             rows.append(SeedRow(run, first.label, first.method, first.l1_lambda, first.is_gold,
-                                {seed: rank for seed, rank, _ in entries}, cells))
+                                {seed: rank for seed, rank, _ in entries}, cells,
+                                list(dict.fromkeys(w for _, _, r in entries for w in r.warnings)),
+                                [list(c) for c in dict.fromkeys(tuple(c) for _, _, r in entries for c in r.cells)]))
         ranked = sorted((r for r in rows if not r.is_gold), key=_rank_key)
         out[setting] = [(None, r) for r in rows if r.is_gold] + [(i + 1, r) for i, r in enumerate(ranked)]
     return out
@@ -95,23 +101,50 @@ def cell_text(key: str, row: SeedRow) -> str:
     return text + (f" (n={c.n})" if c.n < row.n else "")
 
 
+SEEDS = Column("seeds", "_seeds", "in how many seeds the row exists")
+SEED_RANKS = Column("seed ranks", "_ranks", "seed:rank, the row's rank in each seed's own table")
+
+
+def seed_cell(row: SeedRow, col: Column) -> Shown | None:
+    """A cell as mean ± sd over seeds, (n=k) where fewer seeds than the row's have it; None when blank."""
+    if col is SEEDS:
+        return Shown(str(row.n), row.n)
+    if col is SEED_RANKS:
+        return Shown(_seed_ranks(row), _seed_ranks(row))
+    c = row.cells.get(col.key)
+    if c is None:
+        return None
+    n = row.cells.get(col.n_key) if col.n_key else None
+    return Shown(cell_text(col.key, row), repr(c.mean), f"n={n.mean:.0f}" if n is not None else "")
+
+
+def seed_reason(row: SeedRow, k: str) -> str:
+    return blank_reason(k, row.warnings, row.scored) + " (in every seed)"
+
+
+def seed_grids(entries: list[tuple[int | None, SeedRow]]) -> list[Grid]:
+    """The report's tables for one setting, the first with the seed count and each seed's rank."""
+    items = [(rank_text(rank), row.label, row) for rank, row in entries]
+    tabs = report_tables()
+    tabs[0] = Table(tabs[0].name, tabs[0].title, tabs[0].about, (SEEDS, SEED_RANKS, *tabs[0].columns))
+    return [fill(t, items, seed_cell, seed_reason) for t in tabs]
+
+
 def table_markdown(entries: list[tuple[int | None, SeedRow]]) -> str:
-    cols = columns()
-    return markdown_table(["rank", "model", "n", "seed ranks", *(h for h, _ in cols)],
-                          [[rank_text(rank), row.label.replace("|", "\\|"), str(row.n), _seed_ranks(row),
-                            *(cell_text(k, row) for _, k in cols)] for rank, row in entries])
+    return "\n".join(line for grid in seed_grids(entries) for line in grid_markdown(grid))
 
 
 def table_csv(entries: list[tuple[int | None, SeedRow]]) -> str:
     """Full precision; the mean's column is the result key, then ``<key>:sd`` and ``<key>:n``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    keys = [k for _, k in columns()]
+    keys = csv_keys_all()
     w.writerow(["rank", "run", "model", "method", "l1_lambda", "n", "seed_ranks",
                 *(c for k in keys for c in (k, f"{k}:sd", f"{k}:n"))])
     for rank, row in entries:
         stats = [row.cells.get(k) for k in keys]
-        w.writerow(["gold" if rank is None else rank, row.run, row.label, row.method or "", row.l1_lambda, row.n,
+        w.writerow(["gold" if rank is None else rank, csv_cell(row.run), csv_cell(row.label), csv_cell(row.method or ""),
+                    row.l1_lambda, row.n,
                     _seed_ranks(row), *(v for c in stats for v in (("", "", 0) if c is None else
                                                                    (repr(c.mean), "" if c.sd is None else repr(c.sd), c.n)))])
     return buf.getvalue()
@@ -142,39 +175,39 @@ def findings(tabs: dict[str, list[tuple[int | None, SeedRow]]]) -> list[str]:
 
 
 def _header(seeds: dict[int, Any]) -> list[str]:
-    return [f"seed {s}: world `{ref.world_fingerprint}`, forget split `{ref.forget_split}`, gold `{ref.gold_path}`"
+    return [f"seed {s}: world {ref.world_fingerprint}, forget split {ref.forget_split}, gold {ref.gold_path}"
             for s, ref in seeds.items()]
 
 
 def markdown_report(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> str:
     parts = ["# clearbench replicates: mean ± sd over seeds", "",
              f"- seeds: {', '.join(map(str, refs))} (each a complete study in seed-<s>/)",
-             *(f"- {line}" for line in _header(refs)),
+             *(f"- {md_cell(line)}" for line in _header(refs)),
              f"- ranking, on the means over seeds: {RANKING_RULE}; seed ranks = seed:rank in that seed's own table",
              "- every number is recomputed from each seed's result files (eval.results.recompute), then "
-             "averaged; ± is the sample sd (n − 1); (n=k) marks a cell present in fewer seeds than its row",
-             "", "## findings", "", *(f"- {line}" for line in findings(tabs) or ["none (no ranked rows)"]), ""]
+             "averaged; ± is the sample sd (n − 1); (n=k) marks a cell present in fewer seeds than its row; "
+             "a blank cell (—) carries the number of its reason, listed under its table",
+             "", "## findings", "", *(f"- {md_cell(line)}" for line in findings(tabs) or ["none (no ranked rows)"]), ""]
     for setting, entries in tabs.items():
         parts += [f"## {setting_title(setting)}", "", table_markdown(entries), ""]
-    items = [(f"seed {s}: `{c.path}`", c.reasons) for s, cs in rejected.items() for c in cs]
+    parts += legend_markdown()
+    items = [(f"seed {s}: {c.path}", c.reasons) for s, cs in rejected.items() for c in cs]
     return "\n".join(parts + rejected_markdown(items)) + "\n"
 
 
 def render_html(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> str:
-    e, td = html.escape, report_html.td
+    e = html.escape
     intro = [*(f"<li>{e(line)}</li>" for line in _header(refs)),
              f"<li>ranking, on the means over seeds: {e(RANKING_RULE)}</li>",
              "<li>every number is recomputed from each seed's result files, then averaged; ± is the sample sd; "
-             "click a header to sort (by the mean)</li>"]
-    body = ["<h2>findings</h2><ul>", *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
-    cols = columns()
-    head = ["rank", "model", "n", "seed ranks", *(h for h, _ in cols)]
-    for setting, entries in tabs.items():
-        rows = [[td(rank_text(rank), 0 if rank is None else rank), td(row.label, row.label, "l"),
-                 td(str(row.n), row.n), td(_seed_ranks(row), _seed_ranks(row)),
-                 *(td(cell_text(k, row), repr(row.cells[k].mean) if k in row.cells else "-Infinity") for _, k in cols)]
-                for rank, row in entries]
-        body += [f"<h2>{e(setting_title(setting))}</h2>", report_html.sortable_table(setting, head, rows)]
+             "a blank cell (—) carries the number of its reason, listed under its table; hover a header for its "
+             "meaning, click it to sort (by the mean)</li>"]
+    grids = {setting: seed_grids(entries) for setting, entries in tabs.items()}
+    body = [report_html.nav({s: [g.table for g in gs] for s, gs in grids.items()}), "<h2>findings</h2><ul>",
+            *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
+    for setting, gs in grids.items():
+        body.append(f'<h2 id="{e(setting)}">{e(setting_title(setting))}</h2>')
+        body += [report_html.grid_html(setting, grid) for grid in gs]
     body.append(report_html.rejected_html([(f"seed {s}: {c.path}", c.reasons) for s, cs in rejected.items()
                                            for c in cs]))
     return report_html.page("clearbench replicates: mean ± sd over seeds", intro, body)

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from clearbench.provenance import read_run
-from eval.leaderboard import (FQ_MODALITY_KEYS, MU_KEY, RANK_KEY, RANKING_RULE, Checked, Reference, Row,
-                              columns, fmt, rank_text, setting_title)
-
-_COLORS = {"text": "tab:blue", "visual": "tab:orange", "multimodal": "tab:green", None: "tab:gray"}
+from clearbench.provenance import read_run, write_text_atomic
+from eval import plots
+from eval.crossmodal import matrix
+from eval.leaderboard import (FQ_MODALITY_KEYS, RANKING_RULE, Checked, Reference, Row, method_label,
+                              setting_grids, setting_title)
+from eval.report_columns import Grid, Shown, Table
+from eval.report_sections import has_all_settings
 
 
 # --------------------------------------------------------------------------- curves
@@ -47,8 +45,7 @@ def _run_label(run_dir: Path) -> str:
         info = {}
     for cand in (info.get("run"), info.get("unlearn"), info):
         if isinstance(cand, dict) and cand.get("method"):
-            l1 = float(cand.get("l1_lambda") or 0.0)
-            return f"{cand['method']} + L1" if l1 > 0 else str(cand["method"])
+            return method_label(cand)
     return run_dir.name
 
 
@@ -59,13 +56,17 @@ def collect_curves(rows: Sequence[Row], curve_dirs: Sequence[str | Path] = ()) -
     notes: list[str] = []
     for row in rows:
         if row.curve and (points := _curve_points(row.curve)):
-            curves[row.label] = points
+            curves[row.label if row.label not in curves else f"{row.label} ({row.setting})"] = points
     for d in map(Path, curve_dirs):
         path = d / "curve.jsonl"
         if not path.is_file():
             notes.append(f"{d}: no curve.jsonl, no unlearning curve drawn")
             continue
-        entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            notes.append(f"{path}: cannot be read ({type(e).__name__}: {e}), no unlearning curve drawn")
+            continue
         label = _run_label(d)
         label = label if label not in curves else f"{label} [{d.name}]"
         if points := _curve_points(entries):
@@ -76,84 +77,72 @@ def collect_curves(rows: Sequence[Row], curve_dirs: Sequence[str | Path] = ()) -
 
 
 # --------------------------------------------------------------------------- plots
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "run"
 
 
-def tradeoff_plot(rows: Sequence[Row]) -> bytes:
-    fig = Figure(figsize=(6.5, 4.5))
-    ax = fig.add_subplot()
-    for row in rows:
-        if RANK_KEY not in row.metrics or MU_KEY not in row.metrics:
-            continue
-        x, y = row.metrics[MU_KEY], row.metrics[RANK_KEY]
-        ax.scatter([x], [y], color=_COLORS.get(row.setting, "black"), marker="*" if row.is_gold else "o", s=60)
-        ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for setting in sorted({r.setting for r in rows}, key=lambda s: (s is None, s or "")):
-        ax.scatter([], [], color=_COLORS.get(setting, "black"), label=setting or "reference (no method)")
-    if rows:
-        ax.legend(title="forget modality", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("model utility (all/all/model_utility) →")
-    ax.set_ylabel("forget quality D vs gold (forget/all/forget_quality_d) ↓")
-    ax.set_title("forget quality vs model utility (★ gold, D = 0)")
-    ax.grid(True, alpha=0.3)
-    return _png(fig)
-
-
-def fq_modality_plot(rows: Sequence[Row]) -> bytes:
-    keys = [k for k in FQ_MODALITY_KEYS if any(k in r.metrics for r in rows)]
-    fig = Figure(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.5))
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(keys), 1)
-    for j, k in enumerate(keys):
-        xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [r.metrics.get(k, 0.0) for r in rows], width=width, label=k.split("/")[1])
-    ticks = [r.label if r.setting is None else f"{r.label} ({r.setting})" for r in rows]
-    ax.set_xticks(range(len(rows)), ticks, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("forget quality D vs gold ↓")
-    ax.set_title("forget quality per forget modality (KS D, the same n in each)")
-    ax.legend(title="scored on", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
-
-
-def curve_plot(label: str, points: dict[str, list[tuple[float, float]]]) -> bytes:
-    fig = Figure(figsize=(6.5, 4.0))
-    ax = fig.add_subplot()
-    for metric, pts in sorted(points.items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=metric)
-    ax.set_xlabel("step")
-    ax.set_title(f"unlearning curve: {label}")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    return _png(fig)
-
-
-def make_plots(rows: Sequence[Row], curves: dict[str, dict]) -> dict[str, bytes]:
-    """{file name: PNG bytes}: the trade-off scatter, per-modality FQ bars, one curve per run."""
-    plots = {"tradeoff.png": tradeoff_plot(rows)}
+def make_plots(rows: Sequence[Row], curves: dict[str, dict]) -> tuple[dict[str, bytes], list[str]]:
+    """({file name: PNG bytes}, notes): CLEAR's forget vs retain scatter, forget quality vs model utility,
+    forget quality per evaluated modality, each method across forget settings (when the study has two or
+    more), one curve per run. A plot that fails is a note, never a stopped report."""
+    wanted: list[tuple[str, Any]] = [("forget_retain.png", lambda: plots.forget_retain_plot(rows)),
+                                     ("tradeoff.png", lambda: plots.tradeoff_plot(rows))]
     if any(k in r.metrics for r in rows for k in FQ_MODALITY_KEYS):
-        plots["fq_modality.png"] = fq_modality_plot(rows)
+        wanted.append(("fq_modality.png", lambda: plots.fq_modality_plot(rows)))
+    if len({r.setting for r in rows} - {None}) >= 2:
+        wanted.append(("settings.png", lambda: plots.settings_plot(rows)))
+    if any(r.attacks for r in rows):
+        wanted.append(("attacks.png", lambda: plots.attacks_plot(rows)))
+    if any(v.get("curve") for r in rows for a in r.attacks.values() for v in a.values()):
+        wanted.append(("recovery_curves.png", lambda: plots.recovery_curves_plot(rows)))
+    if has_all_settings(rows):
+        wanted.append(("crossmodal.png", lambda: plots.crossmodal_plot(matrix(rows, "probability"),
+                                                                        "forget probability")))
     for label, points in curves.items():
         name = f"curve_{_slug(label)}.png"
-        while name in plots:
+        while name in {n for n, _ in wanted}:
             name = name[:-4] + "_.png"
-        plots[name] = curve_plot(label, points)
-    return plots
+        wanted.append((name, lambda label=label, points=points: plots.curve_plot(label, points)))
+    out, notes = {}, []
+    for name, draw in wanted:
+        try:
+            out[name] = draw()
+        except Exception as e:  # a plot is never worth losing the report over
+            notes.append(f"{name} could not be drawn: {type(e).__name__}: {e}")
+    return out, notes
+
+
+PLOT_CAPTIONS = {
+    "forget_retain.png": "CLEAR's axes: Forget (hmean of probability and truth ratio on forget captions and "
+                         "naming; lower = more forgotten) against Retain (the same on the retain set; higher = "
+                         "kept). One panel per forget setting; numbers are the rows in the legend; ★ the gold model.",
+    "tradeoff.png": "Forget quality D (the ranking statistic, gold = 0) against model utility, per forget setting.",
+    "fq_modality.png": "Forget quality D on each evaluated modality (text, image, image+text) at the same n, one "
+                       "panel per forget setting.",
+    "attacks.png": "Each attack's recovery: the change of the pooled forget probability (after − before, on the "
+                   "same probes) for every setting of the attack and every attacked model; 0 = no recovery.",
+    "recovery_curves.png": "The relearning attack's recovery curves: the pooled forget probability of the curve "
+                           "probes over the finetuning steps (step 0 = unattacked), a line per model.",
+    "crossmodal.png": "Cross-modal matrix per method: the forget probability on each evaluated modality (columns) "
+                      "after unlearning through one modality (rows); a low row with a high cell off its own "
+                      "modality is leakage.",
+    "settings.png": "Each method across the forget settings: which modality was unlearned (x) against forget "
+                    "quality D, CLEAR's Forget and model utility; reference rows as horizontal lines.",
+}
 
 
 # --------------------------------------------------------------------------- HTML
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
-margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
-th{background:#f3f3f3;cursor:pointer;user-select:none}td.l{text-align:left}pre{text-align:left;
-max-height:24em;overflow:auto;font-size:11px}img{max-width:100%;border:1px solid #eee}.rej{color:#a00}"""
+_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1360px}
+table{border-collapse:collapse;margin:.6em 0;font-size:12px}
+th,td{border:1px solid #ccc;padding:2px 5px;text-align:right;vertical-align:top}
+th{background:#f3f3f3;cursor:pointer;user-select:none;font-weight:600;white-space:normal;max-width:6.5em;
+min-width:3.5em;line-height:1.15}td{white-space:nowrap}td.l{text-align:left;white-space:normal;min-width:7em;
+max-width:14em}td .n{display:block;font-size:10px;color:#666}td.blank{color:#999}sup{font-size:9px;color:#a40}
+pre{text-align:left;max-height:24em;max-width:60em;overflow:auto;font-size:11px;white-space:pre-wrap}
+img{max-width:100%;border:1px solid #eee}.rej{color:#a00}.about{color:#555;font-size:13px;margin:.2em 0}
+ul.legend{columns:2;font-size:11px;color:#444;margin:.2em 0 .4em;padding-left:1.2em}
+ul.notes{font-size:11px;color:#a40;margin:.2em 0 .4em;padding-left:1.2em}
+h3{margin:1.2em 0 .2em;font-size:15px}nav{font-size:13px}figcaption{font-size:12px;color:#444;max-width:60em}"""
 _JS = """document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
     var body = th.closest("table").tBodies[0], i = th.cellIndex;
@@ -169,20 +158,66 @@ _JS = """document.querySelectorAll("table.sortable th").forEach(function (th) {
     rows.forEach(function (r) { body.appendChild(r); });
   });
 });"""
+PROVENANCE_CHARS = 20_000  # a row's provenance shown in the page; the result file holds all of it
 
 
-def td(text: str, value: Any, cls: str = "") -> str:
-    """A table cell showing ``text`` and sorting by ``value``."""
+def td(text: str, value: Any, cls: str = "", extra: str = "") -> str:
+    """A table cell showing ``text`` (escaped) and ``extra`` (HTML) and sorting by ``value``."""
     c = f' class="{cls}"' if cls else ""
-    return f'<td{c} data-v="{html.escape(str(value), quote=True)}">{html.escape(text)}</td>'
+    return f'<td{c} data-v="{html.escape(str(value), quote=True)}">{html.escape(text)}{extra}</td>'
 
 
-def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A table whose headers sort it on click; ``rows`` are lists of ``td()`` cells."""
-    out = [f'<table class="sortable" id="table-{html.escape(table_id)}"><thead><tr>',
-           *(f'<th title="click to sort">{html.escape(h)}</th>' for h in head), "</tr></thead><tbody>"]
+def shown_td(cell: Shown) -> str:
+    extra = f'<span class="n">{html.escape(cell.sub)}</span>' if cell.sub else ""
+    if cell.note:
+        extra += f"<sup>{cell.note}</sup>"
+    return td(cell.text, cell.sort, "blank" if cell.note else "", extra)
+
+
+def sortable_table(table_id: str, head: Sequence[str | tuple[str, str]], rows: Sequence[Sequence[str]]) -> str:
+    """A table whose headers sort it on click; ``head``: texts or (text, tooltip); ``rows``: ``td()`` cells."""
+    e = html.escape
+    cells = [(h, "") if isinstance(h, str) else h for h in head]
+    out = [f'<table class="sortable" id="table-{e(table_id)}"><thead><tr>',
+           *(f'<th title="{e(tip + " (click to sort)" if tip else "click to sort", quote=True)}">{e(h)}</th>'
+             for h, tip in cells), "</tr></thead><tbody>"]
     out += ["<tr>" + "".join(cells) + "</tr>" for cells in rows]
     return "\n".join(out + ["</tbody></table>"])
+
+
+def grid_html(setting: str, grid: Grid, provenance: bool = False) -> str:
+    """One table of one setting: title, what it shows, the table (headers with tooltips), the numbered
+    reasons of its blank cells, the columns left out, and the legend of its columns."""
+    e = html.escape
+    ranked = any(rank for rank, *_ in grid.rows)
+    head = ["rank"] * ranked + [grid.table.row_header, *((c.header, c.doc) for c in grid.columns)]
+    head += ["provenance"] if provenance else []
+    rows = []
+    for rank, label, row, cells in grid.rows:
+        tds = [td(rank, 0 if not rank[:1].isdigit() else int(rank))] * ranked + [td(label, label, "l"),
+                                                                               *map(shown_td, cells)]
+        if provenance:
+            tds.append(provenance_td(row))
+        rows.append(tds)
+    anchor = f"{setting}-{grid.table.name}" if setting else grid.table.name
+    title = f"{setting_title(setting)}: {grid.table.title}" if setting else grid.table.title
+    out = [f'<h3 id="{e(anchor)}">{e(title)}</h3>', f'<p class="about">{e(grid.table.about)}</p>',
+           sortable_table(anchor, head, rows)]
+    notes = [f"<li>[{i}] {e(r)}</li>" for i, r in enumerate(grid.notes, 1)]
+    notes += [f"<li>not shown, no value in any row: <b>{e(c.header)}</b>: {e(r)}</li>" for c, r in grid.hidden]
+    if notes:
+        out.append('<ul class="notes">' + "".join(notes) + "</ul>")
+    out.append('<ul class="legend">' + "".join(f"<li><b>{e(c.header)}</b>: {e(c.doc)}</li>" for c in grid.columns)
+               + "</ul>")
+    return "\n".join(out)
+
+
+def provenance_td(row: Row) -> str:
+    prov = json.dumps(row.provenance, indent=1, sort_keys=True, default=str)
+    if len(prov) > PROVENANCE_CHARS:
+        prov = prov[:PROVENANCE_CHARS] + f"\n… ({len(prov) - PROVENANCE_CHARS} more characters in the result file)"
+    return (f'<td class="l" data-v="{html.escape(row.path)}"><details><summary>{html.escape(Path(row.path).name)}'
+            f"</summary><pre>{html.escape(prov)}</pre></details></td>")
 
 
 def page(title: str, intro: Sequence[str], body: Sequence[str]) -> str:
@@ -196,29 +231,16 @@ def page(title: str, intro: Sequence[str], body: Sequence[str]) -> str:
 
 def write_report(out: str | Path, markdown: str, tabs: dict[str, Any], table_csv, index_html: str,
                  plots: dict[str, bytes] | None = None) -> Path:
-    """The report files of both report builders: tables.md, table_<setting>.csv, PNGs, index.html."""
+    """The report files of both report builders: tables.md, table_<setting>.csv, PNGs, index.html, each
+    written atomically (a symlink planted at one of their paths is replaced, never followed) and readable by
+    all (rw-r--r--: a report is meant to be published; the atomic writer's temp files are private)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tables.md").write_text(markdown, encoding="utf-8")
-    for setting, entries in tabs.items():
-        (out / f"table_{setting}.csv").write_text(table_csv(entries), encoding="utf-8")
-    for name, png in (plots or {}).items():
-        (out / name).write_bytes(png)
-    (out / "index.html").write_text(index_html, encoding="utf-8")
+    files = {"tables.md": markdown, **{f"table_{s}.csv": table_csv(entries) for s, entries in tabs.items()},
+             **(plots or {}), "index.html": index_html}
+    for name, content in files.items():
+        write_text_atomic(out / name, content).chmod(0o644)
     return out
-
-
-def table_html(setting: str, entries: list[tuple[int | None, Row]]) -> str:
-    cols = columns()
-    rows = []
-    for rank, row in entries:
-        prov = html.escape(json.dumps(row.provenance, indent=1, sort_keys=True, default=str))
-        rows.append([td(rank_text(rank), 0 if rank is None else rank), td(row.label, row.label, "l"),
-                     *(td(fmt(k, row.metrics.get(k)), repr(row.metrics[k]) if k in row.metrics else "-Infinity")
-                       for _, k in cols),
-                     f'<td class="l" data-v="{html.escape(row.path)}"><details><summary>{html.escape(row.path)}'
-                     f"</summary><pre>{prov}</pre></details></td>"])
-    return sortable_table(setting, ["rank", "model", *(h for h, _ in cols), "provenance"], rows)
 
 
 def rejected_html(items: Sequence[tuple[str, Sequence[str]]]) -> str:
@@ -226,11 +248,22 @@ def rejected_html(items: Sequence[tuple[str, Sequence[str]]]) -> str:
     e = html.escape
     lines = [f"<li><code>{e(label)}</code><ul>{''.join(f'<li>{e(r)}</li>' for r in reasons)}</ul></li>"
              for label, reasons in items]
-    return '<h2>rejected files</h2><ul class="rej" id="rejected">' + "".join(lines or ["<li>none</li>"]) + "</ul>"
+    return '<h2 id="rejected-files">rejected files</h2><ul class="rej" id="rejected">' + "".join(
+        lines or ["<li>none</li>"]) + "</ul>"
+
+
+def nav(tables: dict[str, list[Table]], extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Links to every table ({setting: its tables}) and section of the page."""
+    e = html.escape
+    links = [f"<b>{e(setting_title(s))}</b>: " + " · ".join(f'<a href="#{e(s)}-{t.name}">{e(t.title)}</a>' for t in ts)
+             for s, ts in tables.items()]
+    links.append(" · ".join(f'<a href="#{e(anchor)}">{e(title)}</a>' for anchor, title in
+                            [*extra, ("plots", "plots"), ("rejected-files", "rejected files")]))
+    return "<nav>" + "<br>".join(links) + "</nav>"
 
 
 def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], plots: dict[str, bytes],
-           notes: Sequence[str] = ()) -> str:
+           notes: Sequence[str] = (), extra: Sequence[tuple[str, str, list[Grid]]] = ()) -> str:
     e = html.escape
     gold = (f"<code>{e(str(ref.gold_path))}</code> (model <code>{e(str(ref.gold_fingerprint))}</code>)"
             if ref.gold else "none given (embedded gold copies not checked against a leaderboard gold)")
@@ -239,15 +272,21 @@ def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], p
              f"<li>gold result: {gold}</li>", f"<li>reference: {e(ref.source or 'none')}</li>",
              *(f"<li>skipped check: {e(note)}</li>" for note in ref.skipped),
              f'<li id="ranking-rule">ranking: {e(RANKING_RULE)}</li>',
-             "<li>every number is recomputed from the result files' per-example values; click a header "
-             "to sort</li>"]
-    body = [part for setting, entries in tabs.items()
-            for part in (f"<h2>{e(setting_title(setting))}</h2>", table_html(setting, entries))]
-    body.append("<h2>plots</h2>")
-    for name, png in plots.items():
-        data = base64.b64encode(png).decode("ascii")
-        body.append(f'<figure><img alt="{e(name)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{e(name)}</figcaption></figure>")
+             "<li>every number is recomputed from the result files' per-example values; a blank cell (—) carries "
+             "the number of its reason, listed under its table; hover a header for its meaning, click it to "
+             "sort</li>"]
+    grids = {setting: setting_grids(entries) for setting, entries in tabs.items()}
+    body = [nav({s: [g.table for g in gs] for s, gs in grids.items()}, [(anchor, title) for anchor, title, _ in extra])]
+    for setting, gs in grids.items():
+        body.append(f'<h2 id="{e(setting)}">{e(setting_title(setting))}</h2>')
+        body += [grid_html(setting, grid, provenance=i == 0) for i, grid in enumerate(gs)]
+    for anchor, title, grids in extra:
+        body += [f'<h2 id="{e(anchor)}">{e(title)}</h2>', *(grid_html("", grid) for grid in grids)]
+    body.append('<h2 id="plots">plots</h2>')
+    for name, data in plots.items():
+        b64 = base64.b64encode(data).decode("ascii")
+        body.append(f'<figure><img alt="{e(name)}" src="data:image/png;base64,{b64}">'
+                    f"<figcaption>{e(name)}: {e(PLOT_CAPTIONS.get(name, ''))}</figcaption></figure>")
     body += [f"<p>{e(n)}</p>" for n in notes]
     body.append(rejected_html([(c.path, c.reasons) for c in rejected]))
     return page("clearbench leaderboard", intro, body)

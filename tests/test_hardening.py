@@ -315,8 +315,7 @@ def data_rows():
         "evaluate --out a symlink to another file": link(False),
         "evaluate --out a symlink with --overwrite replaces the link, not its target": link(True),
         "evaluate --merge --out one of the shards": merge_into_a_shard,
-        "a planted symlink report/tables.md -> another file": (
-            report_symlink, "eval/report_html.py write_report (report helper): writes follow symlinks"),
+        "a planted symlink report/tables.md -> another file": report_symlink,
     }
 
 
@@ -343,8 +342,6 @@ def model_rows():
 
 
 def report_rows():
-    owner = "eval/leaderboard.py + eval/report_html.py (report helper, issue 15 item 6)"
-
     def label(method, check):
         def make(s, inp, out):
             return Case(_report(s, out, _labelled(s, inp, method)), 0, "report written to", check=check)
@@ -359,12 +356,10 @@ def report_rows():
         assert rows and all(line.startswith("| ") and "<b>" not in line for line in rows)
 
     return {
-        "a method name with mathtext (npo $\\foo{$) does not crash the plots": (
-            label("npo $\\foo{$", lambda o: (o / "report" / "index.html").is_file()), owner),
-        "a method name starting with = is neutralised in the CSV": (
-            label("=cmd|' /C calc'!A0", csv_safe), owner),
-        "a method name with HTML, | and a newline keeps tables.md intact": (
-            label("<b>bold</b> | x\ncalc", md_safe), owner),
+        "a method name with mathtext (npo $\\foo{$) does not crash the plots":
+            label("npo $\\foo{$", lambda o: (o / "report" / "index.html").is_file()),
+        "a method name starting with = is neutralised in the CSV": label("=cmd|' /C calc'!A0", csv_safe),
+        "a method name with HTML, | and a newline keeps tables.md intact": label("<b>bold</b> | x\ncalc", md_safe),
     }
 
 

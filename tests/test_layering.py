@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("clearbench", "eval", "baselines", "data_gen")
 # clearbench modules above the core: they wire the core, baselines/ and eval/ together
-UPPER = {"clearbench.study", "clearbench.plan", "clearbench.calibration", "clearbench.executor", "clearbench.stages", "clearbench.unlearn",
+UPPER = {"clearbench.study", "clearbench.plan", "clearbench.calibration", "clearbench.metaeval", "clearbench.executor", "clearbench.stages", "clearbench.unlearn",
          "clearbench.cli", "clearbench.commands", "clearbench.quickcheck", "clearbench.scenarios"}
 MAY_USE_BASELINES = {"clearbench.stages", "clearbench.unlearn"}
 # (importer, imported) pairs allowed for now, each with the reason; the lead removes them as branches merge

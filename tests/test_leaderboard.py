@@ -16,50 +16,26 @@ import pytest
 from clearbench.cli import main
 from eval.aggregate import aggregate
 from eval.leaderboard import (FQ_KEY, MU_KEY, RANK_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
-                              check_files, columns, fmt, make_reference, make_rows, rank_key, run_info, tables)
+                              check_files, columns, csv_keys_all, fmt, make_reference, make_rows, rank_key, run_info,
+                              tables)
+from eval.report_columns import report_tables
 from eval.results import build_result, recompute
 
-_spec = importlib.util.spec_from_file_location(
-    "_clearbench_metric_fixtures_lb", pathlib.Path(__file__).with_name("test_metrics_fixtures.py"))
-fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fx)
+_spec = importlib.util.spec_from_file_location("_clearbench_report_fixtures_lb",
+                                               pathlib.Path(__file__).with_name("report_fixtures.py"))
+rf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rf)
+fx, MODELS, _json = rf.fx, rf.MODELS, rf.as_read
 
 PNG = b"\x89PNG\r\n\x1a\n"
-# name: (memorised, run info or None, seed)
-MODELS = {
-    "target": (1.0, None, 0),
-    "npo-10": (0.3, {"method": "npo", "forget_modality": "joint", "l1_lambda": 0.0, "lora": False}, 2),
-    "npo-l1-10": (0.5, {"method": "npo", "forget_modality": "joint", "l1_lambda": 1e-4, "lora": True}, 3),
-    "ga-text-10": (0.8, {"method": "grad_ascent", "forget_modality": "text", "l1_lambda": 0.0, "lora": False}, 4),
-    "rmu-image-10": (0.6, {"method": "rmu", "forget_modality": "image", "l1_lambda": 0.0, "lora": False}, 5),
-}
-
-
-def _json(obj):
-    return json.loads(json.dumps(obj))  # as read back from disk
 
 
 @pytest.fixture(scope="module")
 def lb(tmp_path_factory):
     """A gold result and five valid results written to disk (no model involved)."""
-    root = tmp_path_factory.mktemp("lb")
-    gold_ex = fx.synthetic_examples(seed=1, memorised=0.0)
-    gold_prov = dict(fx.provenance(), model_fingerprint="gold-fp", model_path="runs/gold-10", gold="self")
-    gold = _json(build_result(gold_ex, aggregate(gold_ex, gold_ex), gold_prov, gold=gold_ex))
-    (root / "gold-10.json").write_text(json.dumps(gold))  # validity: test_valid_files_are_accepted
-    results, paths = {}, {}
-    for name, (mem, run, seed) in MODELS.items():
-        ex = fx.synthetic_examples(seed=seed, memorised=mem)
-        prov = dict(fx.provenance(), model_fingerprint=f"fp-{name}", model_path=f"runs/{name}")
-        if run is not None:
-            prov["run"] = run
-        res = _json(build_result(ex, aggregate(ex, gold_ex), prov, gold=gold))
-        paths[name] = root / f"{name}.json"
-        paths[name].write_text(json.dumps(res))
-        results[name] = res
-    ref = make_reference(root / "gold-10.json")  # validates the gold result (once: it costs a recomputation)
-    return {"root": root, "gold": gold, "gold_path": root / "gold-10.json", "results": results, "paths": paths,
-            "ref": ref}
+    out = rf.write_results(tmp_path_factory.mktemp("lb"))
+    out["ref"] = make_reference(out["gold_path"])  # validates the gold result (once: it costs a recomputation)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +60,22 @@ def test_tables_hold_recomputed_numbers(lb, report):
     rep, out = report
     assert set(rep["tables"]) == {"text", "visual", "multimodal"}
     csv_rows = _csv_rows(out / "table_multimodal.csv")
-    assert set(csv_rows) == {"gold-10", "target", "npo", "npo + L1"}
+    assert set(csv_rows) == {"gold-10", "target", "npo", "npo + LoRA + L1"}
     md = (out / "tables.md").read_text()
-    for label, name in (("npo", "npo-10"), ("npo + L1", "npo-l1-10"), ("target", "target")):
+    multimodal = md.split("## multimodal forgetting")[1].split("\n## ")[0]
+    for label, name in (("npo", "npo-10"), ("npo + LoRA + L1", "npo-l1-10"), ("target", "target")):
         fresh = recompute(lb["results"][name], lb["gold"])["metrics"]
         row = csv_rows[label]
-        for _, key in columns():
-            assert float(row[key]) == fresh[key], (label, key)
-        line = next(line for line in md.splitlines() if line.startswith("| ") and f"| {label} |" in line)
-        for _, key in columns():
-            assert fmt(key, fresh[key]) in line
+        for key in csv_keys_all():
+            assert (float(row[key]) == fresh[key]) if key in fresh else row[key] == "", (label, key)
+        lines = [line for line in multimodal.splitlines() if line.startswith("| ") and f"| {label} |" in line]
+        assert len(lines) == len(report_tables())  # one line per table of the setting
+        for line, table in zip(lines, report_tables()):
+            for col in table.columns:
+                if col.key in fresh:
+                    assert fmt(col.key, fresh[col.key]) in line, (label, col.key)
     assert float(csv_rows["gold-10"][FQ_KEY]) == 1.0 and csv_rows["gold-10"]["rank"] == "gold"
-    assert float(csv_rows["npo + L1"]["l1_lambda"]) == 1e-4
+    assert float(csv_rows["npo + LoRA + L1"]["l1_lambda"]) == 1e-4
     # settings: text / visual tables hold their method plus the reference rows (gold, target)
     assert set(_csv_rows(out / "table_text.csv")) == {"gold-10", "target", "grad_ascent"}
     assert set(_csv_rows(out / "table_visual.csv")) == {"gold-10", "target", "rmu"}
@@ -179,7 +159,10 @@ def test_html_is_self_contained(lb, report):
     page = _Page()
     page.feed((out / "index.html").read_text())
     page.close()
-    assert page.tables == ["table-text", "table-visual", "table-multimodal"]
+    crossmodal = ["table-matrix-probability", "table-matrix-forget_quality_d", "table-matrix-naming_acc", "table-leak",
+                  "table-spearman"]  # the study has all three forget settings
+    assert page.tables == [f"table-{s}-{t.name}" for s in ("text", "visual", "multimodal")
+                           for t in report_tables()] + crossmodal
     assert page.external == []
     assert len(page.imgs) == len(rep["plots"])
     for src in page.imgs:
@@ -190,7 +173,9 @@ def test_html_is_self_contained(lb, report):
     text = "".join(page.text)
     assert "fp-npo-10" in text and "grad_ascent" in text and RANKING_RULE in text
     npo = recompute(lb["results"]["npo-10"], lb["gold"])["metrics"]
-    assert fmt(FQ_KEY, npo[FQ_KEY]) in text
+    for k in (RANK_KEY, "forget/all/forget_quality_log10p", MU_KEY):  # D with its n, log10 p beside it
+        assert fmt(k, npo[k]) in text
+    assert f"n={npo['forget/all/forget_quality_n']:.0f}" in text
     assert "addEventListener" in "".join(page.scripts)  # sortable headers
 
 
@@ -203,7 +188,7 @@ def test_rejected_files_are_listed_and_skipped(lb, tmp_path):
     assert [c.path for c in rep["rejected"]] == [str(path)]
     assert all(r.path != str(path) for r in rep["rows"])
     md = (tmp_path / "r" / "tables.md").read_text()
-    assert f"`{path}`" in md and "recomputation gives" in md
+    assert f"- {path}: " in md and "recomputation gives" in md
     page = (tmp_path / "r" / "index.html").read_text()
     assert "cheat.json" in page and "recomputation gives" in page
 

@@ -48,3 +48,37 @@ def test_findings_name_the_best_method_and_how_often_it_won():
     (line,) = findings(combine(_seeds()))
     assert line.startswith("multimodal: best method by mean FQ D is npo")
     assert "best method in 1 of 2 seeds" in line and "ahead of grad_ascent" in line and "within one sd" in line
+
+
+def test_replicate_report_renders_every_table_from_two_seed_studies(tmp_path):
+    """Two seeds' result files on disk -> the combined page: the report's tables with mean ± sd, each seed's
+    rank in the overview, plain-text labels in Markdown and CSV."""
+    import csv
+    import importlib.util
+    import io
+    import pathlib
+
+    from eval.replicates import build_replicate_report
+    from eval.report_columns import report_tables
+
+    spec = importlib.util.spec_from_file_location("_clearbench_report_fixtures_rep",
+                                                  pathlib.Path(__file__).with_name("report_fixtures.py"))
+    rf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rf)
+    runs = {}
+    for seed in (0, 1):
+        models = {"target": (1.0, None, 10 + seed), "npo-10": (0.3, rf.run("npo", "joint"), 20 + seed),
+                  "evil-10": (0.6, rf.run("=1+1|x\nz", "joint"), 30 + seed)}
+        (tmp_path / f"s{seed}").mkdir()
+        files = rf.write_results(tmp_path / f"s{seed}", models)
+        runs[seed] = (list(files["paths"].values()), files["gold_path"])
+    rep = build_replicate_report(runs, tmp_path / "report")
+    assert all(not r for r in rep["rejected"].values())
+    page = (tmp_path / "report" / "index.html").read_text()
+    for t in report_tables():
+        assert f'id="table-multimodal-{t.name}"' in page
+    assert " ± " in page and "0:1 1:" in page
+    md = (tmp_path / "report" / "tables.md").read_text()
+    assert "=1+1\\|x z" in md and "| npo |" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report" / "table_multimodal.csv").read_text())))
+    assert {r["model"] for r in rows} >= {"npo", "'=1+1|x\nz"}

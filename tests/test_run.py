@@ -40,11 +40,11 @@ def test_study_produces_every_stage_and_a_report(study):
     assert set(first.values()) == {"ran"}
     names = list(first)
     assert names[:3] == ["world", "base", "target"]
-    assert "unlearn/grad_ascent-multimodal-10" in names and "unlearn/grad_ascent-l1-multimodal-10" in names
+    assert "unlearn/grad_ascent-multimodal-10" in names and "unlearn/grad_ascent-lora-l1-multimodal-10" in names
     from eval.results import recompute, validate
 
     results = {name: json.loads((out / "results" / f"{name}.json").read_text()) for name in (
-        "gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10")}
+        "gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-lora-l1-multimodal-10")}
     for name, result in results.items():  # every aggregate recomputes from the stored per-example values
         assert validate(result, None if name == "gold-10" else results["gold-10"]) == [], name
         fresh, stored = recompute(result)["metrics"], result["aggregates"]["metrics"]
@@ -58,7 +58,7 @@ def test_study_produces_every_stage_and_a_report(study):
     # gradient ascent on the forget set lowers its answers' probability below the target's
     assert m["grad_ascent-multimodal-10"]["forget/all/probability"] < m["target-10"]["forget/all/probability"]
     html = (out / "report" / "index.html").read_text()
-    assert "grad_ascent-l1-multimodal-10" in html
+    assert "grad_ascent-lora-l1-multimodal-10" in html
     assert json.loads((out / "config.json").read_text())["study"]["methods"] == ["grad_ascent"]
 
 
@@ -74,7 +74,7 @@ def test_changed_setting_reruns_exactly_the_downstream_stages(study):
     outcome = run_study(cfg, out, echo=lambda s: None)
     redone = {k for k, v in outcome.items() if v != "skipped"}
     assert redone == {"unlearn/grad_ascent-multimodal-10", "evaluate/grad_ascent-multimodal-10",
-                      "unlearn/grad_ascent-l1-multimodal-10", "evaluate/grad_ascent-l1-multimodal-10", "report"}
+                      "unlearn/grad_ascent-lora-l1-multimodal-10", "evaluate/grad_ascent-lora-l1-multimodal-10", "report"}
     assert all(outcome[k] == "redone" for k in redone)
     # and the stage list of an unchanged config is unchanged in order
     assert [s.name for s in build_study(cfg, out)] == list(first)
@@ -147,8 +147,8 @@ def test_every_stage_needs_the_stages_it_reads(tmp_path):
     assert needs["target"] == needs["gold-10"] == {"world", "base"}
     assert needs["evaluate/gold-10"] == {"world", "gold-10"}
     assert needs["evaluate/target-10"] == {"world", "target", "evaluate/gold-10"}
-    assert needs["unlearn/npo-l1-multimodal-10"] == {"world", "target"}
-    assert needs["evaluate/npo-l1-multimodal-10"] == {"world", "unlearn/npo-l1-multimodal-10", "evaluate/gold-10"}
+    assert needs["unlearn/npo-lora-l1-multimodal-10"] == {"world", "target"}
+    assert needs["evaluate/npo-lora-l1-multimodal-10"] == {"world", "unlearn/npo-lora-l1-multimodal-10", "evaluate/gold-10"}
     assert needs["report"] == {s.name for s in stages if s.kind == "evaluate"}
     # an early-stopping rule with a gold threshold reads the gold model; the fixed rule reads no threshold
     def unlearn_needs(*stop):
@@ -189,7 +189,7 @@ def test_jobs_run_independent_stages_side_by_side_with_the_same_results(study, p
     for name in ("target", "gold-10"):
         a, b = (load_file(next((d / name / "model").glob("*.safetensors"))) for d in (study[0], out))
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-3) for k in a), name
-    for name in ("gold-10", "target-10", "grad_ascent-l1-multimodal-10"):
+    for name in ("gold-10", "target-10", "grad_ascent-lora-l1-multimodal-10"):
         ra, rb = (json.loads((d / "results" / f"{name}.json").read_text()) for d in (study[0], out))
         ma, mb = ra["aggregates"]["metrics"], rb["aggregates"]["metrics"]
         assert ma.keys() == mb.keys()
@@ -299,7 +299,7 @@ def test_replicates_are_complete_studies_on_different_worlds(replicates):
         conf = json.loads((d / "config.json").read_text())
         assert conf["world"]["seed"] == seed and conf["unlearn"]["train"]["seed"] == seed
         assert conf["finetune"]["phase"]["train"]["seed"] == seed and conf["study"]["seeds"] == []
-        for name in ("gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-l1-multimodal-10"):
+        for name in ("gold-10", "base-10", "target-10", "grad_ascent-multimodal-10", "grad_ascent-lora-l1-multimodal-10"):
             assert (d / "results" / f"{name}.json").exists()
         assert (d / "report" / "index.html").exists() and (d / "unlearn" / "grad_ascent-multimodal-10").is_dir()
     assert fps[0] != fps[1]
@@ -331,8 +331,8 @@ def test_combined_table_cells_are_mean_and_sd_of_the_seed_tables(replicates):
     combined = _csv_rows(out / "report" / "table_multimodal.csv", "run")
     seeds = [_csv_rows(out / f"seed-{s}" / "report" / "table_multimodal.csv", "file") for s in (0, 1)]
     assert set(combined) == set(seeds[0]) == set(seeds[1])  # gold, base, target, grad_ascent with and without L1
-    run = "grad_ascent-l1-multimodal-10"
-    assert combined[run]["model"] == "grad_ascent + L1" and combined[run]["n"] == "2"
+    run = "grad_ascent-lora-l1-multimodal-10"
+    assert combined[run]["model"] == "grad_ascent + LoRA + L1" and combined[run]["n"] == "2"
     checked = 0
     for key in (k for k in seeds[0][run] if "/" in k and seeds[0][run][k] != ""):
         a, b = float(seeds[0][run][key]), float(seeds[1][run][key])
@@ -343,7 +343,7 @@ def test_combined_table_cells_are_mean_and_sd_of_the_seed_tables(replicates):
     assert checked >= 10
     md = (out / "report" / "tables.md").read_text()
     assert "## multimodal forgetting" in md and " ± " in md and "## findings" in md
-    assert "grad_ascent + L1" in (out / "report" / "index.html").read_text()
+    assert "grad_ascent + LoRA + L1" in (out / "report" / "index.html").read_text()
 
 
 def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
@@ -352,7 +352,7 @@ def test_cli_seeds_flag_is_study_seeds(tmp_path, capsys):
     assert main(["run", "--preset", "tiny-smoke", "--out", str(tmp_path / "d"), *OVERRIDES, "--dry-run",
                  "--seeds", "3", "5"]) == 0
     names = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
-    assert names[0] == "seed-3/world" and "seed-5/evaluate/grad_ascent-l1-multimodal-10" in names
+    assert names[0] == "seed-3/world" and "seed-5/evaluate/grad_ascent-lora-l1-multimodal-10" in names
     assert names[-1] == "report" and not (tmp_path / "d").exists()
 
 
