@@ -266,7 +266,7 @@ def test_an_own_peft_adapter_evaluates_with_a_label_and_its_lineage(plugin_study
                          out / "results" / "gold-10.json", "--out", tmp_path / "report"], capsys)
     assert code == 0, err
     tables = (tmp_path / "report" / "tables.md").read_text()
-    assert "my_method + L1" in tables.split("## visual forgetting")[1].split("\n## ")[0]
+    assert "my_method + LoRA + L1" in tables.split("## visual forgetting")[1].split("\n## ")[0]
 
 
 def test_own_model_inputs_are_checked_before_scoring(plugin_study, peft_adapter, plain_model, tmp_path, capsys):
