@@ -29,7 +29,7 @@ from clearbench.study import STAGE_FUNCTIONS, Stage, plan_study, seed_config, se
 # kinds: 0.5).
 PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1,
               "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1,
-              "attack": 0.5, **SCENARIO_COST}
+              "attack": 0.5, "metaeval_report": 0.1, **SCENARIO_COST}
 # Imported once by the fork server, so that each worker starts with them loaded.
 WORKER_PRELOAD = ["clearbench.executor", "clearbench.study", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
 
