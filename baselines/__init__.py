@@ -7,10 +7,16 @@ Every method module defines ``NAME``, ``BATCHES`` (batch kinds for the default c
 ``on_train_end(model, initial_state, cfg)`` and ``CLEAR_RECIPE`` (overrides that reproduce CLEAR's code).
 The trainer should ask through ``batches_for`` / ``needs_reference_for`` / ``resolve_config`` rather than
 read the constants.
+
+A method outside this package is a *plugin*: ``--method my_pkg.my_method`` (or a ``study.methods`` entry of that
+form) imports the module ``my_pkg.my_method``, which must follow the same contract (``check_contract``); its
+name everywhere (run names, ``provenance.run.method``) is the dotted module path. docs/submitting.md has a
+worked example.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from typing import Any, Mapping
@@ -38,11 +44,55 @@ METHODS: dict[str, types.ModuleType] = {
 BATCH_KINDS = ("forget", "retain", "idk", "random", "random_forget")
 
 
+# the method contract: attribute -> (what it must be, a test of it)
+CONTRACT: dict[str, tuple[str, Any]] = {
+    "NAME": ("a str", lambda v: isinstance(v, str) and bool(v)),
+    "BATCHES": (f"a tuple of batch kinds among {', '.join(BATCH_KINDS)}",
+                lambda v: isinstance(v, (tuple, list)) and all(k in BATCH_KINDS for k in v)),
+    "NEEDS_REFERENCE": ("a bool", lambda v: isinstance(v, bool)),
+    "Config": ("a dataclass (its fields are the method's options)", lambda v: isinstance(v, type) and dataclasses.is_dataclass(v)),
+    "loss": ("a function loss(model, batches, ref, cfg, step) -> (loss, logs)", callable),
+}
+_PLUGINS: dict[str, types.ModuleType] = {}  # dotted module path -> the checked module
+
+
+def is_plugin_name(name: str) -> bool:
+    """A dotted module path (``my_pkg.my_method``), the form a plugin method is named by."""
+    return isinstance(name, str) and "." in name and all(part.isidentifier() for part in name.split("."))
+
+
+def check_contract(name: str, module: types.ModuleType) -> types.ModuleType:
+    """``module`` defines every attribute of ``CONTRACT`` with the right kind, else one error naming what is wrong."""
+    problems = [f"{attr} is missing" if not hasattr(module, attr) else f"{attr} is not {what}"
+                for attr, (what, ok) in CONTRACT.items() if not (hasattr(module, attr) and ok(getattr(module, attr)))]
+    if problems:
+        raise ValueError(f"method plugin {name!r} ({getattr(module, '__file__', '?')}) does not follow the method "
+                         f"contract: {'; '.join(problems)}. A method module defines "
+                         + ", ".join(f"{a} ({w})" for a, (w, _) in CONTRACT.items()) + " (docs/submitting.md)")
+    return module
+
+
+def load_plugin(name: str) -> types.ModuleType:
+    """Import the plugin method module ``name`` (a dotted path on sys.path) once and check its contract."""
+    if name not in _PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"method {name!r}: cannot import the plugin module ({exc}); install its package or put "
+                             f"the directory that holds it on PYTHONPATH") from None
+        _PLUGINS[name] = check_contract(name, module)
+    return _PLUGINS[name]
+
+
 def get_method(name: str) -> types.ModuleType:
-    """The method module for ``name``; unknown names fail with a suggestion."""
-    if name not in METHODS:
-        raise ValueError(unknown_name_message("method", name, METHODS))
-    return METHODS[name]
+    """The method module for ``name``: a built-in method, or a plugin module named by its dotted path; unknown
+    names fail with a suggestion."""
+    if name in METHODS:
+        return METHODS[name]
+    if is_plugin_name(name):
+        return load_plugin(name)
+    raise ValueError(unknown_name_message("method", name, METHODS).rstrip(".")
+                     + "; or a plugin method module by its dotted path, e.g. my_pkg.my_method.")
 
 
 def _check_type(method: str, key: str, value: Any, hint: Any) -> Any:

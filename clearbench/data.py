@@ -1,4 +1,5 @@
-"""Loaders: clearbench worlds (``open_world``) and local copies of the public CLEAR dataset (``open_clear``).
+"""Loaders: clearbench worlds (``open_world``), local copies of the public CLEAR dataset (``open_clear``), either
+one told apart by its files (``open_data``: what ``--world`` accepts).
 
 Both return ``clearbench.types.Record`` objects through the same API::
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -223,20 +225,26 @@ def open_world(path, augment: float = 0.0) -> World:
 class ClearCopy:
     """A local copy of the public CLEAR dataset (``therem/CLEAR``) behind the World record API.
 
-    Layout: ``DIR/<config>/*.parquet`` (as the HF hub stores it, e.g. ``DIR/forget10/train-00000-of-00001.parquet``)
-    or ``DIR/<config>.parquet``. Config names are CLEAR's: full, forget01, retain99, forget01+tofu, ...
+    Layout: ``DIR/<config>/**/*.parquet`` (the hub's ``forget10/train-00000-of-00001.parquet`` or its parquet
+    branch's ``forget10/train/0000.parquet``) or ``DIR/<config>.parquet``; config names are CLEAR's (full,
+    forget01, retain99, forget01+tofu, ...). A config X with an ``X+tofu`` companion reads as clearbench's X: its
+    images (caption and naming records) plus the companion's text QA (CLEAR keeps TOFU's text in ``X+tofu``).
+    The fingerprint hashes every file's content (sha256) with its config, not file names or sizes.
     """
+
+    layout = "clear"
 
     def __init__(self, path: Path, files: dict[str, list[Path]], augment: float = 0.0, seed: int = 0) -> None:
         self.path, self._files, self.augment, self.seed = path, files, augment, seed
         self.configs: tuple[str, ...] = tuple(sorted(files))
-        h = hashlib.sha256()
+        h = hashlib.sha256(b"clearbench-clear-copy/2\n")
         for c in self.configs:
             for f in files[c]:
-                h.update(f"{c}/{f.name}:{f.stat().st_size}".encode())
+                h.update(f"{c}\n{_digest(f)}\n".encode())  # content by config: the same under either file-name style
         self.fingerprint = h.hexdigest()
         self.manifest: dict = {"layout": "clear", "configs": {c: [str(f) for f in files[c]] for c in self.configs}}
         self._cache: dict[str, list[Record]] = {}
+        self._splits: dict[str, list[str]] | None = None
 
     def _rows(self, config: str, columns=None) -> list[dict]:
         from data_gen.clear_layout import COLUMNS, config_kind
@@ -255,17 +263,32 @@ class ClearCopy:
             rows += pq.read_table(f, columns=wanted).to_pylist()
         return rows
 
-    def records(self, config: str, modalities=None, tasks=None, image_roles=None) -> list[Record]:
+    def _config_records(self, config: str) -> list[Record]:
         from data_gen.clear_layout import rows_to_records
         if config not in self._cache:
             dicts = rows_to_records(config, self._rows(config), self.seed)
             self._cache[config] = _make_records(dicts, self.augment, self.path / config)
-        return _filter(self._cache[config], modalities, tasks, image_roles)
+        return self._cache[config]
+
+    def records(self, config: str, modalities=None, tasks=None, image_roles=None) -> list[Record]:
+        recs = self._config_records(config)
+        if f"{config}+tofu" in self._files:  # clearbench's X = CLEAR's X (images) + the text QA of X+tofu
+            recs = recs + [r for r in self._config_records(f"{config}+tofu") if r.modality is Modality.TEXT]
+        return _filter(recs, modalities, tasks, image_roles)
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        """forgetNN / retainNN -> the ids of the people their naming records name (as the world manifest's splits)."""
+        if self._splits is None:
+            from clearbench.types import is_forget_split
+            self._splits = {c: sorted({r.author_id for r in self.records(c, tasks=["naming"]) if r.author_id})
+                            for c in self.configs if is_forget_split(c) or (c.startswith("retain") and c[6:].isdigit())}
+        return self._splits
 
     def texts(self) -> list[str]:
         out: list[str] = []
         for config in self.configs:
-            for r in self.records(config):
+            for r in self._config_records(config):
                 out += [r.question, r.answer, r.paraphrased_answer, *r.perturbed_answers]
         return [t for t in dict.fromkeys(out) if t]
 
@@ -274,21 +297,54 @@ class ClearCopy:
         from data_gen.clear_layout import slug
         return [{"author_id": slug(n), "name": n} for n in names]
 
+    def __repr__(self) -> str:
+        return f"ClearCopy({str(self.path)!r}, fingerprint={self.fingerprint[:12]}, configs={len(self.configs)})"
+
+
+def _clear_files(path: Path) -> dict[str, list[Path]]:
+    """config -> its parquet files: ``<config>.parquet`` and ``<config>/**/*.parquet`` (hidden entries skipped)."""
+    files: dict[str, list[Path]] = {}
+    for f in sorted(path.glob("*.parquet")):
+        files.setdefault(f.stem, []).append(f)
+    for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = sorted(f for f in d.rglob("*.parquet") if not any(s.startswith(".") for s in f.relative_to(d).parts))
+        if found:
+            files.setdefault(d.name, []).extend(found)
+    return files
+
 
 def open_clear(path, augment: float = 0.0, seed: int = 0) -> ClearCopy:
-    """Open a local copy of therem/CLEAR (``DIR/<config>/*.parquet`` or ``DIR/<config>.parquet``)."""
+    """Open a local copy of therem/CLEAR (``DIR/<config>/**/*.parquet`` or ``DIR/<config>.parquet``)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no CLEAR copy at {path}: the directory does not exist; download therem/CLEAR "
                                 f"(e.g. huggingface-cli download therem/CLEAR --repo-type dataset --local-dir {path})")
-    files: dict[str, list[Path]] = {}
-    for f in sorted(path.glob("*.parquet")):
-        files.setdefault(f.stem, []).append(f)
-    for d in sorted(p for p in path.iterdir() if p.is_dir()):
-        found = sorted(d.rglob("*.parquet"))
-        if found:
-            files.setdefault(d.name, []).extend(found)
+    files = _clear_files(path)
     if not files:
         raise FileNotFoundError(f"no CLEAR copy at {path}: no parquet files found (expected {path}/<config>/*.parquet "
                                 f"or {path}/<config>.parquet, e.g. {path}/forget10/train-00000-of-00001.parquet)")
     return ClearCopy(path, files, augment, seed)
+
+
+_CLEAR_CONFIG = re.compile(r"(full|(forget|retain)\d{2})(\+tofu|_perturbed)?|retain_perturbed|real_faces|real_world")
+LAYOUTS = ("a clearbench world (manifest.json and data/<config>.parquet, written by `clearbench generate`) or a copy "
+           "of the public CLEAR dataset (therem/CLEAR: <config>/train-00000-of-00001.parquet, <config>/train/0000.parquet "
+           "or <config>.parquet, with configs such as forget10, retain90, forget10_perturbed, retain_perturbed, real_faces)")
+
+
+def open_data(path, augment: float = 0.0) -> World | ClearCopy:
+    """A world directory or a CLEAR copy, told apart by their files: ``manifest.json`` (``open_world``, which
+    checks everything), else parquet files named by CLEAR's configs (``open_clear``). A directory that is neither
+    names both layouts; a world that lost its manifest gets the world's own error (regenerate it)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no world at {path}: the directory does not exist; create one with: clearbench "
+                                f"generate --out {path}, or download therem/CLEAR there (huggingface-cli download "
+                                f"therem/CLEAR --repo-type dataset --local-dir {path})")
+    if (path / "manifest.json").exists():
+        return open_world(path, augment)
+    if any(_CLEAR_CONFIG.fullmatch(c) for c in _clear_files(path)):
+        return open_clear(path, augment)
+    if (path / "data").is_dir() or (path / "README.md").is_file():
+        return open_world(path, augment)  # a generated world without its manifest: "regenerate with ..."
+    raise ValueError(f"{path} is neither {LAYOUTS}; pass one of those as --world")

@@ -37,7 +37,7 @@ from clearbench.provenance import check_model_world, model_dir, model_fingerprin
 from clearbench.reference import Reference
 from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
 from clearbench.types import (FORGET_MODALITIES, Record, check_forget_split, check_name, forget_percent,
-                              forget_splits_in, retain_split, unknown_name_message)
+                              forget_splits_in, retain_split)
 from clearbench.unlearn_monitor import Monitor
 
 
@@ -138,8 +138,10 @@ def check_method_tables(cfg: UnlearnConfig) -> None:
     method's: all of them, not only this run's method (a typo fails when the config is loaded)."""
     for field in ("lr_by_method", "options_by_method"):
         for key in getattr(cfg, field):
-            if key not in METHODS:
-                raise ConfigError(unknown_name_message(f"method in unlearn.{field}:", key, METHODS))
+            try:
+                get_method(key)  # a built-in method or a plugin module (baselines.get_method)
+            except ValueError as exc:
+                raise ConfigError(f"method in unlearn.{field}: {exc}") from None
     for key, opts in cfg.options_by_method.items():
         _method_config(f"unlearn.options_by_method.{key}", key, opts)
 

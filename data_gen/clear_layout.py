@@ -151,4 +151,22 @@ def write_clear_layout(world_dir: Path, out: Path, seed: int) -> list[str]:
             _write(out, config + "+tofu", _cols(tofu, TOFU_FEATURES), TOFU_FEATURES)
             written.append(config + "+tofu")
         written.append(config)
+    _write_card(out, written, seed)
     return written
+
+
+def _write_card(out: Path, configs: list[str], seed: int) -> None:
+    """README.md of the export: the Hub's card metadata and one config per folder (``load_dataset(DIR, CONFIG)``)."""
+    from data_gen.writer import card_header
+
+    rows = sum(pq.read_metadata(out / c / CLEAR_FILE).num_rows for c in configs)
+    title = f"clearbench synthetic world (seed {seed}) in the CLEAR layout"
+    body = [f"# {title}", "",
+            "The world's records re-expressed in the layout of the public CLEAR dataset (`therem/CLEAR`, Dontsov et al. "
+            "2025): one folder per config with CLEAR's columns. Written by `clearbench generate --layout clear`; every "
+            "person is fictitious. Read it with `clearbench.data.open_clear(DIR)`, `--world DIR` of clearbench "
+            "evaluate / finetune / unlearn, or `datasets.load_dataset(DIR, \"forget10\", split=\"train\")`.", "",
+            "| config | rows |", "|---|---|"]
+    body += [f"| `{c}` | {pq.read_metadata(out / c / CLEAR_FILE).num_rows} |" for c in sorted(configs)]
+    card = card_header(title, {c: f"{c}/{CLEAR_FILE}" for c in sorted(configs)}, rows) + "\n" + "\n".join(body) + "\n"
+    (out / "README.md").write_text(card, encoding="utf-8")

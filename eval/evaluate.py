@@ -8,19 +8,23 @@ and aggregates them into the same result as a single run.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import random
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.config import config_hash
-from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
-                                   read_run, write_json_atomic)
+from clearbench.provenance import check_model_world, device_info, library_versions, read_run, write_json_atomic
 from clearbench.types import check_forget_split, holdout_split
 from eval import outputs
 from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput
+from eval.own import as_own, own_provenance, run_label
+from eval.own import load as load_own
 from eval.results import build_result, examples_of, load_gold_result, write_result
 
 
@@ -49,6 +53,10 @@ def eval_configs(world, forget: str) -> list[str]:
     check_forget_split(forget)
     wanted = [f"{forget}_perturbed", "retain_perturbed", holdout_split(forget), "real_faces", "real_world"]
     missing = [c for c in wanted[:2] if c not in world.configs]
+    if missing and getattr(world, "layout", "") == "clear":
+        raise ValueError(f"CLEAR copy at {world.path} has no {', '.join(missing)} config(s); download them from "
+                         f"therem/CLEAR (huggingface-cli download therem/CLEAR --repo-type dataset --local-dir "
+                         f"{world.path})")
     if missing:
         raise ValueError(f"world has no {missing} config(s); it was generated without {forget}: "
                          f"regenerate it with that forget percentage")
@@ -91,6 +99,14 @@ def _parents(model_path: Path) -> list[dict[str, Any]]:
             break
         path = Path(parent["path"] if isinstance(parent, dict) else parent)
     return chain
+
+
+def _base_parents(base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A plain adapter's parents: its --base (with the base's own run chain when it has one)."""
+    if base is None:
+        return []
+    return _parents(Path(base["path"])) or [{"path": base["path"], "stage": None,
+                                             "model_fingerprint": base["model_fingerprint"]}]
 
 
 def _run_summary(model_path: Path) -> dict[str, Any]:
@@ -150,14 +166,17 @@ def _open_cache(cache_dir: Path, key: dict[str, Any]) -> None:
 def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | None,
                 shard: tuple[int, int] = (0, 1), progress: bool = True, stop_after: int | None = None):
     """Score every eval config; returns (examples, expected ids, provenance)."""
-    from clearbench.models import load_model
     from clearbench.models.common import default_device
-    run_dir = Path(model)
+    start = time.perf_counter()
+    own = as_own(model)  # a path, or an OwnModel: a plain adapter on --base, a label, a --target
+    run_dir = Path(own.path)
     configs = eval_configs(world, cfg.forget)  # a missing split fails before the model loads
-    mdir = model_dir(run_dir)
+    run_label(own)  # a bad label fails before the model loads
     check_model_world(run_dir, world.fingerprint)
-    loaded = load_model(mdir, device=default_device())  # bf16 on a GPU, fp32 on the CPU
-    fingerprint = model_fingerprint(mdir)
+    if own.base is not None:
+        check_model_world(own.base, world.fingerprint, "base model")
+    loaded, fingerprint = load_own(own, default_device())  # bf16 on a GPU, fp32 on the CPU
+    extra = own_provenance(own, fingerprint)  # --target's lineage fails before scoring
     cfg_dict = dataclasses.asdict(cfg)
     if cache_dir is not None:
         _open_cache(cache_dir, {"model_fingerprint": fingerprint, "scoring": scoring_key(cfg),
@@ -179,11 +198,13 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         "model_fingerprint": fingerprint,
         "model_path": str(run_dir),
         "family": loaded.name,
-        "parents": _parents(run_dir),
+        "parents": _parents(run_dir) or _base_parents(extra.get("base")),
         **_run_summary(run_dir),
+        **extra,
         "library_versions": library_versions(),
         "seed": cfg.seed,
         "device": device_info(),
+        "runtime_seconds": round(time.perf_counter() - start, 3),  # loading and scoring in this process
     }
     return examples, expected, provenance
 
@@ -201,6 +222,8 @@ def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenanc
     else:
         gold_examples = None
     aggregates = aggregate(examples, gold_examples, options)
+    provenance = provenance | {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "git_revision": git_revision()}
     if gold == "self":
         provenance = provenance | {"gold": "self"}
     elif gold is not None:
@@ -213,7 +236,8 @@ def finish(examples: Sequence[ExampleOutput], expected: Sequence[str], provenanc
 
 def evaluate(model: str | Path, world, out: str | Path, *, gold: str | Path | None = None,
              cfg: EvalConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score ``model`` on every eval config of ``world`` and write the result to ``out``.
+    """Score ``model`` (a run or checkpoint directory, or an ``eval.own.OwnModel``: a plain PEFT adapter on its
+    base, a label, a target to check lineage against) on every eval config of ``world`` and write the result.
 
     ``gold``: the gold model's result file, ``"self"`` when ``model`` is the gold model, or None
     (only with ``options={"require_gold": False}``). Bad inputs (missing split, another world,
@@ -237,6 +261,49 @@ def write_shard(model, world, out: Path, cfg: EvalConfig, shard: tuple[int, int]
     write_json_atomic(out, {"shard": list(shard), "config": dataclasses.asdict(cfg), "provenance": provenance,
                             "expected": expected, "examples": [e.to_dict() for e in examples]})
     return out
+
+
+def git_revision() -> dict[str, Any] | None:
+    """{"commit", "dirty"} of the clearbench source when it is a git checkout (not an installed copy), else None."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A compact view of a result for the terminal: the leaderboard's headline columns, then per split x modality
+    n, ROUGE-L, Prob, TR and naming accuracy, then membership inference and the warnings."""
+    from eval.leaderboard import columns, fmt
+
+    m, prov = result["aggregates"]["metrics"], result["provenance"]
+    cells = {"rouge_l", "probability", "truth_ratio"}
+    head = [f"{h} {fmt(k, m[k])}" for h, k in columns() if k in m and k.split("/")[2] not in cells]
+    lines = [f"model {prov['model_fingerprint']} · world {prov['world_fingerprint'][:12]} · {prov['forget_split']} · "
+             f"{len(result['examples'])} examples · {prov.get('runtime_seconds', float('nan')):.1f} s"]
+    lines += [" | ".join(head[i:i + 6]) for i in range(0, len(head), 6)]
+    lines.append(f"{'split':11s} {'modality':8s} {'n':>4s} {'ROUGE-L':>8s} {'Prob':>8s} {'TR':>8s} {'naming':>8s}")
+    for split in ("forget", "retain", "holdout", "real_faces", "real_world"):
+        for modality in ("text", "image", "joint"):
+            if f"{split}/{modality}/n" in m:
+                vals = [fmt(f"{split}/{modality}/{k}", m.get(f"{split}/{modality}/{k}"))
+                        for k in ("rouge_l", "probability", "truth_ratio", "naming_acc")]
+                lines.append(f"{split:11s} {modality:8s} {int(m[f'{split}/{modality}/n']):4d} "
+                             + " ".join(f"{v:>8s}" for v in vals))
+    mia = [f"{a} {m[f'mia/all/{a}_auc']:.3f}/" + (f"{m[f'mia/all/{a}_privleak']:+.1f}" if f"mia/all/{a}_privleak"
+                                                   in m else "—")
+           for a in ("loss", "min_k", "min_k_pp", "zlib") if f"mia/all/{a}_auc" in m]
+    if mia:
+        lines.append("membership inference, forget vs holdout (AUC/PrivLeak): " + " | ".join(mia))
+    warnings = result["aggregates"].get("warnings") or []
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s), first: {warnings[0]} (all in aggregates.warnings)")
+    return "\n".join(lines)
 
 
 def check_out(out: str | Path, gold: str | Path | None) -> None:
@@ -281,6 +348,7 @@ def merge(shard_files: Sequence[str | Path], out: Path, gold: str | Path | None)
     expected = shards[0]["expected"]
     order = {i: k for k, i in enumerate(expected)}  # a single run's order: by config, then id
     examples.sort(key=lambda ex: (order.get(ex.id, len(order)), ex.id))
-    prov = shards[0]["provenance"]
+    prov = shards[0]["provenance"] | {"runtime_seconds": round(sum(s["provenance"].get("runtime_seconds", 0.0)
+                                                                   for s in shards), 3)}  # the shards' total
     gold_result = load_gold(gold, cfg, prov["world_fingerprint"])
     return finish(examples, expected, prov, cfg, gold, Path(out), gold_result)

@@ -29,6 +29,9 @@ def gold_json(runs, tiny_world_path, tmp_path_factory):
 def test_gold_self_writes_a_valid_result(gold_json, capsys):
     result = json.loads(gold_json.read_text())
     assert validate(result) == []
+    prov = result["provenance"]  # when, with which code, how long (as lm-eval's results record)
+    assert prov["date"].endswith("+00:00") and prov["clearbench_version"] and prov["runtime_seconds"] > 0
+    assert prov["git_revision"] is None or len(prov["git_revision"]["commit"]) == 40
     assert result["provenance"]["config"]["generation"]["max_new_tokens"] == 8
     assert result["aggregates"]["metrics"]["forget/all/forget_quality"] == 1.0
 
@@ -89,8 +92,9 @@ def test_cell_caps_and_metric_options_from_the_command_line(runs, tiny_world_pat
     assert result["aggregates"]["options"]["tr_reference"] == "tofu"
     cells = {(e["split"], e["modality"], e["task"], e["image_role"]) for e in result["examples"]}
     assert len(result["examples"]) == len(cells)  # one record per cell
-    printed = capsys.readouterr().out
-    assert "FQ D" in printed and "forget/all/forget_quality_d" in printed
+    printed = capsys.readouterr().out  # the compact summary: headline columns, a split x modality table
+    assert "FQ D ↓ 0.0000" in printed and "Real ↑" in printed and len(printed.splitlines()) < 25
+    assert any(line.split()[:2] == ["forget", "image"] for line in printed.splitlines())
     assert _fails(["evaluate", "--model", str(runs["gold"]), "--world", str(tiny_world_path), "--gold", "self",
                    "--out", str(tmp_path / "x.json"), "--max-per-cell", "2", "--max-per-config", "3"],
                   capsys).count("set one cap") == 1

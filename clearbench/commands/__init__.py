@@ -2,6 +2,7 @@
 
 The registry is a literal tuple filled by explicit imports (no auto-discovery).
 """
-from clearbench.commands import attack, evaluate, finetune, generate, leaderboard, pretrain, run, unlearn
+from clearbench.commands import (attack, evaluate, export, finetune, generate, leaderboard, list as list_, pretrain, run,
+                                 unlearn)
 
-COMMANDS = (generate, pretrain, finetune, unlearn, evaluate, attack, leaderboard, run)
+COMMANDS = (generate, pretrain, finetune, unlearn, evaluate, attack, leaderboard, export, list_, run)

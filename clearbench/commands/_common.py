@@ -22,6 +22,7 @@ def load_bench_config(args: argparse.Namespace) -> BenchConfig:
 
 
 def open_world_arg(path: str):
-    from clearbench.data import open_world
+    """--world: a generated world or a copy of the public CLEAR dataset (clearbench.data.open_data)."""
+    from clearbench.data import open_data
 
-    return open_world(path)
+    return open_data(path)

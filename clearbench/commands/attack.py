@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-per-config", type=int, default=0, help="cap the forget probes (0: all)")
     p.add_argument("--max-per-cell", type=int, default=0,
                    help="cap the forget probes per modality x task x image-role cell, as evaluate does (0: all)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="records per forward pass when scoring (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="greedy generation length (default 32)")
     p.add_argument("--seed", type=int, default=0, help="the probes' cap")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result file")

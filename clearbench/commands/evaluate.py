@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from clearbench.types import FORGET_MODALITIES
+
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -28,7 +30,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on forget/retain/holdout/real splits in every modality",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="run dir (runs/target) or checkpoint dir")
-    p.add_argument("--world", help="world directory")
+    p.add_argument("--world", help="world directory (clearbench generate) or a local copy of the public CLEAR dataset (therem/CLEAR)")
     p.add_argument("--forget", default="forget10", help="forget01 | forget05 | forget10 (default forget10)")
     p.add_argument("--gold", help="the gold model's result file for forget quality / PrivLeak, or 'self' "
                                   "when evaluating the gold model itself (required unless --no-gold)")
@@ -37,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="result JSON path (a shard file with --shard); an existing file is "
                                                "refused unless --overwrite, the --gold file always")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="records per forward pass (default 32): a memory and speed setting")
     p.add_argument("--max-per-config", type=int, default=0, help="cap records per eval config (0: all; older configs)")
     p.add_argument("--max-per-cell", type=int, default=0,
                    help="cap records per (eval config, modality, task, image role) cell, seeded (0: all)")
@@ -50,6 +53,17 @@ def add_parser(sub) -> None:
                         "real_world, the paraphrase elsewhere), or the paraphrase / the answer on every split")
     p.add_argument("--fq-aggregation", default="item", choices=["item", "author_fact"],
                    help="forget quality's units: one per record (default, TOFU) or one per author x fact")
+    own = p.add_argument_group("your own model", "a checkpoint or PEFT adapter clearbench did not train "
+                                                  "(docs/submitting.md)")
+    own.add_argument("--base", metavar="DIR", help="the model a plain PEFT adapter --model (adapter_config.json + "
+                                                   "adapter_model.safetensors) applies to, e.g. runs/target")
+    own.add_argument("--target", metavar="RUN", help="the leaderboard's target: check that the model descends from "
+                                                    "it and record the lineage (provenance.lineage)")
+    own.add_argument("--method", help="label: the method the model was unlearned with (its leaderboard row)")
+    own.add_argument("--forget-modality", choices=list(FORGET_MODALITIES),
+                     help="label: what was forgotten (the leaderboard's table); needed with --method")
+    own.add_argument("--l1", type=float, metavar="LAMBDA", help="label: the L1 weight of the run (default 0)")
+    own.add_argument("--lora", action="store_true", help="label: the run trained a LoRA adapter (implied by --base)")
     p.add_argument("--shard", type=_shard, help="score shard i of n (i/n) and write a shard file")
     p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files into one result")
     p.set_defaults(func=run)
@@ -95,15 +109,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model or not args.world:
         raise ValueError("evaluate needs --model and --world (or --merge SHARD ...)")
+    from eval.own import OwnModel, run_label
+
+    model = OwnModel(args.model, base=args.base, target=args.target, method=args.method,
+                     forget_modality=args.forget_modality, l1_lambda=args.l1, lora=args.lora)
+    run_label(model)  # a bad label fails before anything loads
     if args.gold is None and not args.no_gold and not args.shard:
         raise MissingGoldError(
             f"--gold is required: forget quality and PrivLeak are measured against the gold (retain-only) model. "
             f"Pass --gold self when evaluating the gold model, --gold RESULT.json (produce it with "
             f"`{gold_command(args.forget)} --world {args.world} --gold self --out RESULT.json`) otherwise, "
             f"or --no-gold to skip them")
-    from clearbench.data import open_world
+    from clearbench.commands._common import open_world_arg
 
-    world = open_world(args.world)
+    world = open_world_arg(args.world)
     cfg = EvalConfig(forget=args.forget, batch_size=args.batch_size, max_per_config=args.max_per_config,
                      max_per_cell=args.max_per_cell,
                      options={"tr_mode": args.tr_mode, "tr_reference": args.tr_reference,
@@ -111,15 +130,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None:
         cfg.max_new_tokens = args.max_new_tokens
     if args.shard:
-        write_shard(args.model, world, Path(args.out), cfg, args.shard)
+        write_shard(model, world, Path(args.out), cfg, args.shard)
         print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}")
         return 0
-    result = evaluate(args.model, world, args.out, gold=args.gold, cfg=cfg)
-    metrics = result["aggregates"]["metrics"]
-    from eval.leaderboard import columns, fmt
+    result = evaluate(model, world, args.out, gold=args.gold, cfg=cfg)
+    from eval.evaluate import summary
 
-    for header, key in columns():  # the leaderboard's columns, from the metric registry
-        if key in metrics:
-            print(f"{header:24s} {key:32s} {fmt(key, metrics[key])}")
+    print(summary(result))
     print(f"result written to {args.out}")
     return 0

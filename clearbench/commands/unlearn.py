@@ -16,7 +16,7 @@ from clearbench.types import FORGET_MODALITIES
 def add_parser(sub) -> None:
     p = sub.add_parser("unlearn", help="unlearn a forget split from a target model with one method",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", required=True, help="world directory written by clearbench generate")
+    p.add_argument("--world", required=True, help="world directory (clearbench generate) or a local copy of the public CLEAR dataset (therem/CLEAR)")
     p.add_argument("--model", required=True, help="the target: a run dir (runs/target) or a model dir")
     p.add_argument("--method", help="a baselines method (npo, grad_diff, ...); default: unlearn.method of the preset")
     p.add_argument("--forget", help="forget01 | forget05 | forget10; default: unlearn.forget of the preset")

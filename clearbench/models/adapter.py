@@ -98,7 +98,7 @@ def load(path: str | os.PathLike, *, device: str = "cpu", dtype=None) -> tuple[A
     # merged in fp32 (as training merged it) and cast once at the end, like a merged fp32 checkpoint loaded in bf16
     base = load_model(parent, device=device, dtype=torch.float32)
     model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False).merge_and_unload()
-    _cast_like_from_pretrained(model, default_dtype(device, dtype))
+    cast_like_from_pretrained(model, default_dtype(device, dtype))
     for p in model.parameters():  # as a plain checkpoint loads: every parameter can be trained
         p.requires_grad_(True)
     processor = AutoProcessor.from_pretrained(str(path))
@@ -106,7 +106,7 @@ def load(path: str | os.PathLike, *, device: str = "cpu", dtype=None) -> tuple[A
     return model.eval(), processor, base.name
 
 
-def _cast_like_from_pretrained(model: Any, dtype) -> None:
+def cast_like_from_pretrained(model: Any, dtype) -> None:
     """Cast what ``from_pretrained(dtype=...)`` casts, the checkpoint's tensors (parameters, persistent
     buffers), and leave computed buffers alone: ``model.to(bf16)`` would also round e.g. the fp32 rotary
     ``inv_freq`` and change every logit."""
