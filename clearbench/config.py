@@ -292,10 +292,9 @@ class StudyConfig:
     methods: list[str] = dataclasses.field(default_factory=lambda: [
         "retain_ft", "grad_ascent", "grad_diff", "kl", "idk", "dpo", "npo", "llmu", "rmu", "scrub", "sku", "simnpo"])
     forget_modalities: list[str] = dataclasses.field(default_factory=lambda: ["multimodal"])
-    # name suffix -> overrides of the unlearn section; "" is the plain run. The default pair is
-    # "each method with and without L1-regularised LoRA" (CLEAR v1).
-    variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
-        "": {}, "l1": {"train": {"lora": {"enabled": True}, "l1_lambda": 1.0e-4}}})
+    # name suffix -> overrides of the unlearn section; "" is the plain run. Mappings merge with the inherited ones
+    # (a preset's `inherit`, dotted overrides): set a variant to null to drop an inherited one.
+    variants: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=lambda: {"": {}})
     metric_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval.aggregate.MetricOptions
     eval_batch_size: int = 32
     eval_max_per_config: int = 0  # 0: every record (CLEAR's code caps at 300); older presets
@@ -317,6 +316,7 @@ class StudyConfig:
         default_factory=lambda: ["forget"])
 
     def __post_init__(self) -> None:
+        self.variants = {name: overrides for name, overrides in self.variants.items() if overrides is not None}
         check_numbers(self, non_negative=("attack_max_per_cell",))
         check_numbers(self, positive=("eval_batch_size",), non_negative=("eval_max_per_config", "eval_max_per_cell"))
         if self.eval_max_per_config and self.eval_max_per_cell:

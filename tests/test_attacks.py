@@ -365,13 +365,14 @@ def test_a_study_attacks_every_unlearned_model_and_the_target(tmp_path):
     from clearbench.executor import run_study
     from clearbench.study import build_study
 
-    cfg = load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent]", "study.variants={'': {}}",
+    plain_only = ["study.methods=[grad_ascent]", "study.variants.lora=null", "study.variants.lora-l1=null"]
+    cfg = load_config(BenchConfig, "tiny-smoke", [*plain_only,
                                                   "study.attacks=[quantize]", "study.attack_max_per_cell=2",
                                                   "study.attack_options={quantize: {schemes: [int8]}}",
                                                   "study.report=false"])
     names = [s.name for s in build_study(cfg, tmp_path / "s")]
     assert {"attack/grad_ascent-multimodal-10/quantize", "attack/target-10/quantize"} <= set(names)
-    plain = load_config(BenchConfig, "tiny-smoke", ["study.methods=[grad_ascent]", "study.variants={'': {}}"])
+    plain = load_config(BenchConfig, "tiny-smoke", plain_only)
     # without attacks the study and its keys are what they were
     assert not any(s.kind == "attack" for s in build_study(plain, tmp_path / "p"))
     run_study(cfg, tmp_path / "s", echo=lambda s: None)

@@ -34,7 +34,7 @@ BAD_CONFIGS = [
     (["unlearn.options_by_method.npo.beta=x"], "unlearn.options_by_method.npo: method 'npo': option 'beta' must be float"),
     (["unlearn.lr_by_method.grad_diffs=1e-4"], "Did you mean 'grad_diff'?"),
     (["unlearn.method_options.beta=0.5"], "method 'grad_ascent' takes no options, got 'beta'. (stage unlearn/"),
-    (["study.variants.l1.lr_by_method.rmuu=1e-3"], "'rmuu'. Did you mean 'rmu'?"),
+    (["study.variants.lora.lr_by_method.rmuu=1e-3"], "'rmuu'. Did you mean 'rmu'?"),
     # the study grid: forget splits of the world the params generate, known methods and modalities
     (["study.forget_splits=[forget20]"], "Unknown forget split 'forget20'. Did you mean 'forget10'? Known: forget05, "
                                          "forget10. The world of world.params has these; add 20"),

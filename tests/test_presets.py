@@ -57,6 +57,28 @@ def test_an_unknown_key_in_a_preset_is_an_error(tmp_path):
         load_config(BenchConfig, str(bad))
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_l1_variant_differs_from_its_partner_only_by_the_l1_term(preset):
+    """Issue 13: an L1 row says what L1 does only if nothing else changes: the same trainable parameters, lr, steps
+    and seed. The partner of variant "x-l1" ("l1") is "x" (""); their resolved unlearn configs, for every method,
+    differ in train.l1_lambda alone."""
+    from clearbench.config import UnlearnConfig, deep_merge, from_dict, to_dict
+
+    cfg = load_config(BenchConfig, preset)
+    pairs = [(v, v.removesuffix("l1").removesuffix("-")) for v, o in cfg.study.variants.items()
+             if o.get("train", {}).get("l1_lambda", cfg.unlearn.train.l1_lambda) > 0]
+    assert pairs or preset in ("tiny-calibrate", "tiny-metaeval"), f"{preset} has no L1 variant"
+    for l1, partner in pairs:
+        assert partner in cfg.study.variants, f"{preset}: L1 variant {l1!r} has no partner {partner!r}"
+        for method in cfg.study.methods:
+            a, b = (to_dict(from_dict(UnlearnConfig, deep_merge(to_dict(cfg.unlearn), cfg.study.variants[v])
+                                      | {"method": method}, "unlearn")) for v in (l1, partner))
+            lr = [c["lr_by_method"].get(method, c["train"]["lr"]) for c in (a, b)]
+            assert lr[0] == lr[1], (preset, l1, method, lr)
+            assert a["train"].pop("l1_lambda") > 0 and b["train"].pop("l1_lambda") == 0
+            assert a == b, (preset, l1, method)
+
+
 @pytest.mark.parametrize("preset", ["llava-1.5-7b", "qwen2-vl-2b", "paper"])
 def test_gpu_presets_hold_clears_hyperparameters(preset):
     """clear.md §2.3 (finetune) and §3.4 (unlearning)."""
@@ -69,7 +91,7 @@ def test_gpu_presets_hold_clears_hyperparameters(preset):
     assert cfg.finetune.warmup_epochs == 1.0 and cfg.unlearn.warmup_epochs == 1.0
     assert un.lr == 1e-5 and un.epochs == 5 and un.weight_decay == 0.01 and un.seed == 42
     assert (un.lora.r, un.lora.alpha, un.lora.dropout) == (8, 32, 0.0) and not un.train_vision_tower
-    assert cfg.study.eval_max_per_config == 300
+    assert cfg.study.eval_max_per_cell == 300
     assert set(cfg.study.variants) == {"", "l1"} and cfg.study.variants["l1"]["train"]["l1_lambda"] > 0
     if family == "llava":  # @init: bs 8 x GA 2, max_length 1024; unlearning bs 2 x GA 2
         assert (ft.batch_size, ft.micro_batch_size, ft.max_length) == (16, 8, 1024)
