@@ -68,13 +68,18 @@ def method_of(run: str, variant: str, modality: str, pct: str) -> str | None:
     return run[: -len(tail) - 1] if run.endswith("-" + tail) and len(run) > len(tail) + 1 else None
 
 
+def _plain(method: str | None) -> bool:
+    """A method name without a variant suffix (``npo``, not ``npo-lora``)."""
+    return bool(method) and "-" not in method
+
+
 def method_values(values: Values, key: str, variant: str = "", modality: str = "multimodal",
                   pct: str = "10") -> dict[str, float]:
     """{method: value of ``key``} for the runs of one variant and forget setting (one seed)."""
     out = {}
     for run, row in values.items():
         method = method_of(run, variant, modality, pct)
-        if method and "-" not in method.replace("_", "") and key in row:
+        if _plain(method) and key in row:
             out[method] = float(row[key])
     return out
 
@@ -228,9 +233,92 @@ def ranking_agreement(per_seed: Mapping[int, Values], key: str, lower_is_better:
     for values in per_seed.values():
         runs = {r: v[key] for r, v in values.items()
                 if key in v and not r.startswith(("target", "gold", "base")) and f"-{modality}-{pct}" in r
-                and (variants is None or method_of(r, variant or "", modality, pct))}
+                and (variants is None or _plain(method_of(r, variant or "", modality, pct)))}
         names = set(runs) if names is None else names & set(runs)
         rows.append(runs)
     ordered = sorted(names or ())
     sign = 1.0 if lower_is_better else -1.0
     return kendalls_w([[sign * r[n] for n in ordered] for r in rows]), len(ordered)
+
+
+# ------------------------------------------------------------------------------ a study directory -> markdown
+HEADLINE, RANK_KEY = "forget/all/forget_quality", "forget/all/forget_quality_d"
+
+
+def study_values(out) -> dict[int, dict[str, dict[str, float]]]:
+    """``{seed: {run: aggregates}}`` of a ``clearbench run`` directory: ``OUT/seed-<s>/results/*.json`` for a
+    replicate study, else ``OUT/results/*.json`` (seed from its config.json, 0 when absent)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    dirs = {int(p.name.removeprefix("seed-")): p for p in out.glob("seed-*") if p.name[5:].isdigit()}
+    if not dirs:
+        cfg = out / "config.json"
+        seed = json.loads(cfg.read_text()).get("world", {}).get("seed", 0) if cfg.exists() else 0
+        dirs = {int(seed): out}
+    per_seed = {}
+    for seed, d in sorted(dirs.items()):
+        files = sorted((d / "results").glob("*.json"))
+        runs = {f.stem: json.loads(f.read_text())["aggregates"]["metrics"] for f in files
+                if not f.stem.endswith((".verified", ".attacks"))}
+        if runs:
+            per_seed[seed] = runs
+    if not per_seed:
+        raise FileNotFoundError(f"{out}: no results/*.json (nor seed-*/results/*.json): not a clearbench run directory")
+    return per_seed
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def headline_table(values: Values, pct: str = "10") -> list[str]:
+    """Markdown: every run of one seed sorted by the ranking statistic (D vs the gold, lower = closer)."""
+    rows = sorted(((r, v) for r, v in values.items() if r.endswith(f"-{pct}") and RANK_KEY in v),
+                  key=lambda rv: (rv[1][RANK_KEY], rv[0]))
+    lines = ["| run | KS D vs gold | forget quality (KS p) | log10 p | n | forget prob | retain | real |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for run, v in rows:
+        lines.append(f"| {run} | {_fmt(v[RANK_KEY])} | {_fmt(v.get(HEADLINE), '.2g')} | "
+                     f"{_fmt(v.get(HEADLINE + '_log10p'), '.1f')} | {_fmt(v.get(HEADLINE + '_n'), '.0f')} | "
+                     f"{_fmt(v.get(FORGET))} | {_fmt(v.get(RETAIN))} | {_fmt(v.get(REAL))} |")
+    return lines
+
+
+def distinct_headlines(values: Values, pct: str = "10") -> tuple[int, int]:
+    """(distinct headline values among the unlearning runs, how many equal the target's)."""
+    target = values.get(f"target-{pct}", {}).get(HEADLINE)
+    runs = [v[HEADLINE] for r, v in values.items() if HEADLINE in v and r.endswith(f"-{pct}")
+            and not r.startswith(("target", "gold", "base"))]
+    return len(set(runs)), sum(x == target for x in runs)
+
+
+def claims_markdown(per_seed: Mapping[int, Values], pct: str = "10") -> str:
+    """The claims, CLEAR correlations, ranking agreement and per-seed headline tables of a study, as markdown."""
+    lines = [f"# CLEAR's claims on this study (forget{pct}, seeds {sorted(per_seed)})", "",
+             "| claim | held in | evidence (mean ± sd over seeds) |", "|---|---:|---|"]
+    for v in evaluate_claims(per_seed, pct):
+        lines.append(f"| {v.claim} | {v.held}/{v.seeds} | {v.evidence} |")
+    lines += ["", "Spearman's rho of the full-parameter multimodal runs with CLEAR Table 1 (LLaVA-1.5-7B):", "",
+              "| column | rho (mean) | sd | methods |", "|---|---:|---:|---:|"]
+    for col, (rho, sd, n) in clear_correlations(per_seed, pct).items():
+        lines.append(f"| {col} | {_fmt(rho, '.2f')} | {_fmt(sd, '.2f')} | {n} |")
+    lines += ["", f"Ranking agreement over seeds (Kendall's W of the rankings by `{RANK_KEY}`):", ""]
+    if len(per_seed) < 2:
+        lines.append("- one seed only: W needs at least two.")
+    else:
+        variants = sorted({r.split("-multimodal")[0].partition("-")[2] for vals in per_seed.values() for r in vals
+                           if f"-multimodal-{pct}" in r and not r.startswith(("target", "gold", "base"))})
+        for variant in [None, *variants]:
+            label = 'all variants' if variant is None else 'variant ' + repr(variant)
+            try:
+                w, n = ranking_agreement(per_seed, RANK_KEY, True, variant, "multimodal", pct)
+                lines.append(f"- {label}: W = {w:.3f} over {n} runs")
+            except ValueError as exc:  # fewer than 2 runs every seed has
+                lines.append(f"- {label}: not defined ({exc})")
+    for seed, values in per_seed.items():
+        distinct, tied = distinct_headlines(values, pct)
+        lines += ["", f"## Seed {seed}: runs by KS D vs the gold ({distinct} distinct headline values, "
+                  f"{tied} tied with the target)", "", *headline_table(values, pct)]
+    return "\n".join(lines) + "\n"

@@ -66,3 +66,28 @@ def test_ranking_agreement_uses_runs_every_seed_has():
     per_seed[2]["d-multimodal-10"] = {"k": 0.5}
     w, n = claims.ranking_agreement(per_seed, "k")
     assert (w, n) == (pytest.approx(1.0), 3)
+
+
+def test_a_study_directory_gives_per_seed_values_and_the_markdown(tmp_path):
+    import json
+
+    def write(d, run, metrics):
+        (d / "results").mkdir(parents=True, exist_ok=True)
+        (d / "results" / f"{run}.json").write_text(json.dumps({"aggregates": {"metrics": metrics}}))
+
+    for seed, (a, b) in enumerate([(0.1, 0.3), (0.2, 0.4)]):
+        d = tmp_path / f"seed-{seed}"
+        write(d, "target-10", {claims.RANK_KEY: 0.5, claims.HEADLINE: 1e-9})
+        write(d, "npo-multimodal-10", {claims.RANK_KEY: a, claims.HEADLINE: 0.2})
+        write(d, "npo-lora-multimodal-10", {claims.RANK_KEY: b, claims.HEADLINE: 1e-9})
+    (tmp_path / "seed-1" / "results" / "npo-multimodal-10.verified.json").write_text("{}")
+    per_seed = claims.study_values(tmp_path)
+    assert sorted(per_seed) == [0, 1] and sorted(per_seed[1]) == ["npo-lora-multimodal-10", "npo-multimodal-10",
+                                                                 "target-10"]
+    assert claims.distinct_headlines(per_seed[0]) == (2, 1)  # 0.2 and 1e-9; the LoRA run ties the target
+    text = claims.claims_markdown(per_seed)
+    assert "variant '': not defined" in text  # one run per variant: W needs two
+    assert "all variants: W = 1.000 over 2 runs" in text
+    assert text.index("| npo-multimodal-10 | 0.100") < text.index("| npo-lora-multimodal-10 | 0.300")
+    with pytest.raises(FileNotFoundError, match="not a clearbench run directory"):
+        claims.study_values(tmp_path / "nothing")

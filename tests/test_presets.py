@@ -209,7 +209,7 @@ def shrink(preset: str, methods: str) -> list[str]:
     return [f"world.params={json.dumps(world)}",
             "finetune.phase.train.max_steps=2", "finetune.phase.train.batch_size=4", "finetune.phase.train.micro_batch_size=2",
             "unlearn.train.max_steps=2", "unlearn.train.batch_size=4", "unlearn.train.micro_batch_size=2",
-            f"study.methods={methods}", "study.eval_max_per_config=3", "study.eval_batch_size=8"]
+            f"study.methods={methods}", "study.eval_max_per_cell=2", "study.eval_batch_size=8"]
 
 
 @pytest.mark.parametrize("preset,methods", [("llava-1.5-7b", ["dpo", "rmu"]), ("qwen2-vl-2b", ["npo", "scrub"])])

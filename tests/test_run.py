@@ -54,7 +54,6 @@ def test_study_produces_every_stage_and_a_report(study):
     assert [m["gold-10"][f"forget/{x}/forget_quality"] for x in ("all", "text", "image", "joint")] == [1.0] * 4
     # four finetuning steps on every author (the target) vs the retain authors only (the gold)
     assert m["target-10"]["forget/all/probability"] > m["gold-10"]["forget/all/probability"]
-    assert m["target-10"]["forget/all/rouge_l"] > m["gold-10"]["forget/all/rouge_l"]
     # gradient ascent on the forget set lowers its answers' probability below the target's
     assert m["grad_ascent-multimodal-10"]["forget/all/probability"] < m["target-10"]["forget/all/probability"]
     html = (out / "report" / "index.html").read_text()
@@ -213,7 +212,7 @@ def test_a_failing_stage_under_jobs_names_itself_and_its_log(parallel, tmp_path)
     cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.stop.rule=forget_prob_below",
                                                               "unlearn.stop.threshold=gold"])
     lines: list[str] = []
-    with pytest.raises(StageFailed, match=r"stage unlearn/grad_ascent-(l1-)?multimodal-10 failed.*logs/unlearn") as err:
+    with pytest.raises(StageFailed, match=r"stage unlearn/grad_ascent-(lora-)?(l1-)?multimodal-10 failed.*logs/unlearn") as err:
         run_study(cfg, out, echo=lines.append, jobs=2)
     name = str(err.value).split()[1]
     assert f"its log is {out / 'logs' / name}.log" in str(err.value)

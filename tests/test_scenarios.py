@@ -255,7 +255,7 @@ def test_sequential_plan_keeps_the_forget_grid_and_checks_its_section(tmp_path):
     only = [s.name for s in seq]
     assert only[:3] == ["world", "base", "target"] and not any(n.startswith(("unlearn/", "evaluate/")) for n in only)
     for bad, match in ((["sequential.steps=4"], "forget15 has 3 authors"),
-                       (["sequential.variant=l2"], "Did you mean 'l1'"),
+                       (["sequential.variant=lora-l2"], "Did you mean 'lora-l1'"),
                        (["sequential.methods=[npp]"], "Did you mean 'npo'")):
         with pytest.raises(ConfigError, match=match):
             build_study(load_config(BenchConfig, "tiny-smoke", SEQ + bad), tmp_path)
