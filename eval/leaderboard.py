@@ -24,6 +24,7 @@ from eval import crossmodal
 from eval import report_sections as sections
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
+from eval.own import unverified_lineage
 from eval.report_columns import Column, Grid, Shown, attack_reason, blank_reason, csv_keys, fill, report_tables
 from eval.results import recompute
 from eval.verify import (  # noqa: F401 (check_file, make_reference: re-exported for callers of eval.leaderboard)
@@ -32,6 +33,7 @@ from eval.verify import (  # noqa: F401 (check_file, make_reference: re-exported
 SETTINGS: tuple[str, ...] = ("text", "visual", "multimodal")
 FQ_KEY, MU_KEY = "forget/all/forget_quality", "all/all/model_utility"
 RANK_KEY = "forget/all/forget_quality_d"
+UNVERIFIED_MARK = "†"  # after the label of a row whose lineage is not verified against the target (eval.own)
 RANKING_RULE = ("rank by the KS statistic D of forget quality (forget/all/forget_quality_d: TOFU's test, the forget "
                 "set's text-QA truth ratios against the gold model's; lower is better, 0 = the gold model's "
                 "distribution), ties broken by model utility (all/all/model_utility; higher is better); the gold "
@@ -75,6 +77,7 @@ class Row:
     attacks: dict[str, dict[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)  # attack -> setting -> Δ
     leaks: dict[tuple[str, str], tuple[int, int]] | None = None  # eval.crossmodal.leaks of a method's row
     level: str = "recomputed"  # eval.verify.Checked.level: "re-scored" when a RESULT.verified.json passed
+    lineage: str | None = None  # eval.own.unverified_lineage: why the model is not verified to descend from the target
 
 
 # --------------------------------------------------------------------------- rows
@@ -106,7 +109,7 @@ def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
     is_gold = ref.is_gold(result)  # the --gold file's content, never a fingerprint the file claims
     fresh = recompute(result, ref.gold)
     extra = {"warnings": [str(w) for w in fresh.get("warnings") or []], "cells": [list(c) for c in fresh["cells"]],
-             "has_gold": ref.gold is not None or bool(result.get("gold"))}
+             "has_gold": ref.gold is not None or bool(result.get("gold")), "lineage": unverified_lineage(prov)}
     if info is None:
         return Row(path, _model_label(prov), None, 0.0, None, is_gold, fresh["metrics"], prov, _curve(result, None),
                    **extra)
@@ -139,7 +142,16 @@ def make_rows(checked: Sequence[Checked], ref: Reference, failed: list[Checked] 
     for r in rows:
         if seen[(r.label, r.setting)] > 1:
             r.label = f"{r.label} [{run_tag(r)}]"
+        if r.lineage:  # the mark travels with the label into every table, CSV and plot; lineage_notes explains it
+            r.label = f"{r.label} {UNVERIFIED_MARK}"
     return rows
+
+
+def lineage_notes(tabs: Mapping[str, Sequence[tuple[int | None, Row]]]) -> list[str]:
+    """The footnote of each marked row (plain text; the report's intro lists them)."""
+    rows = {id(r): r for entries in tabs.values() for _, r in entries if r.lineage}
+    return [f"{UNVERIFIED_MARK} lineage not verified against the target: {r.label} ({Path(r.path).name}): {r.lineage}"
+            for r in rows.values()]
 
 
 def run_tag(row: Row) -> str:
@@ -269,10 +281,10 @@ def table_csv(entries: list[tuple[int | None, Row]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     keys = csv_keys_all(any(r.attacks for _, r in entries))
-    w.writerow(["rank", "model", "method", "l1_lambda", "file", "check", *keys])
+    w.writerow(["rank", "model", "method", "l1_lambda", "file", "check", "lineage", *keys])
     for rank, row in entries:
         w.writerow(["gold" if rank is None else rank, csv_cell(row.label), csv_cell(row.method or ""), row.l1_lambda,
-                    csv_cell(row.path), row.level,
+                    csv_cell(row.path), row.level, csv_cell(row.lineage or ""),
                     *("" if row.metrics.get(k) is None else repr(row.metrics[k]) for k in keys)])
     return buf.getvalue()
 
@@ -292,7 +304,7 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              f"- gold result: {e(ref.gold_path)} (model {e(ref.gold_fingerprint)})" if ref.gold else
              "- gold result: none given (embedded gold copies are not checked against a leaderboard gold)",
              f"- reference: {e(ref.source or 'none')}", *(f"- skipped check: {e(note)}" for note in ref.skipped),
-             f"- check: {e(CHECK.doc)}",
+             f"- check: {e(CHECK.doc)}", *(f"- {e(note)}" for note in lineage_notes(tabs)),
              f"- ranking: {RANKING_RULE}",
              "- every number is recomputed from the result files' per-example values (eval.results.recompute); "
              "a blank cell (—) carries the number of its reason, listed under its table", ""]

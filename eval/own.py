@@ -9,7 +9,10 @@ applies to (``--base``), the leaderboard's target it should descend from (``--ta
 - ``provenance.base`` = {path, model_fingerprint} for a plain adapter;
 - ``provenance.lineage`` = {target, target_fingerprint, verified, relation, ancestors}: whether the model's own
   records (its ``--base``, adapter markers, the ``parent`` fingerprints of its run records) reach the target's
-  fingerprint. Records that name other ancestors only are an error; no records at all give ``verified: false``.
+  fingerprint. Records that name other ancestors only are an error; no records at all give ``verified: false``;
+- ``provenance.own_model`` = true: evaluated as a model of one's own (``--method``, ``--base`` or ``--target``).
+
+``unverified_lineage`` reads these back: the leaderboard marks a row whose lineage is unverified.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from clearbench.provenance import model_dir, model_fingerprint, read_run
 from clearbench.types import FORGET_MODALITIES
 
 LINEAGE_FIELD = "lineage"  # provenance.lineage: the leaderboard marks rows whose lineage.verified is not true
+OWN_FIELD = "own_model"  # provenance.own_model: true for an own-model evaluation (the suite's runs have none)
+NO_TARGET = "unverified: evaluated as an own model without --target, so no lineage was recorded"
 MAX_DEPTH = 16
 
 
@@ -150,4 +155,23 @@ def own_provenance(own: OwnModel, fingerprint: str) -> dict[str, Any]:
     found = lineage(own, fingerprint)
     if found is not None:
         out[LINEAGE_FIELD] = found
+    if out:
+        out[OWN_FIELD] = True
     return out
+
+
+def unverified_lineage(provenance: Any) -> str | None:
+    """Why a result's model is not verified to descend from the leaderboard's target (its lineage's
+    ``relation``), or None: a verified lineage, or a result of the suite's own runs (``clearbench run``: no
+    lineage and no own-model field). An own-model result (``own_model``, or a plain adapter's ``base``)
+    without any lineage is unverified."""
+    if not isinstance(provenance, dict):
+        return None
+    found = provenance.get(LINEAGE_FIELD)
+    if isinstance(found, dict):
+        return None if found.get("verified") is True else str(found.get("relation") or "unverified")
+    if found is not None:
+        return f"unverified: provenance.{LINEAGE_FIELD} is not a record"
+    if provenance.get(OWN_FIELD) or provenance.get("base") is not None:
+        return NO_TARGET
+    return None

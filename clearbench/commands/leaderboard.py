@@ -12,7 +12,9 @@ the row "re-scored" in later reports. Without --gold, the leaderboard's world an
 --world-fingerprint / --forget, else those of most files; without --world, the checks against the world
 are skipped (said on stderr and in the report).
 Exit status: 0 when every file is accepted, 1 when any is rejected (the report is still written, listing the
-rejected files with their reasons), 2 on bad input (e.g. no gold file). docs/submitting.md lists every check.
+rejected files with their reasons), 2 on bad input (e.g. no gold file). A file whose model is not verified to
+descend from the target (eval.own.unverified_lineage) is accepted with a warning and its row is marked †.
+docs/submitting.md lists every check.
 """
 from __future__ import annotations
 
@@ -91,7 +93,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
+def _lineage_warning(path: str, why: str | None) -> None:
+    """An accepted file whose model is not verified to descend from the target: a warning, not a rejection."""
+    if why:
+        print(f"warning: {path}: lineage not verified against the target: {why} (its row is marked)", file=sys.stderr)
+
+
 def _validate(files: list[str], ref) -> list:
+    from eval.own import unverified_lineage
     from eval.verify import check_files
 
     _, checked = check_files(files, ref)
@@ -102,6 +111,7 @@ def _validate(files: list[str], ref) -> list:
                 print(f"  - {r}", file=sys.stderr)
         else:
             print(f"ok {c.path} ({c.level})")
+            _lineage_warning(c.path, unverified_lineage((c.result or {}).get("provenance")))
     return [c for c in checked if c.reasons]
 
 
@@ -111,6 +121,8 @@ def _report(files: list[str], ref, args: argparse.Namespace) -> list:
     report = build_report(files, args.out, ref, args.curves)
     print(f"report written to {args.out}/index.html ({len(report['rows'])} rows, "
           f"tables: {', '.join(report['tables'])})")
+    for row in report["rows"]:
+        _lineage_warning(row.path, row.lineage)
     for c in report["rejected"]:
         print(f"REJECTED {c.path}: " + "; ".join(c.reasons), file=sys.stderr)
     return report["rejected"]
