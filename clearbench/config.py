@@ -124,6 +124,9 @@ class TrainConfig:
     # > 0: batches of similar length (each run of this many batches of the epoch's permutation is sorted by
     # length, then the batches are shuffled), so less compute goes to padding. 0: plain shuffling.
     group_by_length: int = 0
+    # an experiment tracker of accelerate's (wandb, tensorboard, mlflow, ...; its package installed) that gets
+    # every log.jsonl line, logging under the run's directory; "" or "none": off (clearbench.tracking)
+    report_to: str = ""
 
     def __post_init__(self) -> None:  # lr=inf trained a model of NaNs; max_steps=-3 silently ran epochs
         check_numbers(self, positive=("lr", "batch_size", "micro_batch_size"),
@@ -135,6 +138,10 @@ class TrainConfig:
             raise FieldError("min_lr_ratio", self.min_lr_ratio, "a fraction of lr, in [0, 1]")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise FieldError("betas", self.betas, "Adam's two betas, each in [0, 1)")
+        if self.report_to:  # checked at load: an uninstalled tracker would be dropped silently by accelerate
+            from clearbench.tracking import check_report_to
+
+            self.report_to = check_report_to(self.report_to)
 
 
 @dataclasses.dataclass

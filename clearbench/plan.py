@@ -37,9 +37,9 @@ class Stage:
 
 # Fields added after studies existed, left out of stage keys while they hold these values, so that
 # adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length; eval max_per_cell; study.scenarios; unlearn.forget_batch and forget_config). Their values
-# here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "max_per_cell": 0,
+# train.group_by_length and report_to; eval max_per_cell; study.scenarios; unlearn.forget_batch and forget_config).
+# Their values here must never change meaning.
+KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "report_to": "", "max_per_cell": 0,
                         "eval_max_per_cell": 0, "attacks": [], "attack_options": {}, "attack_max_per_cell": 0,
                         "scenarios": ["forget"], "forget_batch": [], "forget_config": ""}
 

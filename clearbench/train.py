@@ -31,6 +31,7 @@ from clearbench.config import TrainConfig
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
+from clearbench.tracking import Tracking
 from clearbench.types import Record
 
 LossFn = Callable[[torch.nn.Module, dict[str, dict], Any], tuple[torch.Tensor, dict[str, float]]]
@@ -258,6 +259,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
     def collate(records: list[Record]) -> dict:
         return family.collate(processor, records, max_length=cfg.max_length or None)
 
+    tracking = Tracking.start(acc, cfg.report_to, out_dir, {"run": run.desc, **dataclasses.asdict(cfg)})
     log_file = _open_log(out_dir / "log.jsonl", loop.start if run.resume else None) if acc.is_main_process else None
     t0, last_loss, total = time.time(), float("nan"), loop.total
     bar = tqdm(range(loop.start, total), desc=run.desc, initial=loop.start, total=total,
@@ -271,9 +273,11 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
             step_loss, step_logs = _accumulate(loop, cfg, sampler.global_batch(step), info, loss_fn, collate)
             record = {"step": step + 1} | _optimizer_step(loop, cfg, step_loss, step_logs)
             last_loss = record["loss"]
-            if log_file and ((step + 1) % max(1, cfg.log_every) == 0 or step + 1 == total):
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+            if (step + 1) % max(1, cfg.log_every) == 0 or step + 1 == total:
+                if log_file:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                tracking.log(record)  # the same record to the tracker, when train.report_to names one
             bar.set_postfix(loss=f"{last_loss:.4f}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
                 acc.wait_for_everyone()
@@ -284,6 +288,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
                 break
     finally:
         bar.close()
+        tracking.close()
         if log_file:
             log_file.close()
     acc.wait_for_everyone()
