@@ -23,6 +23,7 @@ EVALUATED = (("text", "text", "o"), ("image", "image", "s"), ("joint", "image+te
 GOLD_STYLE = dict(marker="*", s=260, color="gold", edgecolors="black", linewidths=0.8, zorder=10)
 REF_MARKERS = ("s", "D", "P", "X", "v")  # reference rows other than the gold: target, base, ...
 FORGET_KEY, RETAIN_KEY = "clear/all/forget", "clear/all/retain"
+FORGET_PROB_KEY = "forget/all/probability"
 RANK_KEY, MU_KEY = "forget/all/forget_quality_d", "all/all/model_utility"
 # candidate label offsets in points: rings of 8 directions, nearest first
 _OFFSETS = [(round(r * math.cos(a), 1), round(r * math.sin(a), 1)) for r in (7, 13, 20, 28)
@@ -172,11 +173,12 @@ def scatter_plot(rows: Sequence[Any], x_key: str, y_key: str, labels: tuple[str,
 
 
 def forget_retain_plot(rows: Sequence[Any]) -> bytes:
-    """CLEAR's axes: Forget (hmean of Prob and TR on forget captions and naming, lower = more forgotten)
-    against Retain (the same on the retain set, higher = kept)."""
-    return scatter_plot(rows, FORGET_KEY, RETAIN_KEY, (
-        f"Forget ↓ ({FORGET_KEY})", f"Retain ↑ ({RETAIN_KEY})",
-        "CLEAR's trade-off: forget ↓ vs retain ↑ (best: top left)"))
+    """The trade-off: what the model still knows of the forget set (mean answer probability, lower = more
+    forgotten) against CLEAR's Retain column (higher = kept). Not CLEAR's Forget column on x: it is not monotone
+    in knowledge (a model sure of the truth scores ~0 like one that forgot; eval.claims)."""
+    return scatter_plot(rows, FORGET_PROB_KEY, RETAIN_KEY, (
+        f"Forget ↓ ({FORGET_PROB_KEY})", f"Retain ↑ ({RETAIN_KEY})",
+        "forget ↓ vs retain ↑ (best: top left)"))
 
 
 def tradeoff_plot(rows: Sequence[Any]) -> bytes:

@@ -113,8 +113,9 @@ def make_plots(rows: Sequence[Row], curves: dict[str, dict]) -> tuple[dict[str, 
 
 
 PLOT_CAPTIONS = {
-    "forget_retain.png": "CLEAR's axes: Forget (hmean of probability and truth ratio on forget captions and "
-                         "naming; lower = more forgotten) against Retain (the same on the retain set; higher = "
+    "forget_retain.png": "Forget: the mean answer probability on the forget set (lower = more forgotten; not "
+                         "CLEAR's Forget column, which scores a model sure of the truth near 0 too) against CLEAR's "
+                         "Retain (hmean of probability and truth ratio on retain captions and naming; higher = "
                          "kept). One panel per forget setting; numbers are the rows in the legend; ★ the gold model.",
     "tradeoff.png": "Forget quality D (the ranking statistic, gold = 0) against model utility, per forget setting.",
     "fq_modality.png": "Forget quality D on each evaluated modality (text, image, image+text) at the same n, one "
