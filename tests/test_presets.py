@@ -238,13 +238,13 @@ def test_gpu_preset_runs_the_whole_study_on_a_tiny_checkpoint(preset, methods, h
         assert marker["parent"]["model_fingerprint"] == run["parent"]["model_fingerprint"]
         assert [p.name for p in (out / name / "model").glob("*.safetensors")] == ["adapter_model.safetensors"]
 
-    lora_plain = cfg.unlearn.train.lora.enabled  # llava: LoRA in both variants; qwen2-vl: full-parameter plain runs
+    lora_plain = cfg.unlearn.train.lora.enabled  # llava: LoRA in both variants; qwen2-vl: full parameters in both
     target_fp = json.loads((out / "target" / "run.json").read_text())["model_fingerprint"]
     for r in runs:
         run = json.loads((out / "unlearn" / r / "run.json").read_text())
         l1 = "-l1-" in r
         assert run["family"] == family and run["steps"] == 2 and run["lr"] == 1e-5
-        assert run["lora"] == (True if l1 else lora_plain) and run["l1_lambda"] == (1e-4 if l1 else 0.0)
+        assert run["lora"] == lora_plain and run["l1_lambda"] == (1e-4 if l1 else 0.0)  # L1: the one change
         if run["reference"]:
             assert run["reference"] == ("adapter-disabled" if run["lora"] else "copy")
         assert run["parent"]["model_fingerprint"] == target_fp and run["model_fingerprint"] != target_fp
