@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import sys
 
 from clearbench import __version__
@@ -62,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"clearbench {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
     except (ValueError, OSError) as exc:  # bad input; missing, existing, locked or unwritable files; a failed stage
         if args.debug:
             raise
         print(f"clearbench {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+    # interrupted: the traceback is gone here, so collecting closes the progress bars it held before the last line
+    gc.collect()
+    print(f"clearbench {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
