@@ -58,8 +58,13 @@ def error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from clearbench import interrupt
+
     try:
-        return int(args.func(args) or 0)
+        with interrupt.handling():
+            code = int(args.func(args) or 0)
+            interrupt.check()  # a Ctrl-C whose exception was swallowed on the way still counts
+            return code
     except KeyboardInterrupt:
         if args.debug:
             raise

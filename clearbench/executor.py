@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from clearbench import interrupt
 from clearbench.config import BenchConfig, to_dict
 from clearbench.provenance import write_json_atomic
 from clearbench.scenarios import PRIOR_COST as SCENARIO_COST
@@ -159,6 +160,7 @@ def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = p
             _run_parallel(run, log_path.parent / "logs")
         else:
             for stage in stages:
+                interrupt.check()  # between stages: a Ctrl-C lost inside the last one stops here
                 started = run.begin(stage)
                 if started:
                     STAGE_FUNCTIONS[stage.kind](**stage.args, resume=started.resume)

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from clearbench import interrupt
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.lora import l1_anchor, l1_penalty
@@ -266,6 +267,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
                disable=not acc.is_main_process, dynamic_ncols=True)
     try:
         for step in bar:
+            interrupt.check()  # a Ctrl-C lost in a finaliser still stops training at the next step
             if run.stop_at_step is not None and step == run.stop_at_step:
                 raise Interrupt(f"stopped at step {step}")
             info = StepInfo(step=step, total_steps=total, epoch=step // sampler.steps_per_epoch)
