@@ -33,6 +33,9 @@ def handling() -> Iterator[None]:
         yield
         return
     _flag.clear()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring Ctrl-C (a script's `cmd &`): keep it so
+        yield
+        return
     old = signal.signal(signal.SIGINT, _handler)
     try:
         yield

@@ -155,7 +155,8 @@ def test_ctrl_c_is_one_line_and_releases_the_lock(tmp_path):
     cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
            "study.methods=[grad_ascent]"]
     proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,  # Ctrl-C live even if pytest runs as `cmd &`
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "run.jsonl").exists() and '"base"' in (out / "run.jsonl").read_text()):
         time.sleep(0.2)

@@ -486,7 +486,8 @@ def _run(case: Case, timeout: float = 120) -> tuple[int, str, str]:
     if case.rc != 130:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         return done.returncode, done.stdout, done.stderr
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even under `pytest &`
     time.sleep(8)  # mid-study (generating the world or training)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=timeout)
