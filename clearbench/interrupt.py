@@ -22,10 +22,6 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
-def interrupted() -> bool:
-    return _flag.is_set()
-
-
 @contextmanager
 def handling() -> Iterator[None]:
     """Install the recording SIGINT handler for the block (main thread only; the old handler comes back)."""
