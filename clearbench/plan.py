@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clearbench.config import BenchConfig, ConfigError, StudyConfig, UnlearnConfig, from_dict, to_dict
+from clearbench.typed_config import without_added_defaults
 from clearbench.provenance import sha256_file
 from clearbench.unlearn import check_method_tables, resolve_method
 from eval.evaluate import EvalConfig
@@ -35,26 +36,8 @@ class Stage:
         return (self.path if self.kind not in FILE_KINDS else self.path.parent / f".{self.path.stem}") / STAGE_FILE
 
 
-# Fields added after studies existed, left out of stage keys while they hold these values, so that
-# adding them does not re-run finished stages (phase objective; study.seeds of a single study;
-# train.group_by_length and report_to; eval max_per_cell; study.scenarios; unlearn.forget_batch and forget_config).
-# Their values here must never change meaning.
-KEY_OMITTED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "report_to": "", "max_per_cell": 0,
-                        "eval_max_per_cell": 0, "attacks": [], "attack_options": {}, "attack_max_per_cell": 0,
-                        "scenarios": ["forget"], "forget_batch": [], "forget_config": ""}
-
-
-def _key_view(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _key_view(v) for k, v in obj.items()
-                if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
-    if isinstance(obj, list):
-        return [_key_view(v) for v in obj]
-    return obj
-
-
 def stage_key(kind: str, section: Any, *upstream: str) -> str:
-    blob = json.dumps({"kind": kind, "config": _key_view(to_dict(section)), "upstream": list(upstream)},
+    blob = json.dumps({"kind": kind, "config": without_added_defaults(to_dict(section)), "upstream": list(upstream)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -23,6 +23,7 @@ from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, co
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
 from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
                                    write_json_atomic)
+from clearbench.typed_config import without_added_defaults
 from clearbench.train import ShuffleSampler, TrainResult, TrainRun, example_nll_loss, train
 from clearbench.types import Record, check_name, forget_splits_in, retain_split
 
@@ -124,7 +125,8 @@ def open_run_dir(out_dir: Path, config: dict[str, Any], resume: bool, overwrite:
     the interrupted run trained with: a change in ``view(config)`` (what the weights depend on) is refused."""
     path = out_dir / "config.json"
     if resume and path.is_file():
-        change = _first_change(view(read_json(path)), view(json.loads(json.dumps(config, default=str))))
+        old, new = read_json(path), json.loads(json.dumps(config, default=str))
+        change = _first_change(without_added_defaults(view(old)), without_added_defaults(view(new)))
         if change:
             raise ValueError(f"--resume: {change} differs from the interrupted run's {path}; resume with the same "
                              f"preset and overrides, or pass --overwrite to start again")

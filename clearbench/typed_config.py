@@ -181,3 +181,22 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# Fields added after studies existed, left out of stage keys (and of --resume's comparison) while they hold these
+# values, so that adding them neither re-runs finished stages nor refuses to resume interrupted ones (phase
+# objective; study.seeds of a single study; train.group_by_length and report_to; eval max_per_cell;
+# study.scenarios; unlearn.forget_batch and forget_config). Their values here must never change meaning.
+ADDED_DEFAULTS = {"objective": "lm", "seeds": [], "group_by_length": 0, "report_to": "", "max_per_cell": 0,
+                  "eval_max_per_cell": 0, "attacks": [], "attack_options": {}, "attack_max_per_cell": 0,
+                  "scenarios": ["forget"], "forget_batch": [], "forget_config": ""}
+
+
+def without_added_defaults(obj: Any) -> Any:
+    """``obj`` (a config as plain data) without the ADDED_DEFAULTS fields that hold their default."""
+    if isinstance(obj, dict):
+        return {k: without_added_defaults(v) for k, v in obj.items()
+                if not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+    if isinstance(obj, list):
+        return [without_added_defaults(v) for v in obj]
+    return obj
