@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.config import BenchConfig, ConfigError, deep_merge, to_dict
-from clearbench.data import open_world
 from clearbench.plan import Stage, eval_config, stage_key, unlearn_stage
 from clearbench.provenance import write_json_atomic, write_text_atomic
-from eval.validation import validate_model
 
 RULE = ("admissible: retain-validation probability >= (1 - {tol:g}) x the target's; chosen: the admissible lr "
         "with the lowest forget-validation probability (ties: the smaller lr); none admissible: the smallest lr")
@@ -86,14 +84,6 @@ def _validate_stage(root: Path, name: str, model: Stage, world: Path, val_cfg: d
     key = stage_key("validate", {k: to_dict(v) if k == "eval_cfg" else v for k, v in val_cfg.items()}, model.key)
     return Stage(f"calibrate/validate/{name}", "validate", path, key,
                  {"model": model.path, "world": world, "out_dir": path, "spec": val_cfg}, ("world", model.name))
-
-
-def validate_stage(model: Path, world: Path, out_dir: Path, spec: dict[str, Any], resume: bool) -> None:
-    """Score a model's validation records (``spec``: forget, forget_modality, eval_cfg, n_per_cell) into
-    ``out_dir/validation.json``."""
-    scores = validate_model(model, open_world(world), spec["forget"], spec["forget_modality"], spec["eval_cfg"],
-                            spec["n_per_cell"])
-    write_json_atomic(Path(out_dir) / VALIDATION_FILE, scores)
 
 
 def select_stage(points: list[dict[str, Any]], target: str, tolerance: float, out_dir: Path, resume: bool) -> None:

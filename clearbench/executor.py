@@ -24,7 +24,9 @@ from clearbench import interrupt
 from clearbench.config import BenchConfig, to_dict
 from clearbench.provenance import write_json_atomic
 from clearbench.scenarios import PRIOR_COST as SCENARIO_COST
-from clearbench.study import STAGE_FUNCTIONS, Stage, plan_study, seed_config, seed_dir
+from clearbench.plan import Stage
+from clearbench.run import STAGE_FUNCTIONS, plan_study
+from clearbench.study import seed_config, seed_dir
 
 # Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran (other
 # kinds: 0.5).
@@ -32,7 +34,7 @@ PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5
               "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1,
               "attack": 0.5, "metaeval_report": 0.1, **SCENARIO_COST}
 # Imported once by the fork server, so that each worker starts with them loaded.
-WORKER_PRELOAD = ["clearbench.executor", "clearbench.study", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
+WORKER_PRELOAD = ["clearbench.executor", "clearbench.run", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
 
 
 LOCK_FILE = "run.lock"

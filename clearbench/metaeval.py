@@ -13,20 +13,16 @@ eval.metaeval_report judge every metric on the pool.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from clearbench.config import BenchConfig, ConfigError, PhaseConfig, deep_merge, from_dict, to_dict
 from clearbench.metaeval_config import EXPOSURES
-from clearbench.plan import Stage, eval_config, stage_key
-from clearbench.provenance import read_run, write_json_atomic
+from clearbench.eval_config import AttackConfig
+from clearbench.plan import ScorerVersions, Stage, attack_stage, eval_config, evaluation_stage, stage_key
+from clearbench.provenance import read_run
 from clearbench.stages import as_world, select_records
 from clearbench.types import retain_split
-from eval.attacks import AttackConfig, attack_versions, get_attack, options_of
-from eval.metaeval import VERSION
-from eval.metaeval_report import build_report
-from eval.metrics import metric_versions
 
 RUN_SUMMARY = ("stage", "split", "records", "model_fingerprint", "world_fingerprint", "config_hash", "parent", "train",
                "seconds")
@@ -112,55 +108,48 @@ def _finetune_stage(cfg: BenchConfig, out: Path, name: str, path: Path, split: s
                  args, ("world", "base") if base else ("world",))
 
 
-def _eval_stage(cfg: BenchConfig, out: Path, name: str, path: Path, model: Stage, gold: Stage | None) -> Stage:
-    """The study's evaluation of ``model`` against the reference gold's result (None: it is the gold), keyed as the
-    study keys its evaluations."""
+def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, gold: Stage | None,
+                versions: ScorerVersions) -> Stage:
+    """The study's evaluation of ``model`` (into ``results/NAME.json``) against the reference gold's result (None: it
+    is the gold), keyed as the study keys its evaluations."""
     ecfg = eval_config(cfg.study, forget_of(cfg))
-    key = stage_key("evaluate", ecfg, model.key, gold.key if gold else "self", json.dumps(metric_versions()))
-    args = {"model": model.path, "world": out / "world", "out": path, "gold": gold.path if gold else "self", "cfg": ecfg}
-    return Stage(name, "evaluate", path, key, args, ("world", model.name) + ((gold.name,) if gold else ()))
+    return evaluation_stage(f"evaluate/{name}", out / "results" / f"{name}.json", ecfg, model, gold, out / "world",
+                            versions)
 
 
-def _attack_stages(cfg: BenchConfig, out: Path, member: str, model: Stage, gold: Stage) -> list[Stage]:
+def _attack_stages(cfg: BenchConfig, out: Path, member: str, model: Stage, gold: Stage,
+                   versions: ScorerVersions) -> list[Stage]:
     """Every attack of ``metaeval.attacks`` on one pool model, probes capped as the study caps its attacks."""
-    study, stages = cfg.study, []
+    study = cfg.study
     cap = study.attack_max_per_cell or study.eval_max_per_cell
-    for name in cfg.metaeval.attacks:
-        acfg = AttackConfig(attack=name, forget=forget_of(cfg), max_per_cell=cap,
-                            max_per_config=0 if cap else study.eval_max_per_config, batch_size=study.eval_batch_size,
-                            options=cfg.metaeval.attack_options.get(name, {}))
-        path = out / "attacks" / member / f"{name}.json"
-        key = stage_key("attack", acfg, model.key, gold.key, json.dumps([attack_versions()[name], metric_versions()]))
-        stages.append(Stage(f"attack/{member}/{name}", "attack", path, key,
-                            {"model": model.path, "world": out / "world", "out": path, "cfg": acfg, "gold": gold.path},
-                            ("world", model.name, gold.name)))
-    return stages
+    return [attack_stage(f"attack/{member}/{name}", out / "attacks" / member / f"{name}.json",
+                         AttackConfig(attack=name, forget=forget_of(cfg), max_per_cell=cap,
+                                      max_per_config=0 if cap else study.eval_max_per_config,
+                                      batch_size=study.eval_batch_size,
+                                      options=cfg.metaeval.attack_options.get(name, {})),
+                         model, gold, out / "world", versions)
+            for name in cfg.metaeval.attacks]
 
 
 def check_pool(cfg: BenchConfig) -> None:
-    """The metaeval section against the study and the attacks (a mistake fails when the study is planned)."""
+    """The metaeval section against the study (a mistake fails when the study is planned; the attacks' names and
+    options are checked against eval's registry by ``clearbench.run.check_config``)."""
     meta = cfg.metaeval
     if meta.forget and meta.forget not in cfg.study.forget_splits:
         raise ConfigError(f"metaeval.forget: {meta.forget!r} is not one of study.forget_splits "
                           f"{cfg.study.forget_splits}; add it there (the world must have it) or leave it empty")
-    for i, name in enumerate(meta.attacks):
-        try:
-            get_attack(name)
-            options_of(AttackConfig(attack=name, options=meta.attack_options.get(name, {})))
-        except ValueError as exc:
-            raise ConfigError(f"metaeval.attacks[{i}]: {exc}") from None
     for name in meta.attack_options:
         if name not in meta.attacks:
             raise ConfigError(f"metaeval.attack_options.{name}: {name!r} is not in metaeval.attacks {meta.attacks}")
 
 
-def pool_stages(cfg: BenchConfig, out: Path, base: Stage | None) -> list[Stage]:
+def pool_stages(cfg: BenchConfig, out: Path, base: Stage | None, versions: ScorerVersions) -> list[Stage]:
     """The reference gold and its evaluation, every pool model with its evaluation and attacks, and the report."""
     check_pool(cfg)
     out, forget = Path(out), forget_of(cfg)
     pct = forget.removeprefix("forget")
     gold = _finetune_stage(cfg, out, f"gold-{pct}", out / f"gold-{pct}", retain_split(forget), base)
-    gold_eval = _eval_stage(cfg, out, f"evaluate/gold-{pct}", out / "results" / f"gold-{pct}.json", gold, None)
+    gold_eval = _eval_stage(cfg, out, f"gold-{pct}", gold, None, versions)
     stages, models = [gold, gold_eval], []
     for member in members(cfg):
         mcfg, split = member_config(cfg, member, forget), split_of(member, forget)
@@ -169,16 +158,17 @@ def pool_stages(cfg: BenchConfig, out: Path, base: Stage | None) -> list[Stage]:
             raise ConfigError(f"metaeval pool model {member.name} is the reference gold gold-{pct} itself (same "
                               f"finetune); its forget quality would compare it with itself: give the pool other seeds "
                               f"or lengths than the preset's finetune")
-        ev = _eval_stage(cfg, out, f"evaluate/{member.name}", out / "results" / f"{member.name}.json", ft, gold_eval)
-        attacks = _attack_stages(cfg, out, member.name, ft, gold_eval)
+        ev = _eval_stage(cfg, out, member.name, ft, gold_eval, versions)
+        attacks = _attack_stages(cfg, out, member.name, ft, gold_eval, versions)
         stages += [ft, ev, *attacks]
         models.append(dataclasses.asdict(member) | {
             "name": member.name, "split": split, "phases": mcfg.finetune.resolved_phases(), "model": ft.path,
             "result": ev.path, "attacks": {a.path.stem: a.path for a in attacks}})
     upstream = stages[1:]
-    spec = {"forget": forget, "world": out / "world", "models": models, "bootstrap": cfg.metaeval.bootstrap,
+    spec = {"version": versions.metaeval, "forget": forget, "world": out / "world", "models": models,
+            "bootstrap": cfg.metaeval.bootstrap,
             "seed": cfg.metaeval.seed, "reference": {"model": gold.path, "result": gold_eval.path}}
-    key = stage_key("metaeval_report", {"version": VERSION, "bootstrap": cfg.metaeval.bootstrap,
+    key = stage_key("metaeval_report", {"version": versions.metaeval, "bootstrap": cfg.metaeval.bootstrap,
                                         "seed": cfg.metaeval.seed}, *[s.key for s in upstream])
     stages.append(Stage("report", "metaeval_report", out / "report", key, {"pool": spec, "out_dir": out / "report"},
                         tuple(s.name for s in upstream)))
@@ -199,18 +189,7 @@ def manifest_of(pool: dict[str, Any]) -> dict[str, Any]:
             "attacks": {a: str(p) for a, p in m["attacks"].items()},
             "phases": [to_dict(p) for p in m["phases"]], "run": {k: run.get(k) for k in RUN_SUMMARY if k in run}})
     ref = pool["reference"]
-    return {"version": VERSION, "forget": pool["forget"], "world_fingerprint": world.fingerprint,
+    return {"version": pool["version"], "forget": pool["forget"], "world_fingerprint": world.fingerprint,
             "reference": {"model": str(ref["model"]), "result": str(ref["result"]),
                           "run": {k: v for k, v in read_run(ref["model"]).items() if k in RUN_SUMMARY}},
             "models": models}
-
-
-def report_stage(pool: dict[str, Any], out_dir: Path, resume: bool) -> None:
-    """``metaeval/report/``: ``manifest.json`` (the pool's provenance), then eval.metaeval_report's files."""
-    manifest = manifest_of(pool)
-    write_json_atomic(Path(out_dir) / "manifest.json", manifest)
-    build_report(manifest, Path(out_dir), pool["bootstrap"], pool["seed"])
-
-
-# kind -> stage function, merged into clearbench.study.STAGE_FUNCTIONS
-STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {"metaeval_report": report_stage}

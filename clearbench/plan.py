@@ -1,4 +1,5 @@
-"""A stage of a study as data, and its key (``clearbench.study`` plans stages, ``clearbench.executor`` runs them).
+"""A stage of a study as data, and its key (the planners of clearbench.study, .calibration, .metaeval and
+.scenarios describe stages; ``clearbench.run`` names each kind's function; ``clearbench.executor`` runs them).
 
 A stage's *key* hashes its own config section with the keys of the stages it reads, so a changed setting
 re-runs exactly the stages downstream of it; a finished stage writes its key into its marker file last.
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from clearbench.config import BenchConfig, ConfigError, StudyConfig, UnlearnConfig, from_dict, to_dict
+from clearbench.eval_config import AttackConfig, EvalConfig
 from clearbench.typed_config import without_added_defaults
 from clearbench.provenance import sha256_file
 from clearbench.unlearn import check_method_tables, resolve_method
-from eval.evaluate import EvalConfig
 
 STAGE_FILE = "stage.json"
 FILE_KINDS = ("evaluate", "attack")  # stages whose output is one file: the marker sits beside it
@@ -34,6 +35,18 @@ class Stage:
     @property
     def marker(self) -> Path:
         return (self.path if self.kind not in FILE_KINDS else self.path.parent / f".{self.path.stem}") / STAGE_FILE
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerVersions:
+    """The versions of eval's scorers, which enter stage keys (a changed formula re-runs the stages it scores).
+    The study runner (``clearbench.run``) reads them from eval/ and hands them to the planners."""
+
+    metrics: dict[str, Any]
+    attacks: dict[str, Any]
+    metaeval: int = 0
+    restore: int = 0
+    sequential: int = 0
 
 
 def stage_key(kind: str, section: Any, *upstream: str) -> str:
@@ -74,3 +87,21 @@ def eval_config(study: StudyConfig, forget: str) -> EvalConfig:
     """The evaluation of every model of a study on ``forget`` (caps, batch size and metric options from ``study``)."""
     return EvalConfig(forget=forget, batch_size=study.eval_batch_size, max_per_config=study.eval_max_per_config,
                       max_per_cell=study.eval_max_per_cell, options={**study.metric_options, "require_gold": True})
+
+
+def evaluation_stage(name: str, path: Path, ecfg: EvalConfig, model: Stage, gold: Stage | None, world: Path,
+                     versions: ScorerVersions) -> Stage:
+    """The evaluation of ``model``'s output into ``path`` against the gold's result (``gold`` None: it is the gold)."""
+    # the metric versions are inputs too: a changed formula re-aggregates (from the evaluation's cache)
+    key = stage_key("evaluate", ecfg, model.key, gold.key if gold else "self", json.dumps(versions.metrics))
+    args = {"model": model.path, "world": world, "out": path, "gold": gold.path if gold else "self", "cfg": ecfg}
+    return Stage(name, "evaluate", path, key, args, ("world", model.name) + ((gold.name,) if gold else ()))
+
+
+def attack_stage(name: str, path: Path, acfg: AttackConfig, model: Stage, gold: Stage, world: Path,
+                 versions: ScorerVersions) -> Stage:
+    """One attack on ``model`` into ``path``, scored against the gold's result."""
+    key = stage_key("attack", acfg, model.key, gold.key, json.dumps([versions.attacks[acfg.attack], versions.metrics]))
+    return Stage(name, "attack", path, key,
+                 {"model": model.path, "world": world, "out": path, "cfg": acfg, "gold": gold.path},
+                 ("world", model.name, gold.name))

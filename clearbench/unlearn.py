@@ -133,6 +133,15 @@ def plan(cfg: UnlearnConfig, world, target: Path) -> Plan:
                 stop_records, stop_source, gold)
 
 
+def check_method_names(names: Sequence[str], where: str) -> None:
+    """Every name is a method (built-in or plugin module), else a ConfigError naming ``where[i]`` (did you mean)."""
+    for i, name in enumerate(names):
+        try:
+            get_method(name)
+        except ValueError as exc:
+            raise ConfigError(f"{where}[{i}]: {exc}") from None
+
+
 def check_method_tables(cfg: UnlearnConfig) -> None:
     """Every per-method entry (lr_by_method, options_by_method) names a method, and its options are that
     method's: all of them, not only this run's method (a typo fails when the config is loaded)."""

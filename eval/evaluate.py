@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.config import config_hash
+from clearbench.eval_config import EvalConfig
 from clearbench.provenance import check_model_world, device_info, library_versions, read_run, write_json_atomic
 from clearbench.types import check_forget_split, holdout_split
 from eval import outputs
@@ -26,27 +27,6 @@ from eval.example import ExampleOutput
 from eval.own import as_own, own_provenance, run_label
 from eval.own import load as load_own
 from eval.results import build_result, examples_of, load_gold_result, write_result
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    forget: str = "forget10"
-    batch_size: int = 32
-    max_new_tokens: int = outputs.GENERATION["max_new_tokens"]
-    max_per_config: int = 0  # 0: no cap; older configs' cap per eval config (CLEAR's code: 300)
-    seed: int = 0
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # MetricOptions fields
-    max_per_cell: int = 0  # 0: no cap; else per (eval config, modality, task, image role) cell, seeded
-
-    def __post_init__(self) -> None:
-        for name, least in (("max_per_config", 0), ("max_per_cell", 0), ("batch_size", 1), ("max_new_tokens", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                raise ValueError(f"{name} must be an integer >= {least}{' (0: no cap)' if least == 0 else ''}, "
-                                 f"got {v!r}")
-        if self.max_per_config and self.max_per_cell:
-            raise ValueError(f"max_per_config={self.max_per_config} and max_per_cell={self.max_per_cell}: "
-                             "set one cap (max_per_cell caps each modality x task x image-role cell)")
 
 
 def eval_configs(world, forget: str) -> list[str]:

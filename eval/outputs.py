@@ -17,12 +17,12 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from clearbench.eval_config import GENERATION
 from clearbench.models.common import generate
 from clearbench.scoring import teacher_forced
 from clearbench.types import Record
 from eval.example import ExampleOutput
 
-GENERATION = {"do_sample": False, "max_new_tokens": 32}  # recorded in results' provenance
 
 
 def shard_records(records: Sequence[Record], shard: tuple[int, int]) -> list[Record]:

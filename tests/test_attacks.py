@@ -363,7 +363,7 @@ def test_cli_runs_one_attack_and_reports_one_line_errors(models, tiny_world_path
 def test_a_study_attacks_every_unlearned_model_and_the_target(tmp_path):
     from clearbench.config import BenchConfig, load_config
     from clearbench.executor import run_study
-    from clearbench.study import build_study
+    from clearbench.run import build_study
 
     plain_only = ["study.methods=[grad_ascent]", "study.variants.lora=null", "study.variants.lora-l1=null"]
     cfg = load_config(BenchConfig, "tiny-smoke", [*plain_only,

@@ -16,7 +16,7 @@ import pytest
 
 from clearbench.cli import main
 from clearbench.config import BenchConfig, ConfigError, TrainConfig, load_config
-from clearbench.study import build_study, check_config
+from clearbench.run import build_study, check_config
 
 # (overrides of tiny-smoke, what the one line must say)
 BAD_CONFIGS = [

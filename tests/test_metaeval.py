@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from clearbench.config import BenchConfig, ConfigError, load_config
 from clearbench.metaeval import exposure_counts
-from clearbench.study import build_study
+from clearbench.run import build_study
 from eval import metaeval
 
 SMALL_POOL = ("metaeval.groups={target: {exposure: all, seeds: [1], lengths: [1.0, 0.5], parameterisations: [full, lora]}, "

@@ -13,7 +13,7 @@ import torch
 from clearbench.config import PRESET_DIR, BenchConfig, ConfigError, TrainConfig, load_config, load_yaml, preset_path
 from clearbench.provenance import ADAPTER_MARKER, local_model_dir, model_fingerprint
 from clearbench.executor import run_study
-from clearbench.study import build_study
+from clearbench.run import build_study
 
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 GPU_PRESETS = {"llava-1.5-7b": ("llava", "llava-hf/llava-1.5-7b-hf"), "qwen2-vl-2b": ("qwen2-vl", "Qwen/Qwen2-VL-2B-Instruct")}

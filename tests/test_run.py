@@ -18,7 +18,8 @@ import torch
 
 from clearbench.config import BenchConfig, load_config, to_dict
 from clearbench.executor import StageFailed, run_study
-from clearbench.study import build_study, seed_config
+from clearbench.run import build_study
+from clearbench.study import seed_config
 
 OVERRIDES = ["study.methods=[grad_ascent]"]
 

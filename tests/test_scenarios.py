@@ -239,7 +239,7 @@ RESTORE = [*BASE, "study.scenarios=[restore]", "restore.corruptions=[text,bind]"
 
 
 def test_sequential_plan_keeps_the_forget_grid_and_checks_its_section(tmp_path):
-    from clearbench.study import build_study
+    from clearbench.run import build_study
 
     grid = [o for o in SEQ if not o.startswith("study.scenarios")]
     plain = {s.name: s.key for s in build_study(load_config(BenchConfig, "tiny-smoke", grid), tmp_path)}
@@ -324,7 +324,7 @@ def test_sequential_report_and_jobs_give_the_same_scores(trained, sequential, tm
 def test_a_killed_request_resumes_to_the_same_result(trained, sequential, killed, tmp_path, monkeypatch):
     """Interrupt one stage of the chain mid-way (training: after a checkpoint; scoring: after one config's outputs
     were cached), run again: the finished stages are skipped, the interrupted one resumes, the scores match."""
-    from clearbench import study
+    from clearbench import run as runner
     from eval import outputs
     from clearbench.executor import run_study
     from clearbench.train import Interrupt
@@ -333,7 +333,7 @@ def test_a_killed_request_resumes_to_the_same_result(trained, sequential, killed
     shutil.copytree(trained, out)
     name = f"scenarios/sequential/grad_ascent/{killed}"
     kind = {"step": "unlearn", "score": "sequential_score", "result": "sequential_result"}[killed.split("-")[0]]
-    real = study.STAGE_FUNCTIONS[kind]
+    real = runner.STAGE_FUNCTIONS[kind]
 
     def cut(**args):
         if not str(args["out_dir"]).endswith(killed.replace("result", "grad_ascent/result")):
@@ -345,7 +345,7 @@ def test_a_killed_request_resumes_to_the_same_result(trained, sequential, killed
         real(**args)
         raise Interrupt(f"killed in {name} after its output, before its marker")
 
-    monkeypatch.setitem(study.STAGE_FUNCTIONS, kind, cut)
+    monkeypatch.setitem(runner.STAGE_FUNCTIONS, kind, cut)
     cfg = load_config(BenchConfig, "tiny-smoke", SEQ)
     with pytest.raises(Interrupt):
         run_study(cfg, out, echo=lambda s: None)

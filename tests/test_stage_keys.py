@@ -25,7 +25,7 @@ STUDIES = {  # pin name -> (preset, overrides)
 
 def _keys(preset: str, overrides: list[str]) -> dict[str, str]:
     from clearbench.config import BenchConfig, load_config
-    from clearbench.study import build_study
+    from clearbench.run import build_study
 
     cfg = load_config(BenchConfig, preset, overrides)
     return {s.name: s.key for s in build_study(cfg, Path("/nonexistent/study"))}

@@ -15,8 +15,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_bench_config(args: argparse.Namespace) -> BenchConfig:
-    """The preset with the overrides, every section checked (clearbench.study.check_config)."""
-    from clearbench.study import check_config
+    """The preset with the overrides, every section checked (clearbench.run.check_config)."""
+    from clearbench.run import check_config
 
     return check_config(load_config(BenchConfig, args.preset, args.overrides))
 

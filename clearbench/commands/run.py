@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clearbench.executor import run_study, state_of
-    from clearbench.study import build_study
+    from clearbench.run import build_study
 
     overrides = list(args.overrides) + ([f"study.seeds=[{','.join(map(str, args.seeds))}]"] if args.seeds else [])
     cfg = load_config(BenchConfig, args.preset, overrides)

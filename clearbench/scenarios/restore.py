@@ -16,15 +16,12 @@ from typing import Any
 from clearbench import stages as core
 from clearbench.config import BenchConfig, ConfigError, PhaseConfig, RestoreConfig, deep_merge, from_dict, to_dict
 from clearbench.data import open_world
-from clearbench.plan import Stage, stage_key, unlearn_stage
+from clearbench.plan import ScorerVersions, Stage, stage_key, unlearn_stage
 from clearbench.models import load_model
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
-from clearbench.scenarios.common import (check_methods, controls, read_scored, sample, score_into, unlearn_section,
-                                         write_result)
+from clearbench.scenarios.common import check_methods, controls, sample, unlearn_section
 from clearbench.types import Record
 from data_gen.generate import WorldParams
-from eval import scenarios as scores
-from eval.example import ExampleOutput
 
 VICTIM_CONFIGS = ("victims_text", "victims_image", "victims_joint")
 # the corrupting finetune under restore.phase's overrides: "full" stands for the corruption set (as the split does in
@@ -54,8 +51,8 @@ def restore_records(world, cfg: RestoreConfig) -> dict[str, list[Record]]:
     return victims | controls(world, cfg.n_control, cfg.seed)
 
 
-def corrupted_fields(world, examples: list[ExampleOutput]) -> dict[str, str]:
-    """The field each victims_text / victims_joint example asks about: the one whose corrupted value (the
+def corrupted_fields(world, examples: list) -> dict[str, str]:
+    """The field each victims_text / victims_joint example (eval's ExampleOutput) asks about: the one whose corrupted value (the
     manifest's ``corruption.wrong``) its first perturbed answer states."""
     wrong = world.manifest["corruption"]["wrong"]
     out = {}
@@ -96,25 +93,6 @@ def corrupt_stage(cfg: BenchConfig, world: Path, parent: Path, corruption: str, 
         "seconds": time.time() - t0}))
 
 
-def restore_score_stage(model: Path, world: Path, out_dir: Path, cfg: RestoreConfig, resume: bool) -> None:
-    """Score ``model`` on the victims' true facts and the controls into ``out_dir/examples.json``."""
-    world_ = open_world(world)
-    score_into(model, world_, restore_records(world_, cfg), out_dir, score_view(cfg), cfg.batch_size, resume)
-
-
-def restore_result_stage(scored: dict[str, Path], world: Path, out_dir: Path, run: dict[str, Any],
-                         resume: bool) -> None:
-    """The restoration scores of one corruption set (``scored``: clean, corrupted and each run's score stage)."""
-    world_ = open_world(world)
-    models = {name: read_scored(path) for name, path in scored.items()}
-    write_result(out_dir, scores.restore_result(
-        {name: examples for name, (examples, _) in models.items()},
-        {name: info["model_fingerprint"] for name, (_, info) in models.items()},
-        corrupted_fields(world_, models["clean"][0]),
-        run | {"world_fingerprint": world_.fingerprint, "models": {n: info["model"] for n, (_, info) in models.items()},
-               "world_corruption": world_.manifest["corruption"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-
-
 # ------------------------------------------------------------------------------------------ plans
 def _check(cfg: BenchConfig) -> list[str]:
     """The restore section against the study and the world its params generate; returns the methods."""
@@ -133,7 +111,7 @@ def _check(cfg: BenchConfig) -> list[str]:
     return check_methods(cfg, "restore", r.methods, r.variant)
 
 
-def restore_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
+def restore_stages(cfg: BenchConfig, out: Path, target: Stage, versions: ScorerVersions) -> list[Stage]:
     """Per corruption set: the corrupted model, one unlearn stage per method and setting, a score stage for each
     model, one result stage; plus the clean model's score stage (shared)."""
     methods, r, root, world = _check(cfg), cfg.restore, out / "scenarios" / "restore", out / "world"
@@ -165,7 +143,7 @@ def restore_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
                     stages += [u, scored[f"{method}/{setting}"]]
             run = {"scenario": "restore", "corruption": kind, "k": k, "variant": r.variant, "restore": to_dict(r)}
             stages.append(Stage(f"scenarios/restore/{name}/result", "restore_result", root / name / "result",
-                                stage_key("restore_result", view, f"scores {scores.RESTORE_VERSION}",
+                                stage_key("restore_result", view, f"scores {versions.restore}",
                                           *[f"{n}={s.key}" for n, s in scored.items()]),
                                 {"scored": {n: s.path for n, s in scored.items()}, "world": world,
                                  "out_dir": root / name / "result", "run": run},

@@ -6,19 +6,15 @@ every request's records and the controls is scored; the per-method result stage 
 curves and scores (eval.scenarios) in ``scenarios/sequential/<method>/result/result.json``."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from clearbench.config import BenchConfig, ConfigError, SequentialConfig, from_dict, to_dict
-from clearbench.data import open_world
-from clearbench.plan import Stage, stage_key, unlearn_stage
-from clearbench.scenarios.common import (check_methods, controls, read_scored, sample, score_into, unlearn_section,
-                                         write_result)
+from clearbench.plan import ScorerVersions, Stage, stage_key, unlearn_stage
+from clearbench.scenarios.common import check_methods, controls, sample, unlearn_section
 from clearbench.types import Record, forget_percent
 from clearbench.unlearn import author_batches
 from data_gen.generate import WorldParams
-from eval import scenarios as scores
 
 
 def sequential_records(world, cfg: SequentialConfig) -> dict[str, list[Record]]:
@@ -41,24 +37,6 @@ def score_view(cfg: SequentialConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(cfg).items() if k not in ("methods", "variant", "forget_modality")}
 
 
-def sequential_score_stage(model: Path, world: Path, out_dir: Path, cfg: SequentialConfig, resume: bool) -> None:
-    """Score ``model`` on the scenario's records into ``out_dir/examples.json`` (resumes from its cache)."""
-    world_ = open_world(world)
-    score_into(model, world_, sequential_records(world_, cfg), out_dir, score_view(cfg), cfg.batch_size, resume)
-
-
-def sequential_result_stage(scored: list[Path], world: Path, out_dir: Path, cfg: SequentialConfig,
-                            run: dict[str, Any], resume: bool) -> None:
-    """Curves and scores of one method's requests (``scored``: the score stages of steps 0..T) -> result.json."""
-    world_ = open_world(world)
-    steps = [read_scored(p) for p in scored]
-    write_result(out_dir, scores.sequential_result(
-        [examples for examples, _ in steps], author_batches(world_, cfg.forget, cfg.steps),
-        run | {"world_fingerprint": world_.fingerprint, "sequential": to_dict(cfg),
-               "models": [info["model"] for _, info in steps], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-        [info["model_fingerprint"] for _, info in steps]))
-
-
 def _check(cfg: BenchConfig) -> list[str]:
     """The sequential section against the study and the world its params generate; returns the methods."""
     seq = cfg.sequential
@@ -73,7 +51,7 @@ def _check(cfg: BenchConfig) -> list[str]:
     return check_methods(cfg, "sequential", seq.methods, seq.variant)
 
 
-def sequential_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]:
+def sequential_stages(cfg: BenchConfig, out: Path, target: Stage, versions: ScorerVersions) -> list[Stage]:
     """Per method: T unlearn stages (request t from request t-1's model), a score stage after each, one result
     stage; plus the target's score stage (step 0, shared by the methods)."""
     methods, seq, root, world = _check(cfg), cfg.sequential, out / "scenarios" / "sequential", out / "world"
@@ -99,7 +77,7 @@ def sequential_stages(cfg: BenchConfig, out: Path, target: Stage) -> list[Stage]
         unlearn = {k: v for k, v in to_dict(prev.args["cfg"].unlearn).items() if k != "forget_batch"}
         run = {"scenario": "sequential", "method": method, "variant": seq.variant, "unlearn": unlearn}
         stages.append(Stage(f"scenarios/sequential/{method}/result", "sequential_result", root / method / "result",
-                            stage_key("sequential_result", view, f"scores {scores.SEQUENTIAL_VERSION}",
+                            stage_key("sequential_result", view, f"scores {versions.sequential}",
                                       *[s.key for s in scored]),
                             {"scored": [s.path for s in scored], "world": world, "out_dir": root / method / "result",
                              "cfg": seq, "run": run}, ("world", *[s.name for s in scored])))

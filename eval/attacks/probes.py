@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
+from clearbench.eval_config import AttackConfig
 from clearbench.models import load_model
 from clearbench.models.common import Loaded, default_device
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, read_run
@@ -18,21 +19,6 @@ from clearbench.types import Record, check_forget_split
 from eval import outputs
 from eval.evaluate import EvalConfig, select_records
 from eval.example import ExampleOutput
-
-
-@dataclasses.dataclass
-class AttackConfig:
-    """One attack run: which attack, the probes and how they are scored, and the attack's own ``options``
-    (fields of its ``Config``, e.g. ``{"n": [10], "train": {"lr": 1e-3}}`` for relearn)."""
-
-    attack: str = "relearn"
-    forget: str = ""  # "": the forget split the model was unlearned on (its run.json), else forget10
-    max_per_config: int = 0  # caps on the probe records, as the evaluation's (EvalConfig); 0: none
-    max_per_cell: int = 0
-    batch_size: int = 32
-    max_new_tokens: int = outputs.GENERATION["max_new_tokens"]
-    seed: int = 0
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
