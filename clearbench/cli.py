@@ -1,7 +1,7 @@
 """The ``clearbench`` command line: ``clearbench SUBCOMMAND [options]``.
 
 An expected failure (bad input, a missing, existing, locked or unwritable file, a failed stage) prints one line
-naming the input and the fix, exit code 2; Ctrl-C prints one line, exit code 130. ``--debug``: the traceback.
+naming the input and the fix, exit code 2; Ctrl-C prints one line, exit code 130 (SIGTERM: 143). ``--debug``: the traceback.
 """
 from __future__ import annotations
 
@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             code = int(args.func(args) or 0)
             interrupt.check()  # a Ctrl-C whose exception was swallowed on the way still counts
             return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
+        stopped = exc
     except (ValueError, OSError) as exc:  # bad input; missing, existing, locked or unwritable files; a failed stage
         if args.debug:
             raise
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # interrupted: the traceback is gone here, so collecting closes the progress bars it held before the last line
     gc.collect()
-    print(f"clearbench {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
-    return 130
+    what = "terminated (SIGTERM)" if isinstance(stopped, interrupt.Terminated) else "interrupted"
+    print(f"clearbench {args.command}: {what}; re-run the same command to resume", file=sys.stderr)
+    return 143 if isinstance(stopped, interrupt.Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -238,20 +240,39 @@ def _start_time(pid: int) -> str | None:
 
 
 # --------------------------------------------------------------------------------- --jobs N
-def _worker(kind: str, args: dict[str, Any], name: str, resume: bool, log_file: Path, threads: int) -> None:
+def _worker(kind: str, args: dict[str, Any], name: str, resume: bool, log_file: Path, threads: int,
+            owner: int) -> None:
     """Body of a worker process: output to ``log_file``, ``threads`` torch threads, run the stage's function
-    (an exception's traceback lands in the log, and the process exits with code 1)."""
+    (an exception's traceback lands in the log, and the process exits with code 1). The worker stops when the
+    study process ``owner`` is gone (killed outright): a new run would otherwise resume its stage beside it."""
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    threading.Thread(target=_stop_without, args=(owner,), daemon=True, name="owner-watch").start()
     import torch
 
     torch.set_num_threads(threads)
-    print(f"clearbench run worker: stage {name}, {threads} torch thread{'s' * (threads > 1)}", flush=True)
-    STAGE_FUNCTIONS[kind](**args, resume=resume)
+    print(f"clearbench run worker (pid {os.getpid()}): stage {name}, {threads} torch thread{'s' * (threads > 1)}",
+          flush=True)
+    with interrupt.handling():  # SIGTERM (terminate(), the watch) unwinds: finalisers release the semaphores
+        STAGE_FUNCTIONS[kind](**args, resume=resume)
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def _stop_without(owner: int, every: float = 1.0) -> None:
+    """Poll the study process; once it is gone, end this worker as SIGTERM does (its stage resumes next run)."""
+    while True:
+        time.sleep(every)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            print(f"clearbench run worker: the study process {owner} is gone; stopping", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        except PermissionError:  # alive, under another user (a reused pid): keep going
+            pass
 
 
 def _upstream(stages: list[Stage]) -> dict[str, set[str]]:
@@ -287,6 +308,7 @@ def _run_parallel(run: _Progress, logs_dir: Path) -> None:
     failed: list[tuple[Stage, int, Path]] = []
     try:
         while True:
+            interrupt.check()
             while not failed and len(running) < run.jobs:
                 ready = next((s for s in pending if all(n in run.outcome for n in s.needs)), None)
                 if ready is None:
@@ -320,8 +342,8 @@ def _launch(ctx, run: _Progress, stage: Stage, log_file: Path, threads: int, run
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_text("")
-    proc = ctx.Process(target=_worker, args=(stage.kind, stage.args, stage.name, started.resume, log_file, threads),
-                       name=stage.name)
+    proc = ctx.Process(target=_worker, name=stage.name,
+                       args=(stage.kind, stage.args, stage.name, started.resume, log_file, threads, os.getpid()))
     proc.start()
     running[proc.sentinel] = (proc, stage, started, log_file)
 

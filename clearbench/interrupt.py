@@ -1,6 +1,7 @@
-"""Ctrl-C that is never lost: the CLI's SIGINT handler records the interrupt before raising KeyboardInterrupt,
-and long loops call ``check()`` at safe points, so an interrupt whose exception Python swallowed (one raised
-inside a finaliser is printed as "Exception ignored" and dropped) still stops the run at the next step."""
+"""Ctrl-C and SIGTERM that are never lost: the CLI's handlers record the signal before raising KeyboardInterrupt
+(``Terminated`` for SIGTERM, e.g. a cluster scheduler's or ``kill``'s), so every ``finally`` runs (workers stopped,
+locks released), and long loops call ``check()`` at safe points, so a signal whose exception Python swallowed (one
+raised inside a finaliser is printed as "Exception ignored" and dropped) still stops the run at the next step."""
 from __future__ import annotations
 
 import signal
@@ -9,31 +10,45 @@ from contextlib import contextmanager
 from typing import Iterator
 
 _flag = threading.Event()
+_got: list[int] = []  # the signals received since handling() began
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop as Ctrl-C stops (the CLI exits with 143 instead of 130)."""
+
+
+def _raise(signum: int) -> None:
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _handler(signum, frame) -> None:
+    _got.append(signum)
     _flag.set()
-    raise KeyboardInterrupt
+    _raise(signum)
 
 
 def check() -> None:
-    """Raise KeyboardInterrupt if a Ctrl-C arrived since ``handling()`` began (and its exception was lost)."""
+    """Raise KeyboardInterrupt (Terminated for SIGTERM) if a signal arrived since ``handling()`` began (and its
+    exception was lost)."""
     if _flag.is_set():
-        raise KeyboardInterrupt
+        _raise(_got[-1] if _got else signal.SIGINT)
 
 
 @contextmanager
 def handling() -> Iterator[None]:
-    """Install the recording SIGINT handler for the block (main thread only; the old handler comes back)."""
+    """Install the recording SIGINT and SIGTERM handlers for the block (main thread only; the old handlers come
+    back). A signal the process started out ignoring (a script's ``cmd &`` ignores SIGINT) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _flag.clear()
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring Ctrl-C (a script's `cmd &`): keep it so
-        yield
-        return
-    old = signal.signal(signal.SIGINT, _handler)
+    _got.clear()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in old.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, _handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,6 +166,41 @@ def test_ctrl_c_is_one_line_and_releases_the_lock(tmp_path):
     assert proc.returncode == 130, err
     assert err.splitlines()[-1] == "clearbench run: interrupted; re-run the same command to resume"
     assert "Traceback" not in err and not (out / "run.lock").exists()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")  # a zombie is gone
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_study_leaves_no_worker_running(sig, tmp_path):
+    """``clearbench run --jobs 2`` killed while a worker makes its first stage: SIGTERM stops it as Ctrl-C does (one
+    line, exit code 143, lock released, workers stopped); after SIGKILL the worker notices and stops by itself, so a
+    new run never resumes a stage beside a worker that still writes it."""
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out), "--jobs", "2"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log, deadline, worker = out / "logs" / "world.log", time.time() + 120, None
+    while time.time() < deadline and worker is None:
+        found = re.search(r"clearbench run worker \(pid (\d+)\)", log.read_text()) if log.exists() else None
+        worker = int(found.group(1)) if found else None
+        time.sleep(0.2)
+    assert worker and _pid_alive(worker)
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=120)[1]
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, err
+        assert err.splitlines()[-1] == "clearbench run: terminated (SIGTERM); re-run the same command to resume"
+        assert "Traceback" not in err and not (out / "run.lock").exists()
+    deadline = time.time() + 30
+    while time.time() < deadline and _pid_alive(worker):
+        time.sleep(0.2)
+    assert not _pid_alive(worker)
 
 
 def test_study_grid_checks_name_the_stage(tmp_path):
