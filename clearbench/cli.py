@@ -60,26 +60,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from clearbench import interrupt
 
-    try:
-        with interrupt.handling():
+    with interrupt.handling():  # around the message too: a second Ctrl-C while stopping is only recorded
+        try:
             code = int(args.func(args) or 0)
             interrupt.check()  # a Ctrl-C whose exception was swallowed on the way still counts
             return code
-    except KeyboardInterrupt as exc:
-        if args.debug:
-            raise
-        stopped = exc
-    except (ValueError, OSError) as exc:  # bad input; missing, existing, locked or unwritable files; a failed stage
-        if args.debug:
-            raise
-        print(f"clearbench {args.command}: error: {error_line(exc)}", file=sys.stderr)
-        return 2
-    # interrupted: the traceback is gone here, so collecting closes the progress bars it held before the last line
-    gc.collect()
-    what = "terminated (SIGTERM)" if isinstance(stopped, interrupt.Terminated) else "interrupted"
-    print(f"clearbench {args.command}: {what}; re-run the same command to resume", file=sys.stderr)
-    return 143 if isinstance(stopped, interrupt.Terminated) else 130
-
+        except KeyboardInterrupt as exc:
+            if args.debug:
+                raise
+            stopped = exc
+        except (ValueError, OSError) as exc:  # bad input; missing, existing, locked or unwritable files; a failed stage
+            if args.debug:
+                raise
+            print(f"clearbench {args.command}: error: {error_line(exc)}", file=sys.stderr)
+            return 2
+        # interrupted: the traceback is gone here, so collecting closes the progress bars it held before the last line
+        gc.collect()
+        term = isinstance(stopped, interrupt.Terminated)
+        print(f"clearbench {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}; re-run the same "
+              f"command to resume", file=sys.stderr)
+        return 143 if term else 130
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,9 +22,11 @@ def _raise(signum: int) -> None:
 
 
 def _handler(signum, frame) -> None:
+    first = not _flag.is_set()
     _got.append(signum)
     _flag.set()
-    _raise(signum)
+    if first:  # a repeated Ctrl-C while the first one unwinds is recorded only (no second traceback, no exit -2)
+        _raise(signum)
 
 
 def check() -> None:

@@ -150,8 +150,10 @@ def test_debug_shows_the_traceback(tmp_path):
               "study.metric_options.tr_mod=clear"])
 
 
-def test_ctrl_c_is_one_line_and_releases_the_lock(tmp_path):
-    """A real SIGINT to ``clearbench run`` while it trains: one line, exit code 130, the lock released."""
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_is_one_line_and_releases_the_lock(presses, tmp_path):
+    """A real SIGINT to ``clearbench run`` while it trains: one line, exit code 130, the lock released; pressed
+    twice (the second while the first unwinds), the same."""
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
            "study.methods=[grad_ascent]"]
@@ -161,7 +163,9 @@ def test_ctrl_c_is_one_line_and_releases_the_lock(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "run.jsonl").exists() and '"base"' in (out / "run.jsonl").read_text()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, err
     assert err.splitlines()[-1] == "clearbench run: interrupted; re-run the same command to resume"
