@@ -2,6 +2,9 @@
 
     PYTHONPATH=. python benchmarks/bench_report.py [RESULTS_DIR] [N] [--gold FILE] [--jobs J]
 
+(PYTHONPATH picks the code that is timed: ``PYTHONPATH=/tmp/old`` after ``git archive REV eval clearbench | tar -x
+-C /tmp/old`` times another revision with this script.)
+
 Takes the first N result files of RESULTS_DIR in name order (default: 3 of /work/runs/tiny-s0/results;
 the gold result itself is left out of them, so the gold row is added as the report adds it) and times, as
 ``eval.leaderboard.build_report`` runs them:
@@ -11,20 +14,23 @@ the gold result itself is left out of them, so the gold row is added as the repo
 - ``rows``: ``make_rows`` (the report's numbers: ``recompute`` per file, plus the gold row, and the
   cross-modal leak counts).
 
-Prints each phase's seconds, ``check + rows`` per file (the per-file cost of a report), and the load
-average before and after (the machine may be busy: compare figures taken at similar loads).
+Prints each phase's wall seconds and CPU seconds (this process and its children), ``check + rows`` per file
+(the per-file cost of a report), and the load average before and after (the machine may be busy: compare
+figures taken at similar loads; CPU seconds depend less on the load than wall seconds).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 DEFAULT_DIR = "/work/runs/tiny-s0/results"
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def load_text() -> str:
@@ -61,18 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     paths = pick(results, args.n, gold)
     print(f"{len(paths)} files: {', '.join(p.name for p in paths)}; gold {gold}")
     print(f"before: {load_text()}", flush=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu()
     ref = make_reference(gold)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), cpu()
     ref, checked = check_files([str(p) for p in paths], ref)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), cpu()
     rows = make_rows_of(checked, ref, args.jobs)
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), cpu()
     rejected = [c.path for c in checked if c.reasons]
     print(f"reference {t1 - t0:.2f} s, check {t2 - t1:.2f} s, rows {t3 - t2:.2f} s ({len(rows)} rows, "
           f"{len(rejected)} rejected)")
     n = len(paths)
-    print(f"per file: check {(t2 - t1) / n:.2f} s, rows {(t3 - t2) / n:.2f} s, check + rows {(t3 - t1) / n:.2f} s")
+    print(f"per file: check {(t2 - t1) / n:.2f} s, rows {(t3 - t2) / n:.2f} s, check + rows {(t3 - t1) / n:.2f} s "
+          f"(CPU {(c3 - c1) / n:.2f} s)")
     print(f"after: {load_text()}")
 
 
