@@ -88,6 +88,44 @@ def check_examples(examples: Sequence[ExampleOutput], what: str = "examples") ->
         raise ValueError(f"cannot score {what}: " + "; ".join(problems[:10]) + more)
 
 
+class GoldExamples(list):
+    """The gold model's examples, parsed once for many aggregations (a report recomputes every file against one
+    gold result, ``source``): their check (``check_examples``) and their per-example values (per metric options
+    and names) are computed on first use and kept. Read-only once made: it never sees a change to its examples."""
+
+    def __init__(self, examples: Iterable[ExampleOutput], source: Any = None) -> None:
+        super().__init__(examples)
+        self.source = source
+        self._problem: str | None = None  # check_examples' error ("": none), once checked
+        self._values: dict[tuple[MetricOptions, frozenset[str]], dict[str, dict[str, float]]] = {}
+
+    def check(self) -> None:
+        """``check_examples(self, "gold examples")``, run once (its error is raised again on every call)."""
+        if self._problem is None:
+            try:
+                check_examples(self, "gold examples")
+                self._problem = ""
+            except ValueError as e:
+                self._problem = str(e)
+        if self._problem:
+            raise ValueError(self._problem)
+
+    def values(self, options: MetricOptions, names: Iterable[str]) -> dict[str, dict[str, float]]:
+        """``per_example_values(self, options, names)``, computed once per (options, names)."""
+        memo_key = (options, frozenset(names))
+        if memo_key not in self._values:
+            self._values[memo_key] = per_example_values(self, options, memo_key[1])
+        return self._values[memo_key]
+
+
+def gold_values(gold: Sequence[ExampleOutput], options: MetricOptions,
+                names: Iterable[str]) -> dict[str, dict[str, float]]:
+    """The gold examples' per-example values of ``names`` (kept by a ``GoldExamples``)."""
+    if isinstance(gold, GoldExamples):
+        return gold.values(options, names)
+    return per_example_values(gold, options, names)
+
+
 def per_example_values(examples: Sequence[ExampleOutput], options: MetricOptions,
                        names: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
     """{id: {metric: value}} for every ExampleMetric (or those in ``names``) that applies to the example."""
@@ -168,7 +206,7 @@ class Context:
     def gold_values(self) -> dict[str, dict[str, float]]:
         """The gold model's per-example values of the compared metrics (computed once)."""
         if self._gold_values is None:
-            self._gold_values = per_example_values(self.gold, self.options, {c.value for c in comparisons()})
+            self._gold_values = gold_values(self.gold, self.options, {c.value for c in comparisons()})
         return self._gold_values
 
     def aligned(self, split: str, modality: str = POOLED, task: str | None = None) -> list[str]:
@@ -228,7 +266,10 @@ def _checked_gold(examples, gold, options: MetricOptions) -> Sequence[ExampleOut
         )
     if gold is None or not forget_examples:
         return gold
-    check_examples(gold, "gold examples")
+    if isinstance(gold, GoldExamples):
+        gold.check()
+    else:
+        check_examples(gold, "gold examples")
     forget_configs = {ex.split for ex in forget_examples}
     gold_configs = {ex.split for ex in subset(gold, "forget")}
     if forget_configs != gold_configs:
