@@ -174,6 +174,8 @@ class Context:
         self.cells = cells_of(self.examples)
         self._by_id = {ex.id: ex for ex in self.examples}
         self._gold_values: dict[str, dict[str, float]] | None = None
+        self._subsets: dict[tuple[bool, str, str, str | None], list[ExampleOutput]] = {}
+        self._splits: dict[tuple[bool, str], list[ExampleOutput]] = {}
 
     def modalities(self, split: str) -> list[str]:
         """The modalities of ``split``'s cells, sorted (image-role cells aside)."""
@@ -182,8 +184,15 @@ class Context:
     def example(self, example_id: str) -> ExampleOutput:
         return self._by_id[example_id]
 
-    def subset(self, split: str, modality: str = POOLED, task: str | None = None) -> list[ExampleOutput]:
-        return subset(self.examples, split, modality, task)
+    def subset(self, split: str, modality: str = POOLED, task: str | None = None,
+               gold: bool = False) -> list[ExampleOutput]:
+        """``subset`` of the examples (``gold``: of the gold examples), selected once per context (read-only)."""
+        memo_key = (gold, split, modality, task)
+        if memo_key not in self._subsets:
+            if (gold, split) not in self._splits:
+                self._splits[(gold, split)] = subset(self.gold if gold else self.examples, split)
+            self._subsets[memo_key] = subset(self._splits[(gold, split)], split, modality, task)
+        return self._subsets[memo_key]
 
     def cell_stats(self, split: str, exs: Sequence[ExampleOutput]) -> dict[str, float]:
         """{metric: statistic} of one set of examples: ``n`` and every ExampleMetric with a cell statistic."""
@@ -212,7 +221,7 @@ class Context:
     def aligned(self, split: str, modality: str = POOLED, task: str | None = None) -> list[str]:
         """Sorted ids of one subset, checked to be identical in the gold result (loud error otherwise)."""
         mine = sorted(ex.id for ex in self.subset(split, modality, task))
-        theirs = sorted(ex.id for ex in subset(self.gold, split, modality, task))
+        theirs = sorted(ex.id for ex in self.subset(split, modality, task, gold=True))
         if mine != theirs:
             only_mine, only_gold = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
             raise ValueError(
@@ -293,7 +302,7 @@ def _compare(ctx: Context, spec: Comparison, cell: Cell) -> None:
         result = _holdout_compare(spec, ctx.values, mine, ctx.subset(holdout.split, holdout.modality, holdout.task))
         if spec.relative is not None and ctx.gold is not None:
             ctx.aligned(holdout.split, holdout.modality, holdout.task)
-            gold = [subset(ctx.gold, c.split, c.modality, c.task) for c in (cell, holdout)]
+            gold = [ctx.subset(c.split, c.modality, c.task, gold=True) for c in (cell, holdout)]
             try:
                 result |= spec.relative(result, _holdout_compare(spec, ctx.gold_values, *gold))
             except ValueError as e:

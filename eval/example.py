@@ -8,6 +8,7 @@ token under teacher forcing (prompt, image and template tokens excluded).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -20,6 +21,12 @@ SPLITS: tuple[str, ...] = ("forget", "retain", "holdout", "real_faces", "real_wo
 def split_of(config: str) -> str:
     """``forget10_perturbed`` -> ``forget``, ``retain_perturbed`` -> ``retain``, ``holdout10`` ->
     ``holdout``, ``real_faces`` / ``real_world`` unchanged; anything else is a loud error."""
+    # a pure function of a few distinct names, asked for every example many times: memoised
+    return _split_of(config) if isinstance(config, str) else _split_of.__wrapped__(config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_of(config: str) -> str:
     if config.startswith("forget") and config.endswith("_perturbed"):
         return "forget"
     if config == "retain_perturbed":
