@@ -171,13 +171,13 @@ def read_json(path: str | Path) -> tuple[Any, bytes]:
 
 
 def _depth(doc: Any) -> int:
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
+    deepest, stack = 0, [(doc, 1)] if isinstance(doc, (dict, list)) else []
+    while stack:  # only containers are stacked, and a list of numbers is passed over at C speed
         node, d = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, d)
-            if d <= MAX_DEPTH:
-                stack += [(v, d + 1) for v in (node.values() if isinstance(node, dict) else node)]
+        deepest = max(deepest, d)
+        children = node.values() if isinstance(node, dict) else node
+        if d <= MAX_DEPTH and not {dict, list}.isdisjoint(map(type, children)):  # json.loads makes no subclasses
+            stack += [(v, d + 1) for v in children if isinstance(v, (dict, list))]
     return deepest
 
 
