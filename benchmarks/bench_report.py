@@ -1,6 +1,6 @@
 """Seconds per result file of the leaderboard's recomputation (the part of ``build_report`` that dominates it).
 
-    PYTHONPATH=. python benchmarks/bench_report.py [RESULTS_DIR] [N] [--gold FILE] [--jobs J]
+    PYTHONPATH=. python benchmarks/bench_report.py [RESULTS_DIR] [N] [--gold FILE]
 
 (PYTHONPATH picks the code that is timed: ``PYTHONPATH=/tmp/old`` after ``git archive REV eval clearbench | tar -x
 -C /tmp/old`` times another revision with this script.)
@@ -45,22 +45,13 @@ def pick(results: Path, n: int, gold: Path) -> list[Path]:
     return files[:n]
 
 
-def make_rows_of(checked, ref, jobs: int | None):
-    from eval.leaderboard import make_rows
-
-    if jobs is None:
-        return make_rows(checked, ref, [])
-    return make_rows(checked, ref, [], jobs=jobs)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", nargs="?", default=DEFAULT_DIR, help="directory of result files")
     ap.add_argument("n", nargs="?", type=int, default=3, help="number of result files to time")
     ap.add_argument("--gold", default=None, help="gold result (default: RESULTS/gold-10.json)")
-    ap.add_argument("--jobs", type=int, default=None, help="make_rows jobs (when make_rows takes them)")
     args = ap.parse_args(argv)
-    from eval.leaderboard import check_files, make_reference
+    from eval.leaderboard import check_files, make_reference, make_rows
 
     results = Path(args.results)
     gold = Path(args.gold) if args.gold else results / "gold-10.json"
@@ -72,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     t1, c1 = time.perf_counter(), cpu()
     ref, checked = check_files([str(p) for p in paths], ref)
     t2, c2 = time.perf_counter(), cpu()
-    rows = make_rows_of(checked, ref, args.jobs)
+    rows = make_rows(checked, ref, [])
     t3, c3 = time.perf_counter(), cpu()
     rejected = [c.path for c in checked if c.reasons]
     print(f"reference {t1 - t0:.2f} s, check {t2 - t1:.2f} s, rows {t3 - t2:.2f} s ({len(rows)} rows, "
