@@ -88,6 +88,44 @@ def check_examples(examples: Sequence[ExampleOutput], what: str = "examples") ->
         raise ValueError(f"cannot score {what}: " + "; ".join(problems[:10]) + more)
 
 
+class GoldExamples(list):
+    """The gold model's examples, parsed once for many aggregations (a report recomputes every file against one
+    gold result, ``source``): their check (``check_examples``) and their per-example values (per metric options
+    and names) are computed on first use and kept. Read-only once made: it never sees a change to its examples."""
+
+    def __init__(self, examples: Iterable[ExampleOutput], source: Any = None) -> None:
+        super().__init__(examples)
+        self.source = source
+        self._problem: str | None = None  # check_examples' error ("": none), once checked
+        self._values: dict[tuple[MetricOptions, frozenset[str]], dict[str, dict[str, float]]] = {}
+
+    def check(self) -> None:
+        """``check_examples(self, "gold examples")``, run once (its error is raised again on every call)."""
+        if self._problem is None:
+            try:
+                check_examples(self, "gold examples")
+                self._problem = ""
+            except ValueError as e:
+                self._problem = str(e)
+        if self._problem:
+            raise ValueError(self._problem)
+
+    def values(self, options: MetricOptions, names: Iterable[str]) -> dict[str, dict[str, float]]:
+        """``per_example_values(self, options, names)``, computed once per (options, names)."""
+        memo_key = (options, frozenset(names))
+        if memo_key not in self._values:
+            self._values[memo_key] = per_example_values(self, options, memo_key[1])
+        return self._values[memo_key]
+
+
+def gold_values(gold: Sequence[ExampleOutput], options: MetricOptions,
+                names: Iterable[str]) -> dict[str, dict[str, float]]:
+    """The gold examples' per-example values of ``names`` (kept by a ``GoldExamples``)."""
+    if isinstance(gold, GoldExamples):
+        return gold.values(options, names)
+    return per_example_values(gold, options, names)
+
+
 def per_example_values(examples: Sequence[ExampleOutput], options: MetricOptions,
                        names: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
     """{id: {metric: value}} for every ExampleMetric (or those in ``names``) that applies to the example."""
@@ -136,6 +174,8 @@ class Context:
         self.cells = cells_of(self.examples)
         self._by_id = {ex.id: ex for ex in self.examples}
         self._gold_values: dict[str, dict[str, float]] | None = None
+        self._subsets: dict[tuple[bool, str, str, str | None], list[ExampleOutput]] = {}
+        self._splits: dict[tuple[bool, str], list[ExampleOutput]] = {}
 
     def modalities(self, split: str) -> list[str]:
         """The modalities of ``split``'s cells, sorted (image-role cells aside)."""
@@ -144,8 +184,15 @@ class Context:
     def example(self, example_id: str) -> ExampleOutput:
         return self._by_id[example_id]
 
-    def subset(self, split: str, modality: str = POOLED, task: str | None = None) -> list[ExampleOutput]:
-        return subset(self.examples, split, modality, task)
+    def subset(self, split: str, modality: str = POOLED, task: str | None = None,
+               gold: bool = False) -> list[ExampleOutput]:
+        """``subset`` of the examples (``gold``: of the gold examples), selected once per context (read-only)."""
+        memo_key = (gold, split, modality, task)
+        if memo_key not in self._subsets:
+            if (gold, split) not in self._splits:
+                self._splits[(gold, split)] = subset(self.gold if gold else self.examples, split)
+            self._subsets[memo_key] = subset(self._splits[(gold, split)], split, modality, task)
+        return self._subsets[memo_key]
 
     def cell_stats(self, split: str, exs: Sequence[ExampleOutput]) -> dict[str, float]:
         """{metric: statistic} of one set of examples: ``n`` and every ExampleMetric with a cell statistic."""
@@ -168,13 +215,13 @@ class Context:
     def gold_values(self) -> dict[str, dict[str, float]]:
         """The gold model's per-example values of the compared metrics (computed once)."""
         if self._gold_values is None:
-            self._gold_values = per_example_values(self.gold, self.options, {c.value for c in comparisons()})
+            self._gold_values = gold_values(self.gold, self.options, {c.value for c in comparisons()})
         return self._gold_values
 
     def aligned(self, split: str, modality: str = POOLED, task: str | None = None) -> list[str]:
         """Sorted ids of one subset, checked to be identical in the gold result (loud error otherwise)."""
         mine = sorted(ex.id for ex in self.subset(split, modality, task))
-        theirs = sorted(ex.id for ex in subset(self.gold, split, modality, task))
+        theirs = sorted(ex.id for ex in self.subset(split, modality, task, gold=True))
         if mine != theirs:
             only_mine, only_gold = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
             raise ValueError(
@@ -228,7 +275,10 @@ def _checked_gold(examples, gold, options: MetricOptions) -> Sequence[ExampleOut
         )
     if gold is None or not forget_examples:
         return gold
-    check_examples(gold, "gold examples")
+    if isinstance(gold, GoldExamples):
+        gold.check()
+    else:
+        check_examples(gold, "gold examples")
     forget_configs = {ex.split for ex in forget_examples}
     gold_configs = {ex.split for ex in subset(gold, "forget")}
     if forget_configs != gold_configs:
@@ -252,7 +302,7 @@ def _compare(ctx: Context, spec: Comparison, cell: Cell) -> None:
         result = _holdout_compare(spec, ctx.values, mine, ctx.subset(holdout.split, holdout.modality, holdout.task))
         if spec.relative is not None and ctx.gold is not None:
             ctx.aligned(holdout.split, holdout.modality, holdout.task)
-            gold = [subset(ctx.gold, c.split, c.modality, c.task) for c in (cell, holdout)]
+            gold = [ctx.subset(c.split, c.modality, c.task, gold=True) for c in (cell, holdout)]
             try:
                 result |= spec.relative(result, _holdout_compare(spec, ctx.gold_values, *gold))
             except ValueError as e:

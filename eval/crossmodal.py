@@ -80,14 +80,19 @@ def _forget_probabilities(examples: Sequence[ExampleOutput]) -> dict[tuple[str, 
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
+def _forget_examples(docs: Sequence[dict[str, Any]]) -> list[ExampleOutput]:
+    """The forget examples of a result's stored examples (only those are parsed)."""
+    return [ExampleOutput.from_dict(d) for d in docs if split_of(d["split"]) == "forget"]
+
+
 def knows(result: dict[str, Any], margin: float = MARGIN) -> dict[tuple[str, str, str], bool]:
     """{(author, fact, modality): whether the model still knows it}: its mean answer probability on the fact's
     forget records is above the gold model's (the embedded gold examples, never trained on these people) by
     more than ``margin`` (relative)."""
     if not result.get("gold"):
         raise ValueError("the leak rate compares with the gold model: this result embeds no gold examples")
-    mine = _forget_probabilities([ExampleOutput.from_dict(d) for d in result["examples"]])
-    gold = _forget_probabilities([ExampleOutput.from_dict(d) for d in result["gold"]["examples"]])
+    mine = _forget_probabilities(_forget_examples(result["examples"]))
+    gold = _forget_probabilities(_forget_examples(result["gold"]["examples"]))
     return {k: p > gold[k] * (1.0 + margin) for k, p in mine.items() if k in gold}
 
 

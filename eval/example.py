@@ -8,6 +8,7 @@ token under teacher forcing (prompt, image and template tokens excluded).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -20,6 +21,12 @@ SPLITS: tuple[str, ...] = ("forget", "retain", "holdout", "real_faces", "real_wo
 def split_of(config: str) -> str:
     """``forget10_perturbed`` -> ``forget``, ``retain_perturbed`` -> ``retain``, ``holdout10`` ->
     ``holdout``, ``real_faces`` / ``real_world`` unchanged; anything else is a loud error."""
+    # a pure function of a few distinct names, asked for every example many times: memoised
+    return _split_of(config) if isinstance(config, str) else _split_of.__wrapped__(config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_of(config: str) -> str:
     if config.startswith("forget") and config.endswith("_perturbed"):
         return "forget"
     if config == "retain_perturbed":
@@ -90,8 +97,8 @@ class ExampleOutput:
         kw = dict(d)
         kw["perturbed_answers"] = [str(a) for a in d["perturbed_answers"]]
         for key in ("lp_answer", "lp_paraphrased", "minkpp_mu", "minkpp_sigma"):
-            kw[key] = [float(x) for x in d[key]]
-        kw["lp_perturbed"] = [[float(x) for x in row] for row in d["lp_perturbed"]]
+            kw[key] = list(map(float, d[key]))
+        kw["lp_perturbed"] = [list(map(float, row)) for row in d["lp_perturbed"]]
         kw["modality"] = str(d["modality"])
         kw["task"] = str(d["task"])
         return cls(**kw)
@@ -129,10 +136,17 @@ class ExampleOutput:
                 f"{len(self.minkpp_sigma)} differ from lp_answer length {len(self.lp_answer)}"
             )
         lps = [*self.lp_answer, *self.lp_paraphrased, *(x for r in self.lp_perturbed for x in r)]
-        if any(not math.isfinite(x) or x > 1e-6 for x in lps):
+        if _outside(lps, high=1e-6):
             out.append(f"{where}: log-probabilities must be finite and <= 0")
-        if any(not math.isfinite(x) or x > 1e-6 for x in self.minkpp_mu):
+        if _outside(self.minkpp_mu, high=1e-6):
             out.append(f"{where}: minkpp_mu must be finite and <= 0 (it is -entropy)")
-        if any(not math.isfinite(x) or x < 0 for x in self.minkpp_sigma):
+        if _outside(self.minkpp_sigma, low=0.0):
             out.append(f"{where}: minkpp_sigma must be finite and >= 0")
         return out
+
+
+def _outside(values: list, low: float = -math.inf, high: float = math.inf) -> bool:
+    """Whether a value is not finite or outside [low, high]; a list of floats is checked at C speed."""
+    if set(map(type, values)) <= {float}:
+        return not all(map(math.isfinite, values)) or (bool(values) and (max(values) > high or min(values) < low))
+    return any(not math.isfinite(x) or x > high or x < low for x in values)

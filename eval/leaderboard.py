@@ -26,7 +26,7 @@ from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
 from eval.own import unverified_lineage
 from eval.report_columns import Column, Grid, Shown, attack_reason, blank_reason, csv_keys, fill, report_tables
-from eval.results import recompute
+from eval.results import Recomputed, recompute
 from eval.verify import (  # noqa: F401 (check_file, make_reference: re-exported for callers of eval.leaderboard)
     SETTING_OF, Checked, Reference, check_file, check_files, make_reference, run_info)
 
@@ -103,11 +103,16 @@ def _curve(result: dict[str, Any], info: dict[str, Any] | None) -> list[dict[str
     return curve if isinstance(curve, list) and curve else None
 
 
-def make_row(path: str, result: dict[str, Any], ref: Reference) -> Row:
+def make_row(path: str, result: dict[str, Any], ref: Reference, recomputed: Recomputed | None = None) -> Row:
+    """One file's row; ``recomputed``: what checking the file recomputed (used when it is this result's against
+    ``ref.gold``, else the aggregates are recomputed here)."""
     prov = result["provenance"]
     info = run_info(prov)
     is_gold = ref.is_gold(result)  # the --gold file's content, never a fingerprint the file claims
-    fresh = recompute(result, ref.gold)
+    fresh = recomputed.of(result, ref.gold) if recomputed is not None else None
+    if fresh is None:
+        fresh = recompute(result, ref.gold, ref.gold_examples)
+    fresh = {**fresh, "metrics": dict(fresh["metrics"])}  # the row's own copy: report sections add keys to it
     extra = {"warnings": [str(w) for w in fresh.get("warnings") or []], "cells": [list(c) for c in fresh["cells"]],
              "has_gold": ref.gold is not None or bool(result.get("gold")), "lineage": unverified_lineage(prov)}
     if info is None:
@@ -131,13 +136,13 @@ def make_rows(checked: Sequence[Checked], ref: Reference, failed: list[Checked] 
         if c.reasons:
             continue
         try:
-            rows.append(dataclasses.replace(make_row(c.path, c.result, ref), level=c.level))
+            rows.append(dataclasses.replace(make_row(c.path, c.result, ref, c.recomputed), level=c.level))
         except Exception as e:  # one bad file never stops the report
             if failed is None:
                 raise
             failed.append(Checked(c.path, c.result, [f"cannot be recomputed: {type(e).__name__}: {e}"]))
     if ref.gold is not None and not any(r.is_gold for r in rows):
-        rows.insert(0, make_row(ref.gold_path or "gold", ref.gold, ref))
+        rows.insert(0, make_row(ref.gold_path or "gold", ref.gold, ref, ref.gold_recomputed))
     seen = Counter((r.label, r.setting) for r in rows)
     for r in rows:
         if seen[(r.label, r.setting)] > 1:

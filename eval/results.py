@@ -7,6 +7,7 @@ PrivLeak were computed against, so any reader can recompute every aggregate
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 
 import clearbench
 from clearbench.provenance import write_json_atomic
-from eval.aggregate import MetricOptions, MissingGoldError, aggregate, gold_command
+from eval.aggregate import GoldExamples, MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput, split_of
 from eval.metrics import metric_versions, outputs
 from eval.metrics.spec import Output
@@ -116,17 +117,46 @@ def examples_of(result: dict[str, Any]) -> list[ExampleOutput]:
     return [ExampleOutput.from_dict(d) for d in result["examples"]]
 
 
-def recompute(result: dict[str, Any], gold_result: dict[str, Any] | None = None) -> dict[str, Any]:
+def gold_examples_of(gold_result: dict[str, Any]) -> GoldExamples:
+    """A gold result's examples parsed once, for recomputing many results against it (``recompute``'s and
+    ``validate``'s ``gold``): their check and per-example values are computed once and kept."""
+    return GoldExamples([ExampleOutput.from_dict(d) for d in gold_result["examples"]], source=gold_result)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recomputed:
+    """The aggregates that validation recomputed for ``result`` against ``gold`` (the gold result; None: the
+    copy embedded in the result), kept so that a reader that shows them (the leaderboard's rows) need not
+    recompute them again."""
+
+    result: Any
+    gold: Any
+    aggregates: dict[str, Any]
+
+    def of(self, result: Any, gold: Any) -> dict[str, Any] | None:
+        """The aggregates when they were recomputed for this very result and gold object, else None."""
+        return self.aggregates if result is self.result and gold is self.gold else None
+
+
+def recompute(result: dict[str, Any], gold_result: dict[str, Any] | None = None,
+              gold: GoldExamples | None = None) -> dict[str, Any]:
     """Aggregates recomputed from the stored per-example values, with the stored options.
-    Gold examples come from ``gold_result`` when given, else from the copy embedded in ``result``."""
+    Gold examples come from ``gold_result`` when given, else from the copy embedded in ``result``;
+    ``gold``: ``gold_examples_of(gold_result)``, kept by a caller that recomputes many results against it."""
+    return _recompute(examples_of(result), result, gold_result, gold)
+
+
+def _recompute(examples: list[ExampleOutput], result: dict[str, Any], gold_result: dict[str, Any] | None,
+               gold: GoldExamples | None) -> dict[str, Any]:
     options = MetricOptions.from_dict(result["aggregates"]["options"])
     if gold_result is not None:
-        gold, _ = _gold_examples(gold_result)
+        if gold is None or gold.source is not gold_result:
+            gold = gold_examples_of(gold_result)
     elif result.get("gold"):
         gold = [ExampleOutput.from_dict(d) for d in result["gold"]["examples"]]
     else:
         gold = None
-    return aggregate(examples_of(result), gold, options)
+    return aggregate(examples, gold, options)
 
 
 def _bound_problem(k: str, v: Any, known: dict[str, Output]) -> str | None:
@@ -137,11 +167,18 @@ def _bound_problem(k: str, v: Any, known: dict[str, Output]) -> str | None:
     return known[metric].problem(k, v)
 
 
-def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str]:
+def validate(result: Any, gold_result: dict[str, Any] | None = None, gold: GoldExamples | None = None) -> list[str]:
     """Every problem with a result (empty list = valid): schema, provenance, bounds,
-    duplicated or missing examples, and aggregates that differ from recomputation."""
+    duplicated or missing examples, and aggregates that differ from recomputation. ``gold`` as ``recompute``'s."""
+    return validated(result, gold_result, gold)[0]
+
+
+def validated(result: Any, gold_result: dict[str, Any] | None = None,
+              gold: GoldExamples | None = None) -> tuple[list[str], dict[str, Any] | None]:
+    """``validate``'s problems and the aggregates it recomputed to compare them with the stored ones (None when
+    it did not get that far), so that a reader that shows them (the leaderboard) need not recompute them again."""
     if not isinstance(result, dict):
-        return ["result is not a JSON object"]
+        return ["result is not a JSON object"], None
     problems: list[str] = []
     version = result.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -157,7 +194,7 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
     try:
         examples = examples_of(result)
     except (KeyError, TypeError, ValueError) as e:
-        return problems + [f"examples cannot be read: {e}"]
+        return problems + [f"examples cannot be read: {e}"], None
     problems += [p for ex in examples for p in ex.problems()]
     ids = [ex.id for ex in examples]
     dups = sorted(i for i, c in Counter(ids).items() if c > 1)
@@ -169,17 +206,17 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
     aggs = result.get("aggregates") or {}
     stored = aggs.get("metrics")
     if not isinstance(stored, dict):
-        return problems + ["aggregates.metrics is missing"]
+        return problems + ["aggregates.metrics is missing"], None
     known = outputs()
     problems += [p for k, v in stored.items() if (p := _bound_problem(k, v, known))]
     if gold_result is not None:
         problems += _gold_problems(result, gold_result)
     if dups or problems:
-        return problems  # recomputation of an inconsistent result would only repeat the errors
+        return problems, None  # recomputation of an inconsistent result would only repeat the errors
     try:
-        recomputed = recompute(result, gold_result)
+        recomputed = _recompute(examples, result, gold_result, gold)
     except (ValueError, KeyError, ZeroDivisionError, MissingGoldError) as e:
-        return problems + [f"aggregates cannot be recomputed: {e}"]
+        return problems + [f"aggregates cannot be recomputed: {e}"], None
     fresh = recomputed["metrics"]
     problems += _structure_problems(aggs, recomputed)
     for k in sorted(set(stored) | set(fresh)):
@@ -189,7 +226,7 @@ def validate(result: Any, gold_result: dict[str, Any] | None = None) -> list[str
             problems.append(f"aggregate {k} is missing (recomputation gives {fresh[k]})")
         elif not math.isclose(stored[k], fresh[k], rel_tol=TOLERANCE, abs_tol=ABS_FLOOR):
             problems.append(f"aggregate {k} = {stored[k]} but recomputation gives {fresh[k]}")
-    return problems
+    return problems, recomputed
 
 
 # the parts of ``aggregates`` besides the numbers: the report reads them, so they are recomputed too

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.provenance import read_run
-from eval.aggregate import MetricOptions
-from eval.results import load_gold_result, validate
+from eval.aggregate import GoldExamples, MetricOptions
+from eval.results import Recomputed, gold_examples_of, load_gold_result, validated
 
 MAX_RESULT_BYTES = 64 * 2**20  # a capped tiny-preset study's result is ~18 MB (about 7 KB per example)
 MAX_PROVENANCE_BYTES = 2**20   # provenance is shown in the report; it holds configs, not data
@@ -48,6 +48,7 @@ class Reference:
     source: str = ""  # where the world and split came from (shown in the report)
     world: Any = None  # the opened world (clearbench.data.World) when --world is given
     skipped: list[str] = dataclasses.field(default_factory=list)  # checks that could not run, and why
+    gold_recomputed: Recomputed | None = None  # the gold's aggregates, recomputed when make_reference validated it
 
     @property
     def gold_fingerprint(self) -> str | None:
@@ -57,11 +58,24 @@ class Reference:
     def gold_sha256(self) -> str | None:
         return None if self.gold is None else content_sha256(self.gold)
 
+    @functools.cached_property
+    def gold_examples(self) -> GoldExamples | None:
+        """The gold's examples, parsed once for every file (None where unreadable: recomputation says why)."""
+        try:
+            return None if self.gold is None else gold_examples_of(self.gold)
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def is_gold(self, result: dict[str, Any]) -> bool:
         """The gold row is the ``--gold`` file's content (never a fingerprint a file claims); without a
-        leaderboard gold, the file evaluated as its own gold."""
+        leaderboard gold, the file evaluated as its own gold. A file whose provenance differs from the gold's
+        is not the gold's content, so only a file with the gold's provenance is hashed whole (~1 s at 20 MB)."""
         if self.gold is None:
             return (result.get("provenance") or {}).get("gold") == "self"
+        if result is self.gold:
+            return True
+        if content_sha256(result.get("provenance")) != content_sha256(self.gold.get("provenance")):
+            return False
         return content_sha256(result) == self.gold_sha256
 
 
@@ -77,6 +91,7 @@ class Checked:
     result: dict[str, Any] | None
     reasons: list[str]
     level: str = "recomputed"  # "re-scored" when a matching RESULT.verified.json passed (eval.rescore)
+    recomputed: Recomputed | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def make_reference(gold: str | Path | None = None, world_fingerprint: str | None = None,
@@ -96,7 +111,9 @@ def make_reference(gold: str | Path | None = None, world_fingerprint: str | None
         return _with_skipped(ref)
     g = load_gold_result(gold, forget_split or "forgetXX")
     ref = Reference(None, None, g, str(gold), source=f"gold result {gold}", world=world)
-    problems = validate(_as_own_gold(g, ref), g) + (_world_problems(g, world) if world is not None else [])
+    problems, fresh = validated(_as_own_gold(g, ref), g)
+    problems += _world_problems(g, world) if world is not None else []
+    ref.gold_recomputed = None if fresh is None else Recomputed(g, g, fresh)
     if problems:
         raise ValueError(f"gold result {gold} is invalid: " + "; ".join(problems))
     prov = g["provenance"]
@@ -154,13 +171,13 @@ def read_json(path: str | Path) -> tuple[Any, bytes]:
 
 
 def _depth(doc: Any) -> int:
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
+    deepest, stack = 0, [(doc, 1)] if isinstance(doc, (dict, list)) else []
+    while stack:  # only containers are stacked, and a list of numbers is passed over at C speed
         node, d = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, d)
-            if d <= MAX_DEPTH:
-                stack += [(v, d + 1) for v in (node.values() if isinstance(node, dict) else node)]
+        deepest = max(deepest, d)
+        children = node.values() if isinstance(node, dict) else node
+        if d <= MAX_DEPTH and not {dict, list}.isdisjoint(map(type, children)):  # json.loads makes no subclasses
+            stack += [(v, d + 1) for v in children if isinstance(v, (dict, list))]
     return deepest
 
 
@@ -170,23 +187,29 @@ def check_file(path: str | Path, ref: Reference) -> Checked:
         result, data = read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         return Checked(str(path), None, [f"cannot be read as a JSON result file: {' '.join(str(e).split())}"])
-    reasons = check_result(result, ref)
+    reasons, fresh = checked_result(result, ref)
     if not isinstance(result, dict):
         return Checked(str(path), None, reasons)
     level, sidecar = sidecar_level(path, data, result)
-    return Checked(str(path), result, reasons + sidecar, level)
+    return Checked(str(path), result, reasons + sidecar, level, Recomputed(result, ref.gold, fresh) if fresh else None)
 
 
 def check_result(result: Any, ref: Reference) -> list[str]:
+    return checked_result(result, ref)[0]
+
+
+def checked_result(result: Any, ref: Reference) -> tuple[list[str], dict[str, Any] | None]:
+    """``check_result``'s reasons and the aggregates validation recomputed (None when it did not get that far)."""
     if not isinstance(result, dict):
-        return ["result is not a JSON object"]
+        return ["result is not a JSON object"], None
     try:
-        reasons = validate(_as_own_gold(result, ref), ref.gold)
+        reasons, fresh = validated(_as_own_gold(result, ref), ref.gold, ref.gold_examples)
     except Exception as e:  # a malformed file must be rejected, not crash the leaderboard
-        return [f"result cannot be validated: {type(e).__name__}: {e}"]
+        return [f"result cannot be validated: {type(e).__name__}: {e}"], None
     prov = result.get("provenance") if isinstance(result.get("provenance"), dict) else {}
     if len(json.dumps(prov)) > MAX_PROVENANCE_BYTES:
-        return reasons + [f"provenance is over the {MAX_PROVENANCE_BYTES // 1024} KiB limit (it is shown in the report)"]
+        return reasons + [f"provenance is over the {MAX_PROVENANCE_BYTES // 1024} KiB limit (it is shown in the report)"
+                          ], fresh
     reasons += _options_problems(result, ref)
     for name, want in (("world_fingerprint", ref.world_fingerprint), ("forget_split", ref.forget_split)):
         if want is not None and name in prov and prov[name] != want:
@@ -197,11 +220,11 @@ def check_result(result: Any, ref: Reference) -> list[str]:
     except ValueError as e:
         reasons.append(str(e))
     if reasons:
-        return reasons  # the content checks below assume a well-formed file
+        return reasons, fresh  # the content checks below assume a well-formed file
     if ref.gold is not None and not ref.is_gold(result):
         reasons += gold_problems(result, ref)
     reasons += greedy_problems(result["examples"])
-    return reasons + (_world_problems(result, ref.world) if ref.world is not None else [])
+    return reasons + (_world_problems(result, ref.world) if ref.world is not None else []), fresh
 
 
 def _world_problems(result: dict[str, Any], world: Any) -> list[str]:

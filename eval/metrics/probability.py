@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from eval.metrics.spec import ExampleMetric, Output
+from eval.metrics.spec import ExampleMetric, Output, row_means
 
 VERSION = 1
 
@@ -28,6 +28,36 @@ def normalised_probability(lp_true: Sequence[float], lp_options: Sequence[Sequen
     return float(np.exp(logs[0] - logsumexp(logs)))
 
 
+def normalised_probabilities(lp_true: Sequence[Sequence[float]],
+                             lp_options: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
+    """``normalised_probability`` of many answers, shape (N,): the same numbers (each answer's own means, one
+    logsumexp over the rows of each number of options: the same operations per row, so equal bit for bit,
+    tests/test_metrics.py) at a fraction of the cost of one logsumexp call per answer."""
+    true = row_means(lp_true)
+    option_means = row_means([o for options in lp_options for o in options])
+    ends = np.cumsum([len(options) for options in lp_options])
+    rows_of: dict[int, list[int]] = {}  # number of options -> answers
+    for i, options in enumerate(lp_options):
+        rows_of.setdefault(len(options), []).append(i)
+    out = np.empty(len(lp_true), dtype=np.float64)
+    for k, rows in rows_of.items():
+        logs = np.empty((len(rows), k + 1), dtype=np.float64)  # [mean lp(answer), mean lp(option 1..k)]
+        logs[:, 0] = true[rows]
+        for j, i in enumerate(rows):
+            logs[j, 1:] = option_means[ends[i] - k:ends[i]]
+        out[rows] = np.exp(logs[:, 0] - logsumexp(logs, axis=1))
+    return out
+
+
+def _group_normalised(group, options) -> np.ndarray:
+    return normalised_probabilities([ex.lp_answer for ex in group], [ex.lp_perturbed for ex in group])
+
+
+def _normalised(ex, batch) -> float:
+    """The example's ``normalised_probability``, computed for its whole group at once (``Batch.per_group``)."""
+    return batch.per_group("probability_norm", ex, _group_normalised)
+
+
 def uses_normalised(split: str, task: str) -> bool:
     """Which probability the ``probability`` key reports (TOFU's and CLEAR's rule).
 
@@ -40,7 +70,7 @@ def uses_normalised(split: str, task: str) -> bool:
 
 def _reported(ex, batch) -> float:
     if uses_normalised(ex.eval_split, ex.task):
-        return normalised_probability(ex.lp_answer, ex.lp_perturbed)
+        return _normalised(ex, batch)
     return probability(ex.lp_answer)
 
 
@@ -51,6 +81,6 @@ SPECS = (
     ExampleMetric(Output("probability_raw", forget_better="lower", doc="mean P(answer)"), VERSION,
                   lambda ex, batch: probability(ex.lp_answer), needs=("lp_answer",)),
     ExampleMetric(Output("probability_norm", forget_better="lower", doc="mean P(answer) / (P(answer) + sum_k P(pert_k))"),
-                  VERSION, lambda ex, batch: normalised_probability(ex.lp_answer, ex.lp_perturbed),
+                  VERSION, _normalised,
                   needs=("lp_answer", "lp_perturbed")),
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -75,6 +75,19 @@ class Output:
 def mean_cell(values: np.ndarray, split: str) -> float:
     """The default cell statistic: the mean of the per-example values."""
     return float(np.mean(values))
+
+
+def row_means(rows: Sequence[Sequence[float]]) -> np.ndarray:
+    """``[np.mean(row) for row in rows]`` as an array, one numpy call per row length: the same numbers bit for
+    bit (each row is reduced on its own, as np.mean reduces one; tests/test_report_reuse.py), far faster."""
+    out = np.empty(len(rows), dtype=np.float64)
+    of_length: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        of_length.setdefault(len(row), []).append(i)
+    for length, idx in of_length.items():
+        block = np.array([rows[i] for i in idx], dtype=np.float64).reshape(len(idx), length)
+        out[idx] = np.mean(block, axis=1)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

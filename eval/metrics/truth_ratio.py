@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from eval.metrics.spec import ExampleMetric, Output
+from eval.metrics.spec import ExampleMetric, Output, row_means
 
 VERSION = 3  # 2: the reference answer is an option; 3: TOFU's reference per split by default (tr_reference "tofu")
 TR_MODES: tuple[str, ...] = ("tofu", "clear")
@@ -35,8 +35,10 @@ def truth_ratios(
     """Per-item TR_i = P_para,i / P_pert,i for one group of items, shape (N,)."""
     if mode not in TR_MODES:
         raise ValueError(f"Unknown tr_mode {mode!r}. Known: {', '.join(TR_MODES)}.")
-    para = np.array([-np.mean(lp) for lp in lp_paraphrased], dtype=np.float64)  # (N,)
-    pert = [np.array([-np.mean(lp) for lp in rows], dtype=np.float64) for rows in lp_perturbed]
+    para = -row_means(lp_paraphrased)  # (N,); row_means: each row's np.mean, computed a row length at a time
+    ks = [len(rows) for rows in lp_perturbed]
+    flat = -row_means([lp for rows in lp_perturbed for lp in rows])
+    pert = np.split(flat, np.cumsum(ks)[:-1]) if ks else []  # per item: (K_i,)
     if mode == "tofu":
         pert_mean = np.array([p.mean() for p in pert])  # (N,) per-item mean over k
     else:
