@@ -19,7 +19,8 @@ from typing import Any
 from clearbench.config import BenchConfig, ConfigError, PhaseConfig, deep_merge, from_dict, to_dict
 from clearbench.metaeval_config import EXPOSURES
 from clearbench.eval_config import AttackConfig
-from clearbench.plan import ScorerVersions, Stage, attack_stage, eval_config, evaluation_stage, stage_key
+from clearbench.plan import (ScorerVersions, Stage, attack_stage, eval_config, evaluation_stage, finetune_stage,
+                             stage_key)
 from clearbench.provenance import read_run
 from clearbench.stages import as_world, select_records
 from clearbench.types import retain_split
@@ -99,15 +100,6 @@ def exposure_counts(world, phases: list[PhaseConfig], split: str, forget: str) -
 
 
 # ------------------------------------------------------------------------------------ the stages
-def _finetune_stage(cfg: BenchConfig, out: Path, name: str, path: Path, split: str, base: Stage | None) -> Stage:
-    """A finetune stage keyed as the study keys its target and golds."""
-    base_key = base.key if base else stage_key("checkpoint", cfg.model)
-    parent = base.path if base else Path(cfg.model.path)
-    args = {"cfg": cfg, "world": out / "world", "parent": parent, "split": split, "out_dir": path}
-    return Stage(name, "finetune", path, stage_key("finetune", {"finetune": cfg.finetune, "split": split}, base_key),
-                 args, ("world", "base") if base else ("world",))
-
-
 def _eval_stage(cfg: BenchConfig, out: Path, name: str, model: Stage, gold: Stage | None,
                 versions: ScorerVersions) -> Stage:
     """The study's evaluation of ``model`` (into ``results/NAME.json``) against the reference gold's result (None: it
@@ -148,12 +140,12 @@ def pool_stages(cfg: BenchConfig, out: Path, base: Stage | None, versions: Score
     check_pool(cfg)
     out, forget = Path(out), forget_of(cfg)
     pct = forget.removeprefix("forget")
-    gold = _finetune_stage(cfg, out, f"gold-{pct}", out / f"gold-{pct}", retain_split(forget), base)
+    gold = finetune_stage(cfg, out, f"gold-{pct}", out / f"gold-{pct}", retain_split(forget), base)
     gold_eval = _eval_stage(cfg, out, f"gold-{pct}", gold, None, versions)
     stages, models = [gold, gold_eval], []
     for member in members(cfg):
         mcfg, split = member_config(cfg, member, forget), split_of(member, forget)
-        ft = _finetune_stage(mcfg, out, f"pool/{member.name}", out / "pool" / member.name, split, base)
+        ft = finetune_stage(mcfg, out, f"pool/{member.name}", out / "pool" / member.name, split, base)
         if ft.key == gold.key:
             raise ConfigError(f"metaeval pool model {member.name} is the reference gold gold-{pct} itself (same "
                               f"finetune); its forget quality would compare it with itself: give the pool other seeds "

@@ -89,6 +89,16 @@ def eval_config(study: StudyConfig, forget: str) -> EvalConfig:
                       max_per_cell=study.eval_max_per_cell, options={**study.metric_options, "require_gold": True})
 
 
+def finetune_stage(cfg: BenchConfig, out: Path, name: str, path: Path, split: str, base: Stage | None) -> Stage:
+    """Finetuning ``split`` of the world in ``out/world`` into ``path``, from the base stage (None: the preset's
+    checkpoint ``model.path``)."""
+    base_key = base.key if base else stage_key("checkpoint", cfg.model)
+    parent = base.path if base else Path(cfg.model.path)
+    args = {"cfg": cfg, "world": out / "world", "parent": parent, "split": split, "out_dir": path}
+    return Stage(name, "finetune", path, stage_key("finetune", {"finetune": cfg.finetune, "split": split}, base_key),
+                 args, ("world", "base") if base else ("world",))
+
+
 def evaluation_stage(name: str, path: Path, ecfg: EvalConfig, model: Stage, gold: Stage | None, world: Path,
                      versions: ScorerVersions) -> Stage:
     """The evaluation of ``model``'s output into ``path`` against the gold's result (``gold`` None: it is the gold)."""

@@ -19,7 +19,8 @@ from typing import Any
 from clearbench import calibration, metaeval, scenarios
 from clearbench.config import BenchConfig, WorldConfig, deep_merge, from_dict, to_dict
 from clearbench.eval_config import AttackConfig
-from clearbench.plan import ScorerVersions, Stage, attack_stage, eval_config, evaluation_stage, stage_key, unlearn_stage
+from clearbench.plan import (ScorerVersions, Stage, attack_stage, eval_config, evaluation_stage, finetune_stage,
+                             stage_key, unlearn_stage)
 from clearbench.types import retain_split
 from data_gen import generate as data_gen_generate
 
@@ -105,7 +106,7 @@ def _build_one(cfg: BenchConfig, out: Path, versions: ScorerVersions) -> list[St
         stages.append(base)
     if cfg.metaeval.enabled:  # the meta-evaluation's model pool instead of the study (clearbench.metaeval)
         return stages + metaeval.pool_stages(cfg, out, base, versions)
-    target = _finetune_stage(cfg, out, "target", "full", base)
+    target = finetune_stage(cfg, out, "target", out / "target", "full", base)
     stages.append(target)
     if cfg.calibration.enabled:  # a learning-rate sweep instead of the study
         return stages + calibration.sweep_stages(cfg, out, target)
@@ -117,20 +118,12 @@ def _build_one(cfg: BenchConfig, out: Path, versions: ScorerVersions) -> list[St
     return stages + scenarios.scenario_stages(cfg, out, base, target, versions)
 
 
-def _finetune_stage(cfg: BenchConfig, out: Path, name: str, split: str, base: Stage | None) -> Stage:
-    base_key = base.key if base else stage_key("checkpoint", cfg.model)
-    parent = base.path if base else Path(cfg.model.path)
-    args = {"cfg": cfg, "world": out / "world", "parent": parent, "split": split, "out_dir": out / name}
-    return Stage(name, "finetune", out / name, stage_key("finetune", {"finetune": cfg.finetune, "split": split}, base_key),
-                 args, ("world", "base") if base else ("world",))
-
-
 def _forget_split_stages(cfg: BenchConfig, out: Path, forget: str, models: tuple[Stage | None, Stage],
                          versions: ScorerVersions) -> list[Stage]:
     """The gold of ``forget`` and its evaluation, the (base and) target evaluations, every unlearning run and its
     evaluation (``models``: the base stage or None, and the target)."""
     (base, target), pct = models, _pct(forget)
-    gold = _finetune_stage(cfg, out, f"gold-{pct}", retain_split(forget), base)
+    gold = finetune_stage(cfg, out, f"gold-{pct}", out / f"gold-{pct}", retain_split(forget), base)
     gold_eval = _eval_stage(cfg, out, f"gold-{pct}", gold, forget, None, versions)
     stages = [gold, gold_eval]
     if cfg.study.evaluate_base:
