@@ -9,7 +9,6 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-_flag = threading.Event()
 _got: list[int] = []  # the signals received since handling() began
 
 
@@ -22,9 +21,8 @@ def _raise(signum: int) -> None:
 
 
 def _handler(signum, frame) -> None:
-    first = not _flag.is_set()
+    first = not _got
     _got.append(signum)
-    _flag.set()
     if first:  # a repeated Ctrl-C while the first one unwinds is recorded only (no second traceback, no exit -2)
         _raise(signum)
 
@@ -32,8 +30,8 @@ def _handler(signum, frame) -> None:
 def check() -> None:
     """Raise KeyboardInterrupt (Terminated for SIGTERM) if a signal arrived since ``handling()`` began (and its
     exception was lost)."""
-    if _flag.is_set():
-        _raise(_got[-1] if _got else signal.SIGINT)
+    if _got:
+        _raise(_got[-1])
 
 
 @contextmanager
@@ -43,7 +41,6 @@ def handling() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _flag.clear()
     _got.clear()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s, handler in old.items():
