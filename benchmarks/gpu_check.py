@@ -17,8 +17,10 @@ FSDP run and no study, in well under a minute; tests/test_gpu_check.py runs it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,8 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_check_train as gt  # noqa: E402
-from clearbench.eval_config import GENERATION  # noqa: E402
+import gpu_check_train as gt  # puts the repo root and tests/ on sys.path
+
+from clearbench.eval_config import GENERATION
 
 ROWS = ("finetune", "npo", "kl", "scrub", "rmu")
 FULL_ROWS = {"qwen2-vl-2b": ("npo_full",)}  # the qwen2-vl-2b preset's plain variant is full-parameter
@@ -38,6 +41,7 @@ FULL_ROWS = {"qwen2-vl-2b": ("npo_full",)}  # the qwen2-vl-2b preset's plain var
 def eval_row(spec: gt.Spec, records: list, batch: int, max_new_tokens: int) -> dict:
     """items/s of the suite's scoring pass (eval.outputs.score) and of bench_eval.py's per-sample loop."""
     from bench_eval import reference_loop
+
     from clearbench.models import Loaded, get_family
     from eval import outputs
 
@@ -70,7 +74,8 @@ def model_rows(spec: gt.Spec, args, tiny: bool) -> dict:
         out["train"][row] = gt.train_row(spec, row, data, args.batch, args.steps, torch.float32)
         out["train"][row]["wall_s"] = time.perf_counter() - t
         print(f"{spec.name} {row}: {json.dumps(out['train'][row])}", flush=True)
-        if cuda:
+        if cuda:  # the row's model and reference go before the next row builds its own
+            gc.collect()
             torch.cuda.empty_cache()
     eval_records = gt.records(processor, args.eval_records, px, 48, "eval", image_every=2)
     out["eval"] = eval_row(spec, eval_records, args.eval_batch, 8 if tiny else GENERATION["max_new_tokens"])
@@ -105,12 +110,21 @@ def study(timeout: int, jobs: int) -> dict:
                "--jobs", str(jobs)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(gt.ROOT), os.environ.get("PYTHONPATH", "")]))
         start = time.perf_counter()
+        # its own process group: at the time limit the run and the --jobs workers it started all get SIGTERM
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-            rc, tail = proc.returncode, proc.stderr[-1500:]
-        except subprocess.TimeoutExpired as exc:
-            rc, tail = None, (exc.stderr or b"")[-1500:].decode(errors="replace")
-        wall = time.perf_counter() - start
+            _, err = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                _, err = proc.communicate()
+            rc = None
+        wall, tail = time.perf_counter() - start, (err or "")[-1500:]
         done = sorted(str(p.parent.relative_to(Path(tmp) / "study")) for p in (Path(tmp) / "study").rglob("run.json"))
     return {"wall_s": wall, "timed_out": rc is None, "returncode": rc, "timeout_s": timeout, "jobs": jobs,
             "stages_finished": done, "stderr_tail": tail}

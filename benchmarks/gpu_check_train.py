@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import model_fixtures as mf  # noqa: E402  (tests/: the random-checkpoint builders)
+import model_fixtures as mf  # tests/: the random-checkpoint builders
 
 # real shapes: llava-hf/llava-1.5-7b-hf (CLIP ViT-L/14-336 + Vicuna-7B) and Qwen/Qwen2-VL-2B-Instruct configs
 LLAVA_7B = dict(

@@ -53,13 +53,13 @@ def fsdp_on_cpu(acc) -> None:
 
 def main() -> None:
     import torch
+    from model_fixtures import sample_records
     from safetensors.torch import save_file
 
     from clearbench.config import LoraConfig, TrainConfig
     from clearbench.lora import apply_lora, set_trainable
     from clearbench.models import load_model
     from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, get_accelerator, train
-    from model_fixtures import sample_records
 
     torch.set_num_threads(1)
     model_dir, out = sys.argv[1], Path(sys.argv[2])

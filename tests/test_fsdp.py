@@ -8,9 +8,8 @@ import sys
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from ddp_train_script import FSDP_CONFIG, launch
+from safetensors.torch import load_file
 
 
 def test_accelerate_configs_load_and_name_their_distributed_type():
