@@ -1,7 +1,10 @@
 """What the training loop needs to know about sharded runs (accelerate's FSDP / DeepSpeed; configs/accelerate/).
 
 FSDP2 (configs/accelerate/fsdp.yaml) shards every parameter in place; the loop runs unchanged, and at the end
-``gather_sharded`` puts the whole parameters back on every process so that a stage saves the full model.
+``gather_sharded`` puts the whole parameters back on every process so that a stage saves the full model. Every
+process must run the same modules in the same order (each FSDP unit all-gathers its parameters when it runs):
+``check_same_modules`` stops a step whose micro-batches have images on some processes and not on others, which
+would otherwise deadlock or fail inside a collective.
 DeepSpeed steps and clips inside its backward, which the loop's own accumulation and clipping would double: it is
 refused, with the reason, until that is wired (docs/presets.md, "Sharded training").
 """
@@ -41,3 +44,21 @@ def gather_sharded(acc: Any, wrapped: Any) -> None:
     for module in wrapped.modules():
         if isinstance(module, FSDPModule):
             module.unshard()
+
+
+def check_same_modules(acc: Any, batches: dict) -> None:
+    """FSDP: each kind's micro-batch must have images on every process or on none (a text-only batch skips the
+    vision tower, whose units then all-gather on some processes only). One small all-reduce per micro-batch."""
+    import torch
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type != DistributedType.FSDP or acc.num_processes < 2:
+        return
+    flags = torch.tensor([float("pixel_values" in b) for b in batches.values()], device=acc.device)
+    total = acc.reduce(flags, reduction="sum")
+    mixed = [kind for kind, n in zip(batches, total.tolist()) if 0 < n < acc.num_processes]
+    if mixed:
+        raise RuntimeError(
+            f"FSDP: the {', '.join(mixed)} micro-batch has images on some processes and none on others, so they would "
+            f"run different modules; shard only runs whose records all have images or all have none "
+            f"(e.g. unlearn.forget_modality=text or visual), or run without FSDP (docs/presets.md, 'Sharded training')")

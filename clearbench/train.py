@@ -32,7 +32,7 @@ from clearbench.config import TrainConfig
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
-from clearbench.sharding import check_supported, gather_sharded
+from clearbench.sharding import check_same_modules, check_supported, gather_sharded
 from clearbench.tracking import Tracking
 from clearbench.types import Record
 
@@ -360,6 +360,7 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
             if cfg.augment:
                 chunk = augment_records(chunk, seed=cfg.seed, step=info.step)
             batches = {k: _to_device(collate(recs), acc.device) for k, recs in chunk.items() if recs}
+            check_same_modules(acc, batches)  # FSDP: images on every process or on none
             loss, logs = loss_fn(loop.wrapped, batches, step=info)
             if cfg.l1_lambda > 0:
                 penalty = l1_penalty(acc.unwrap_model(loop.wrapped), loop.anchor)

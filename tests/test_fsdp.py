@@ -43,3 +43,12 @@ def test_fsdp_two_processes_match_one_process(tiny_llava_dir, tmp_path):
     assert one.keys() == two.keys() and any("lora_B" in k for k in one)
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process run")
+def test_fsdp_stops_when_processes_would_run_different_modules(tiny_llava_dir, tmp_path):
+    """Mixed text / image records: a process whose micro-batch has no image would skip the vision tower's units;
+    the loop stops with the reason instead of deadlocking or failing inside a collective."""
+    proc = launch(tiny_llava_dir, tmp_path / "mixed", 2, "full", fsdp=True)
+    assert proc.returncode != 0
+    assert "has images on some processes and none on others" in proc.stderr
