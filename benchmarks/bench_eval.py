@@ -54,7 +54,7 @@ def reference_loop(loaded, records, max_new_tokens: int) -> dict[str, list[float
     model = loaded.model
 
     def forward(rec, answer):
-        batch = loaded.collate([rec], answers=[answer])
+        batch = {k: v.to(model.device) for k, v in loaded.collate([rec], answers=[answer]).items()}  # gpu_check.py
         labels = batch.pop("labels")
         logits = model(**batch).logits  # (1, T, V)
         return logits, labels

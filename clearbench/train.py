@@ -32,6 +32,7 @@ from clearbench.config import TrainConfig
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
+from clearbench.sharding import check_same_modules, check_supported, gather_sharded
 from clearbench.tracking import Tracking
 from clearbench.types import Record
 
@@ -294,6 +295,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
         if log_file:
             log_file.close()
     acc.wait_for_everyone()
+    gather_sharded(acc, loop.wrapped)  # FSDP: whole parameters on every process, for the stage's save
     return TrainResult(steps=total, final_loss=last_loss, seconds=time.time() - t0, resumed_from=loop.start)
 
 
@@ -316,6 +318,7 @@ def _open_log(path: Path, resumed_from: int | None):
 def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
     """Optimizer, schedule and accelerate for ``model``; the L1 anchor; the resumed checkpoint, if any."""
     acc = get_accelerator(cfg.mixed_precision)
+    check_supported(acc, cfg.save_every)
     total = total_steps(cfg, sampler.steps_per_epoch)
     grad_acc = accumulation_steps(cfg, acc.num_processes)
     torch.manual_seed(cfg.seed)
@@ -329,6 +332,7 @@ def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
         recover_dir(ckpt_dir / "last")
     acc.wait_for_everyone()
     wrapped, optimizer = acc.prepare(model, optimizer)
+    params = [p for p in wrapped.parameters() if p.requires_grad]  # FSDP2 swaps in sharded (DTensor) parameters
     # theta0 is the starting model's, on the training device: taken before a resumed checkpoint is loaded
     anchor = l1_anchor(model) if cfg.l1_lambda > 0 else None
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if run.resume else 0
@@ -356,6 +360,7 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
             if cfg.augment:
                 chunk = augment_records(chunk, seed=cfg.seed, step=info.step)
             batches = {k: _to_device(collate(recs), acc.device) for k, recs in chunk.items() if recs}
+            check_same_modules(acc, batches)  # FSDP: images on every process or on none
             loss, logs = loss_fn(loop.wrapped, batches, step=info)
             if cfg.l1_lambda > 0:
                 penalty = l1_penalty(acc.unwrap_model(loop.wrapped), loop.anchor)

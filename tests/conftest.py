@@ -45,8 +45,28 @@ def tiny_world(tiny_world_path):
 
 # ======================================================================== end data_gen: tiny world
 
-# ---- model fixtures (clearbench.models; built in tests/model_fixtures.py) --------------------
+# ---- model fixtures (clearbench.models; builders in tests/model_fixtures.py) -----------------
 # Session-scoped tiny random checkpoints of every model family (tiny-llava, llava, qwen2-vl),
 # saved like the real ones and loaded through clearbench.models.load_model. No downloads.
-from model_fixtures import family_checkpoints, loaded_families, tiny_llava_dir  # noqa: E402,F401
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory):
+    """{family name: dir of a tiny random checkpoint of that family}, built once per session."""
+    from model_fixtures import FAMILY_BUILDERS
+
+    root = tmp_path_factory.mktemp("model_checkpoints")
+    return {name: build(root / name) for name, build in FAMILY_BUILDERS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(family_checkpoints):
+    return family_checkpoints["tiny-llava"]
+
+
+@pytest.fixture(scope="session")
+def loaded_families(family_checkpoints) -> dict:
+    """{family name: clearbench.models.Loaded} (fp32, CPU). Tests that train must deepcopy the model."""
+    from clearbench.models import load_model
+
+    return {name: load_model(path) for name, path in family_checkpoints.items()}
 # ---- end model fixtures -------------------------------------------------------------------

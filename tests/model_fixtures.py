@@ -7,7 +7,9 @@ template. ``build_tiny_qwen2_vl(out_dir)``: Qwen2VLForConditionalGeneration save
 ``Qwen/Qwen2-VL-2B-Instruct``: a Qwen2 (byte-level BPE) tokenizer with Qwen's special tokens,
 ``Qwen2VLImageProcessor`` with small min/max pixels, the Instruct chat template.
 Both load through ``clearbench.models.load_model``. Other tests reuse them; each build takes
-well under a second.
+well under a second. ``llava15_parts`` / ``qwen2_vl_parts`` give the config and processor of either at another
+shape (``benchmarks/gpu_check.py`` builds the real 7B / 2B shapes from them). No pytest here: the session
+fixtures that build these live in tests/conftest.py.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-import pytest
 import torch
 from PIL import Image, ImageDraw
 
@@ -99,32 +100,31 @@ def llava15_tokenizer():
     return tok
 
 
-def build_tiny_llava15(out_dir: str | Path, seed: int = 0) -> Path:
-    from transformers import (
-        CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+# the tiny test shape; gpu_check.py passes llava-hf/llava-1.5-7b-hf's (CLIP ViT-L/14-336 + a Vicuna-7B Llama)
+LLAVA15_TINY = dict(
+    image_size=56,
+    vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32),
+    text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+              max_position_embeddings=512, initializer_range=64 ** -0.5),
+)
 
+
+def llava15_parts(shape: dict | None = None):
+    """(LlavaConfig, LlavaProcessor) saved like llava-1.5-7b-hf, at ``shape`` (default ``LLAVA15_TINY``; a
+    ``text`` entry may set ``vocab_size`` above the tokenizer's, as the real model's 32064 rows)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
+
+    shape = shape or LLAVA15_TINY
     tok = llava15_tokenizer()
-    image_size, patch = 56, 14
-    vision = CLIPVisionConfig(
-        image_size=image_size, patch_size=patch, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, projection_dim=32,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=512, initializer_range=64 ** -0.5,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
+    image_size, patch = shape["image_size"], 14
+    vision = CLIPVisionConfig(image_size=image_size, patch_size=patch, **shape["vision"])
+    text = LlamaConfig(**({"vocab_size": len(tok)} | shape["text"]), bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch) ** 2, vision_feature_layer=-2,
         vision_feature_select_strategy="default", projector_hidden_act="gelu",
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -132,6 +132,17 @@ def build_tiny_llava15(out_dir: str | Path, seed: int = 0) -> Path:
         image_processor=image_processor, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=LLAVA15_CHAT_TEMPLATE,
     )
+    return config, processor
+
+
+def build_tiny_llava15(out_dir: str | Path, seed: int = 0) -> Path:
+    from transformers import LlavaForConditionalGeneration
+
+    config, processor = llava15_parts()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     out = Path(out_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -152,40 +163,51 @@ def qwen2_vl_tokenizer():
     return tok
 
 
-def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0) -> Path:
-    from transformers import (
-        Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+# the tiny test shape; gpu_check.py passes Qwen/Qwen2-VL-2B-Instruct's
+QWEN2_VL_TINY = dict(
+    text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=1024, rope_parameters={
+                  "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}),
+    vision=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
+    pixels=(56 * 56, 56 * 56),  # the image processor's (min_pixels, max_pixels)
+)
 
+
+def qwen2_vl_parts(shape: dict | None = None):
+    """(Qwen2VLConfig, Qwen2VLProcessor) saved like Qwen2-VL-2B-Instruct, at ``shape`` (default ``QWEN2_VL_TINY``;
+    ``text`` may set ``vocab_size``, ``tie_word_embeddings`` may be given at the top level)."""
+    from transformers import Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    shape = shape or QWEN2_VL_TINY
     tok = qwen2_vl_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text_config = dict(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, rope_parameters={
-            "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-    )
-    vision_config = dict(
-        depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
-        temporal_patch_size=2, in_channels=3,
-    )
+    text_config = {"vocab_size": len(tok)} | shape["text"] | dict(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    vision_config = shape["vision"] | dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+    extra = {k: shape[k] for k in ("tie_word_embeddings",) if k in shape}
     config = Qwen2VLConfig(
         text_config=text_config, vision_config=vision_config, image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        vision_end_token_id=ids["<|vision_end|>"], **extra,
     )
+    lo, hi = shape["pixels"]
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=lo, max_pixels=hi), tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(min_pixels=lo, max_pixels=hi), chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    )
+    return config, processor
+
+
+def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0) -> Path:
+    from transformers import Qwen2VLForConditionalGeneration
+
+    config, processor = qwen2_vl_parts()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56)
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-    )
+    tok = processor.tokenizer
+    model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
     out = Path(out_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -221,9 +243,7 @@ def sample_records() -> list[Record]:
     ]
 
 
-# ----------------------------------------------------------------------------- pytest fixtures
-# Session-scoped checkpoints, re-exported by the "model fixtures" section of tests/conftest.py.
-
+# ----------------------------------------------------------------------------- checkpoints
 def build_tiny_default(out_dir: str | Path, seed: int = 0) -> Path:
     """The embedded default family (default TinyConfig shape) with a tokenizer trained on CORPUS."""
     from clearbench.models import tiny_llava
@@ -232,23 +252,3 @@ def build_tiny_default(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 FAMILY_BUILDERS = {"tiny-llava": build_tiny_default, "llava": build_tiny_llava15, "qwen2-vl": build_tiny_qwen2_vl}
-
-
-@pytest.fixture(scope="session")
-def family_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """{family name: dir of a tiny random checkpoint of that family}, built once per session."""
-    root = tmp_path_factory.mktemp("model_checkpoints")
-    return {name: build(root / name) for name, build in FAMILY_BUILDERS.items()}
-
-
-@pytest.fixture(scope="session")
-def tiny_llava_dir(family_checkpoints) -> Path:
-    return family_checkpoints["tiny-llava"]
-
-
-@pytest.fixture(scope="session")
-def loaded_families(family_checkpoints) -> dict:
-    """{family name: clearbench.models.Loaded} (fp32, CPU). Tests that train must deepcopy the model."""
-    from clearbench.models import load_model
-
-    return {name: load_model(path) for name, path in family_checkpoints.items()}
