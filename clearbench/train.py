@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from clearbench import interrupt
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
+from clearbench.cost import count_tokens
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
@@ -320,6 +321,7 @@ def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
     grad_acc = accumulation_steps(cfg, acc.num_processes)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    count_tokens(model)  # the stage's cost meter (clearbench.cost) counts what it processes
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
     ckpt_dir = Path(run.out_dir) / "checkpoints"
