@@ -2,7 +2,7 @@
 
 ``with Meter() as m: ...`` measures the code inside; ``count_tokens(model)`` makes a model report what its
 language model and vision tower process to every meter that is open (nested meters each see it: a pretrain
-phase's meter and the stage's). ``m.summary(steps)`` is the dict that run.json's and a result's ``cost`` hold.
+phase's meter and the stage's). ``m.summary()`` is the dict that run.json's and a result's ``cost`` hold.
 
 Tokens are the positions the language model runs (padding and image tokens included, i.e. compute, not
 text length), counted per forward pass: ``tokens_backward`` those run with gradients (each is also a
@@ -48,10 +48,10 @@ def _reset_rss_high_water() -> bool:
 
 
 class Meter:
-    """Measures the code inside ``with``; ``summary(steps)`` after it (or during it, for a running total)."""
+    """Measures the code inside ``with``; ``summary()`` after it (or during it, for a running total)."""
 
     def __init__(self) -> None:
-        self.tokens_backward = self.tokens_forward_only = self.images = 0
+        self.tokens_backward = self.tokens_forward_only = self.images = self.optimizer_steps = 0
         self.peak_mb = 0.0
         self.scope = "meter"
         self.cuda = torch.cuda.is_available()
@@ -83,8 +83,9 @@ class Meter:
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / per_mb
         return hwm
 
-    def summary(self, steps: int = 0, complete: bool = True) -> dict[str, Any]:
-        """The cost record; ``complete`` False when the stage resumed (it covers the resumed part only)."""
+    def summary(self, steps: int | None = None, complete: bool = True) -> dict[str, Any]:
+        """The cost record; ``steps``: the optimizer steps (default: those ``count_step`` counted); ``complete``
+        False when the stage resumed (it covers the resumed part only)."""
         running = self.wall is None
         if running:
             _note_peaks()
@@ -94,7 +95,7 @@ class Meter:
             "peak_memory_mb": round(self.peak_mb, 1),
             "peak_memory_kind": "cuda_allocated" if self.cuda else "rss",
             "peak_memory_scope": self.scope,
-            "optimizer_steps": int(steps),
+            "optimizer_steps": int(self.optimizer_steps if steps is None else steps),
             "tokens_backward": self.tokens_backward,
             "tokens_forward_only": self.tokens_forward_only,
             "images": self.images,
@@ -112,6 +113,12 @@ def _device() -> str:
 def _note_peaks() -> None:
     for m in _OPEN:
         m.peak_mb = max(m.peak_mb, m._peak_now())
+
+
+def count_step() -> None:
+    """One optimizer step, for every open meter (the training loops call it)."""
+    for m in _OPEN:
+        m.optimizer_steps += 1
 
 
 def _positions(args: tuple, kwargs: dict) -> int:

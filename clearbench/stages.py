@@ -183,11 +183,10 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
         model, processor, phases_done, trained_now = _pretrain_phases(cfg, world, out_dir / "phases", resume, tiny_cfg)
         final = out_dir / "model"
         tiny_llava.save(model, processor, final, tiny_cfg)
-    steps = sum(p["steps"] - p.get("resumed_from", 0) for p in trained_now)
     write_json_atomic(out_dir / "run.json", run_record("pretrain", cfg, world, {
         "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
         "phases": phases_done, "seconds": time.time() - t0,
-        "cost": meter.summary(steps, complete=len(trained_now) == len(phases_done) and not any(
+        "cost": meter.summary(complete=len(trained_now) == len(phases_done) and not any(
             p.get("resumed_from") for p in trained_now)),
     }))
     return out_dir
@@ -262,9 +261,8 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
         "parent": {"path": str(parent), "model_fingerprint": model_fingerprint(parent_dir)},
         "model_fingerprint": model_fingerprint(out_dir / "model"), "warmup_steps": results[-1]["warmup_steps"],
         "train": result, **({"phases": results} if len(phases) > 1 else {}),
-        "seconds": time.time() - t0, "cost": meter.summary(
-            sum(r["steps"] - r["resumed_from"] for r in results if not r.get("reloaded")),
-            complete=not any(r["resumed_from"] or r.get("reloaded") for r in results)),
+        "seconds": time.time() - t0,
+        "cost": meter.summary(complete=not any(r["resumed_from"] or r.get("reloaded") for r in results)),
     }))
     return out_dir
 

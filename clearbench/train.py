@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from clearbench import interrupt
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
-from clearbench.cost import count_tokens
+from clearbench.cost import count_step, count_tokens
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
@@ -376,6 +376,7 @@ def _optimizer_step(loop: _Loop, cfg: TrainConfig, step_loss: float, step_logs: 
     # total gradient norm before clipping (logged: it exposes accumulation/scaling errors)
     grad_norm = acc.clip_grad_norm_(loop.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     loop.optimizer.step()
+    count_step()
     loop.scheduler.step()
     loop.optimizer.zero_grad(set_to_none=True)
     if acc.num_processes > 1:  # each process holds its share: sum them for the log

@@ -279,7 +279,7 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     info = _run_info(cfg.unlearn, p, loaded.name, target, out_dir) | {
         "reference": ref.kind if ref else None, "steps": result.steps, "train": dataclasses.asdict(result),
         "stop": monitor.summary(result.steps), "seconds": time.time() - t0,
-        "cost": meter.summary(result.steps - result.resumed_from, complete=not result.resumed_from)}
+        "cost": meter.summary(complete=not result.resumed_from)}
     write_json_atomic(out_dir / "run.json", stages.run_record("unlearn", cfg, world, info))
     return out_dir
 
