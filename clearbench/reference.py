@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from clearbench.cost import count_tokens
 from clearbench.losses import answer_logits, model_inputs
 
 
@@ -33,7 +34,7 @@ class Reference:
             self._net = model
         else:
             self.kind = "copy"
-            self._net = copy.deepcopy(model).eval()
+            self._net = count_tokens(copy.deepcopy(model).eval())  # its passes are part of the run's cost
             self._net.requires_grad_(False)
 
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from clearbench import cost
 from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
 from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
@@ -163,7 +164,7 @@ def run_record(stage: str, cfg: BenchConfig, world, extra: dict[str, Any]) -> di
 
 def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Build the tiny model (tokenizer trained on the world's text) and train the base phases."""
-    from clearbench.models import get_family, tiny_llava
+    from clearbench.models import tiny_llava
 
     if cfg.model.family != "tiny-llava":
         raise ValueError(f"pretrain builds the embedded tiny-llava only; family {cfg.model.family!r} "
@@ -176,11 +177,29 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
                              f"unlearn; pretrain builds the base, which is saved whole: set save_merged: true")
     world, out_dir = as_world(world), Path(out_dir)
     open_run_dir(out_dir, to_dict(cfg), resume, overwrite, _sections("model", "pretrain"))
-    family = get_family("tiny-llava")
     tiny_cfg = tiny_llava.TinyConfig(**cfg.model.tiny)
     t0 = time.time()
+    with cost.Meter() as meter:
+        model, processor, phases_done, trained_now = _pretrain_phases(cfg, world, out_dir / "phases", resume, tiny_cfg)
+        final = out_dir / "model"
+        tiny_llava.save(model, processor, final, tiny_cfg)
+    write_json_atomic(out_dir / "run.json", run_record("pretrain", cfg, world, {
+        "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
+        "phases": phases_done, "seconds": time.time() - t0,
+        "cost": meter.summary(complete=len(trained_now) == len(phases_done) and not any(
+            p.get("resumed_from") for p in trained_now)),
+    }))
+    return out_dir
+
+
+def _pretrain_phases(cfg: BenchConfig, world, current: Path, resume: bool, tiny_cfg):
+    """Train (or, resuming, reload) the base's phases in order; returns the model, its processor, every phase's
+    record and the records of the phases trained in this call."""
+    from clearbench.models import get_family, tiny_llava
+
+    family = get_family("tiny-llava")
     phases_done: list[dict[str, Any]] = []
-    current = out_dir / "phases"
+    trained_now: list[dict[str, Any]] = []
     model = processor = None
     for i, phase in enumerate(cfg.pretrain.phases):
         phase_dir = current / f"{i}-{phase.name}"
@@ -208,13 +227,8 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
         info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
         write_json_atomic(phase_dir / "done.json", info)
         phases_done.append(info)
-    final = out_dir / "model"
-    tiny_llava.save(model, processor, final, tiny_cfg)
-    write_json_atomic(out_dir / "run.json", run_record("pretrain", cfg, world, {
-        "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
-        "phases": phases_done, "seconds": time.time() - t0,
-    }))
-    return out_dir
+        trained_now.append(info)
+    return model, processor, phases_done, trained_now
 
 
 def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *, resume: bool = False,
@@ -236,7 +250,8 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     check_model_world(parent, world.fingerprint, "parent model")
     loaded = load_model(parent_dir, family=cfg.model.family if cfg.model.family != "tiny-llava" else None)
     t0 = time.time()
-    results = _finetune_phases(cfg, world, loaded, split, out_dir, resume, parent_dir)
+    with cost.Meter() as meter:
+        results = _finetune_phases(cfg, world, loaded, split, out_dir, resume, parent_dir)
     n_records = sum(r["records"] for r in results)
     result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
                                             seconds=sum(r["seconds"] for r in results),
@@ -247,6 +262,7 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
         "model_fingerprint": model_fingerprint(out_dir / "model"), "warmup_steps": results[-1]["warmup_steps"],
         "train": result, **({"phases": results} if len(phases) > 1 else {}),
         "seconds": time.time() - t0,
+        "cost": meter.summary(complete=not any(r["resumed_from"] or r.get("reloaded") for r in results)),
     }))
     return out_dir
 
@@ -263,7 +279,7 @@ def _finetune_phases(cfg: BenchConfig, world, loaded, split: str, out_dir: Path,
         phase_dir = out_dir / "train" if len(phases) == 1 else out_dir / "train" / f"{i}-{phase.name}"
         if resume and (phase_dir / "done.json").exists():  # finished before the interruption
             model = load_model(phase_dir / "model").model
-            results.append(read_json(phase_dir / "done.json"))
+            results.append(read_json(phase_dir / "done.json") | {"reloaded": True})  # not this call's cost
             start = phase_dir / "model"
             continue
         records = select_records(world, phase.data, split=split)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from clearbench import interrupt
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
+from clearbench.cost import count_step, count_tokens
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
@@ -323,6 +324,7 @@ def _start(model, sampler: Sampler, cfg: TrainConfig, run: TrainRun) -> _Loop:
     grad_acc = accumulation_steps(cfg, acc.num_processes)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    count_tokens(model)  # the stage's cost meter (clearbench.cost) counts what it processes
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
     ckpt_dir = Path(run.out_dir) / "checkpoints"
@@ -379,6 +381,7 @@ def _optimizer_step(loop: _Loop, cfg: TrainConfig, step_loss: float, step_logs: 
     # total gradient norm before clipping (logged: it exposes accumulation/scaling errors)
     grad_norm = acc.clip_grad_norm_(loop.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     loop.optimizer.step()
+    count_step()
     loop.scheduler.step()
     loop.optimizer.zero_grad(set_to_none=True)
     if acc.num_processes > 1:  # each process holds its share: sum them for the log

@@ -29,7 +29,7 @@ import torch
 import baselines
 from baselines import METHODS, batches_for, clear_recipe, get_method, method_config, needs_reference_for
 from baselines.batches import REFUSALS_PATH, idk_records, load_refusals, random_records
-from clearbench import scoring, stages
+from clearbench import cost, scoring, stages
 from clearbench.config import BenchConfig, ConfigError, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
 from clearbench.models import load_model
 from clearbench.models.common import Loaded, default_device
@@ -255,28 +255,31 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     loaded = load_model(model_dir(target), family=family_name)
     threshold = _threshold(cfg.unlearn, p, family_name)
     t0 = time.time()
-    acc = get_accelerator(p.train.mixed_precision)
-    model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
-    trained = Loaded(model, loaded.processor, loaded.family)
-    # every process evaluates (the same stop decision); one writes
-    monitor = Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir, acc.is_main_process)
-    ckpt = out_dir / "checkpoints" / "last" / "state.json"
-    done = json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0
-    monitor.start(_curve_views(world, cfg.unlearn) if cfg.unlearn.eval_every else {}, done, threshold)
-    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
-                             cfg.unlearn.random_k)
-    loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
-    result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train,
-                        TrainRun(out_dir, resume=resume, desc=f"unlearn {cfg.unlearn.method}", on_step=monitor.on_step,
-                                 stop_at_step=stop_at_step))
-    if hasattr(p.method, "on_train_end"):
-        p.method.on_train_end(model, initial, p.method_cfg)
+    with cost.Meter() as meter:
+        acc = get_accelerator(p.train.mixed_precision)
+        model, ref, initial = _prepare(loaded.model.train().to(acc.device), p, cfg.unlearn.reference)
+        trained = Loaded(model, loaded.processor, loaded.family)
+        # every process evaluates (the same stop decision); one writes
+        monitor = Monitor(functools.partial(scoring.answer_probability, trained), cfg.unlearn, p, out_dir,
+                          acc.is_main_process)
+        ckpt = out_dir / "checkpoints" / "last" / "state.json"
+        done = json.loads(ckpt.read_text())["step"] if resume and ckpt.exists() else 0
+        monitor.start(_curve_views(world, cfg.unlearn) if cfg.unlearn.eval_every else {}, done, threshold)
+        sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals,
+                                 cfg.unlearn.random_k)
+        loss = functools.partial(p.method.loss, ref=ref, cfg=p.method_cfg)  # train() calls loss(model, batches, step=)
+        result = train_loop(model, loaded.processor, loaded.family, sampler, loss, p.train,
+                            TrainRun(out_dir, resume=resume, desc=f"unlearn {cfg.unlearn.method}",
+                                     on_step=monitor.on_step, stop_at_step=stop_at_step))
+        if hasattr(p.method, "on_train_end"):
+            p.method.on_train_end(model, initial, p.method_cfg)
     if not acc.is_main_process:
         return out_dir
     stages.save_model(model, loaded.processor, loaded.family, [out_dir / "model"], p.train, model_dir(target))
     info = _run_info(cfg.unlearn, p, loaded.name, target, out_dir) | {
         "reference": ref.kind if ref else None, "steps": result.steps, "train": dataclasses.asdict(result),
-        "stop": monitor.summary(result.steps), "seconds": time.time() - t0}
+        "stop": monitor.summary(result.steps), "seconds": time.time() - t0,
+        "cost": meter.summary(complete=not result.resumed_from)}
     write_json_atomic(out_dir / "run.json", stages.run_record("unlearn", cfg, world, info))
     return out_dir
 

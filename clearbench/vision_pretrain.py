@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from clearbench.augment import augment_image
 from clearbench.config import TrainConfig
+from clearbench.cost import count_step, count_tokens
 from clearbench.train import TrainResult, lr_lambda, total_steps
 from clearbench.types import Record, Task
 
@@ -170,6 +171,7 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tower = _vision_tower(model)
+    count_tokens(model)  # the stage's cost meter counts the images the tower sees
     width = tower.config.hidden_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -201,6 +203,7 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
+            count_step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_value = float(loss.detach())

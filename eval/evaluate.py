@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clearbench.config import config_hash
+from clearbench.cost import Meter, add_costs, count_tokens
 from clearbench.eval_config import EvalConfig
 from clearbench.provenance import check_model_world, device_info, library_versions, read_run, write_json_atomic
 from clearbench.types import check_forget_split, holdout_split
@@ -100,6 +101,15 @@ def _run_summary(model_path: Path) -> dict[str, Any]:
     return {"run": {k: info.get(k) for k in ("method", "forget_modality", "l1_lambda", "lora")}}
 
 
+def _training_cost(model_path: Path) -> dict[str, Any]:
+    """``{"training": cost}`` of the run that made this model (its run.json's; the leaderboard's cost columns for
+    an unlearning run), empty when it has no run record or one written before costs were recorded."""
+    if not (Path(model_path) / "run.json").is_file():
+        return {}
+    cost = read_run(model_path).get("cost")
+    return {"training": cost} if cost else {}
+
+
 def scoring_key(cfg: EvalConfig) -> dict[str, Any]:
     """The config fields per-example outputs depend on: the cache survives a change of metric
     options or batch size (those do not change what the model is asked), not of these."""
@@ -163,13 +173,17 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
                                 "world_fingerprint": world.fingerprint, "shard": list(shard)})
     examples: list[ExampleOutput] = []
     expected: list[str] = []
-    for config in configs:
-        recs = select_records(world.records(config), config, cfg)
-        expected += [r.id for r in recs]
-        cache = cache_dir / f"{config}.jsonl" if cache_dir is not None else None
-        examples += outputs.score(loaded, recs, config, cache=cache, batch_size=cfg.batch_size,
-                                  max_new_tokens=cfg.max_new_tokens,
-                                  run=outputs.ScoreRun(shard=shard, progress=progress, stop_after=stop_after))
+    count_tokens(loaded.model)
+    # examples read back from the cache cost nothing now: such a pass's cost is marked incomplete
+    cached = cache_dir is not None and any(cache_dir.glob("*.jsonl"))
+    with Meter() as meter:  # this pass's cost (examples read from the cache cost nothing)
+        for config in configs:
+            recs = select_records(world.records(config), config, cfg)
+            expected += [r.id for r in recs]
+            cache = cache_dir / f"{config}.jsonl" if cache_dir is not None else None
+            examples += outputs.score(loaded, recs, config, cache=cache, batch_size=cfg.batch_size,
+                                      max_new_tokens=cfg.max_new_tokens,
+                                      run=outputs.ScoreRun(shard=shard, progress=progress, stop_after=stop_after))
     provenance = {
         "config": cfg_dict | {"generation": outputs.GENERATION | {"max_new_tokens": cfg.max_new_tokens}},
         "config_hash": config_hash(cfg_dict),
@@ -185,6 +199,7 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         "seed": cfg.seed,
         "device": device_info(),
         "runtime_seconds": round(time.perf_counter() - start, 3),  # loading and scoring in this process
+        "cost": {"evaluation": meter.summary(complete=not cached), **_training_cost(run_dir)},
     }
     return examples, expected, provenance
 
@@ -330,5 +345,7 @@ def merge(shard_files: Sequence[str | Path], out: Path, gold: str | Path | None)
     examples.sort(key=lambda ex: (order.get(ex.id, len(order)), ex.id))
     prov = shards[0]["provenance"] | {"runtime_seconds": round(sum(s["provenance"].get("runtime_seconds", 0.0)
                                                                    for s in shards), 3)}  # the shards' total
+    if all("cost" in s["provenance"] for s in shards):
+        prov["cost"] = {"evaluation": add_costs([s["provenance"]["cost"]["evaluation"] for s in shards])}
     gold_result = load_gold(gold, cfg, prov["world_fingerprint"])
     return finish(examples, expected, prov, cfg, gold, Path(out), gold_result)

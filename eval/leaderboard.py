@@ -25,7 +25,8 @@ from eval import report_sections as sections
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
 from eval.own import unverified_lineage
-from eval.report_columns import Column, Grid, Shown, attack_reason, blank_reason, csv_keys, fill, report_tables
+from eval.report_columns import (COST_FMT, Column, Grid, Shown, attack_reason, blank_reason, cost_values, csv_keys, fill,
+                                 report_tables)
 from eval.results import Recomputed, recompute
 from eval.verify import (  # noqa: F401 (check_file, make_reference: re-exported for callers of eval.leaderboard)
     SETTING_OF, Checked, Reference, check_file, check_files, make_reference, run_info)
@@ -112,7 +113,8 @@ def make_row(path: str, result: dict[str, Any], ref: Reference, recomputed: Reco
     fresh = recomputed.of(result, ref.gold) if recomputed is not None else None
     if fresh is None:
         fresh = recompute(result, ref.gold, ref.gold_examples)
-    fresh = {**fresh, "metrics": dict(fresh["metrics"])}  # the row's own copy: report sections add keys to it
+    # the row's own copy: report sections add keys to it; the cost columns come from the provenance as measured
+    fresh = {**fresh, "metrics": dict(fresh["metrics"]) | cost_values(prov)}
     extra = {"warnings": [str(w) for w in fresh.get("warnings") or []], "cells": [list(c) for c in fresh["cells"]],
              "has_gold": ref.gold is not None or bool(result.get("gold")), "lineage": unverified_lineage(prov)}
     if info is None:
@@ -193,7 +195,10 @@ def fmt(k: str, value: float | None) -> str:
     """A value as its metric's spec formats it (p-values: 3 significant digits)."""
     if value is None:
         return "—"
-    spec = outputs().get(k.rsplit("/", 1)[-1])
+    metric = k.rsplit("/", 1)[-1]
+    spec = outputs().get(metric)
+    if k.startswith("cost/"):
+        return format(value, COST_FMT.get(metric, ",.0f"))
     text = format(value, spec.fmt if spec else ".4f")
     return text.lstrip("-") if text.startswith("-") and float(text) == 0.0 else text  # no "-0.0000"
 

@@ -187,6 +187,17 @@ def tradeoff_plot(rows: Sequence[Any]) -> bytes:
         "forget quality (KS D, gold = 0) vs model utility (best: bottom right)"))
 
 
+COST_KEY = "cost/training/wall_seconds"
+
+
+def cost_plot(rows: Sequence[Any]) -> bytes:
+    """What forgetting cost: each unlearning run's wall time against its forget quality D (reference rows,
+    whose cost is a finetune's, are left out)."""
+    return scatter_plot([r for r in rows if r.setting is not None], COST_KEY, RANK_KEY, (
+        f"unlearning time, s ↓ ({COST_KEY})", f"forget quality D vs gold ↓ ({RANK_KEY})",
+        "cost vs forgetting (best: bottom left)"))
+
+
 @plain_text
 def fq_modality_plot(rows: Sequence[Any]) -> bytes:
     """Forget quality D on each evaluated modality (text, image, image+text), one panel per forget setting."""

@@ -152,10 +152,44 @@ def attacks_table() -> Table:
                  "paraphrased questions, transformed photos and facts in the prompt (docs/attacks.md)", tuple(cols))
 
 
+# (result key, header, what it is): read from the result's provenance.cost, as the run measured it (clearbench.cost)
+COST_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("cost/training/wall_seconds", "time (s)", "wall-clock seconds of the run that made the model"),
+    ("cost/training/cpu_seconds", "CPU time (s)", "process CPU seconds of that run (all threads)"),
+    ("cost/training/optimizer_steps", "steps", "optimizer steps of that run"),
+    ("cost/training/tokens_backward", "tokens fwd+bwd", "token positions run forward and backward (training)"),
+    ("cost/training/tokens_forward_only", "tokens fwd only", "token positions run forward only (reference model, "
+     "in-run evaluation)"),
+    ("cost/training/peak_memory_mb", "peak memory (MiB)", "peak resident memory on the CPU, peak allocated memory "
+     "on a GPU, during that run"),
+    ("cost/evaluation/wall_seconds", "eval time (s)", "wall-clock seconds of the scoring pass that wrote this result"),
+)
+COST_FMT = {"wall_seconds": ".1f", "cpu_seconds": ".1f", "peak_memory_mb": ".0f"}  # counts: integers
+
+
+def cost_values(provenance: dict[str, Any]) -> dict[str, float]:
+    """The cost columns' values of one result (its provenance's ``cost``: evaluation and training parts)."""
+    costs = provenance.get("cost") if isinstance(provenance.get("cost"), dict) else {}
+    out = {}
+    for k, _, _ in COST_COLUMNS:
+        _, part, name = k.split("/")
+        value = (costs.get(part) or {}).get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[k] = float(value)
+    return out
+
+
+def cost_table() -> Table:
+    cols = tuple(Column(f"{header} ↓", k, f"{doc} [{k}]") for k, header, doc in COST_COLUMNS)
+    return Table("cost", "cost", "what making the model cost: the unlearning run for a method's row, the finetune for "
+                 "the target and gold (as the run measured itself; times depend on the machine: see its device in "
+                 "the provenance)", cols)
+
+
 def report_tables(attacks: bool = False) -> list[Table]:
     """The tables of one forget setting, in page order; ``attacks``: the study has attack results (a worst-case
     column beside the standard forget probability, and the attacks table)."""
-    tables = [overview_table(), *(modality_table(m) for m, _, _ in MODALITIES), controls_table()]
+    tables = [overview_table(), *(modality_table(m) for m, _, _ in MODALITIES), controls_table(), cost_table()]
     if attacks:
         cols = list(tables[0].columns)
         at = next(i for i, c in enumerate(cols) if c.key == "forget/all/probability") + 1
@@ -192,6 +226,9 @@ def blank_reason(k: str, warnings: Sequence[str], cells: Sequence[Sequence[str]]
     footnote): the reason its aggregation recorded (the warning "<prefix> not computed: <reason>" with the
     longest prefix of ``k``), else what is missing from the result."""
     scope, modality, metric = k.split("/")
+    if scope == "cost":
+        why = "or its model has no run record" if modality == "training" else "its scoring pass was not measured"
+        return f"no cost record in the result (written before clearbench recorded costs, {why})"
     wanted = [k] + ([k.removesuffix("_auc_gold") + "_privleak"] if k.endswith("_auc_gold") else [])
     best, reason = -1, ""
     for w in warnings:

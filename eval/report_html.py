@@ -91,6 +91,8 @@ def make_plots(rows: Sequence[Row], curves: dict[str, dict]) -> tuple[dict[str, 
         wanted.append(("fq_modality.png", lambda: plots.fq_modality_plot(rows)))
     if len({r.setting for r in rows} - {None}) >= 2:
         wanted.append(("settings.png", lambda: plots.settings_plot(rows)))
+    if any(r.setting is not None and plots.COST_KEY in r.metrics for r in rows):
+        wanted.append(("cost.png", lambda: plots.cost_plot(rows)))
     if any(r.attacks for r in rows):
         wanted.append(("attacks.png", lambda: plots.attacks_plot(rows)))
     if any(v.get("curve") for r in rows for a in r.attacks.values() for v in a.values()):
@@ -127,6 +129,8 @@ PLOT_CAPTIONS = {
     "crossmodal.png": "Cross-modal matrix per method: the forget probability on each evaluated modality (columns) "
                       "after unlearning through one modality (rows); a low row with a high cell off its own "
                       "modality is leakage.",
+    "cost.png": "What forgetting cost: each unlearning run's wall-clock time (as the run measured it, on its "
+                "machine) against forget quality D (the ranking statistic, gold = 0), per forget setting.",
     "settings.png": "Each method across the forget settings: which modality was unlearned (x) against forget "
                     "quality D, CLEAR's Forget and model utility; reference rows as horizontal lines.",
 }

@@ -31,6 +31,17 @@ MODELS: dict[str, tuple[float, dict | None, int]] = {
 }
 
 
+COSTLESS = {"rmu-image-10"}  # a result written before clearbench recorded costs
+
+
+def cost(seed: int, steps: int) -> dict[str, Any]:
+    """A cost record as clearbench.cost writes it (numbers made up, distinct per row)."""
+    return {"wall_seconds": 10.0 * seed + 1.5, "cpu_seconds": 15.0 * seed, "peak_memory_mb": 900.0 + seed,
+            "peak_memory_kind": "rss", "peak_memory_scope": "meter", "optimizer_steps": steps,
+            "tokens_backward": 1000 * seed * (steps > 0), "tokens_forward_only": 500 * seed, "images": 8 * seed,
+            "device": "cpu threads=1", "complete": True}
+
+
 def as_read(obj: Any) -> Any:
     return json.loads(json.dumps(obj))  # as read back from disk
 
@@ -47,6 +58,8 @@ def make_result(gold: dict[str, Any], memorised: float, run_info: dict | None, s
     prov = dict(fx.provenance(), model_fingerprint=f"fp-{name}", model_path=f"runs/{name}")
     if run_info is not None:
         prov["run"] = run_info
+        if name not in COSTLESS:
+            prov["cost"] = {"evaluation": cost(seed, 0), "training": cost(seed, 10)}
     return as_read(build_result(ex, aggregate(ex, gold_ex), prov, gold=gold))
 
 

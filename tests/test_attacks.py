@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from clearbench.config import BenchConfig, ConfigError, TrainConfig, from_dict
+from clearbench.cost import check_cost
 from clearbench.lora import set_trainable
 from clearbench.models import load_model, tiny_llava
 from clearbench.provenance import model_fingerprint, write_json_atomic
@@ -228,6 +229,9 @@ def test_every_attack_writes_per_example_values_that_recompute(results):
         assert r["attack"] == name and r["attack_version"] == ATTACKS[name].VERSION
         assert validate_result(r) == [], name
         assert len(r["standard"]["examples"]) == 12
+        cost = r["provenance"]["cost"]["attack"]  # its scoring passes (and relearning's steps) were metered
+        assert not check_cost(cost) and cost["complete"] and cost["tokens_forward_only"] > 0, name
+        assert (cost["optimizer_steps"] > 0) == (name == "relearn"), name
         ran = [s for s in r["settings"] if not s["skipped"]]
         assert ran, name
         for s in ran:
@@ -324,6 +328,7 @@ def test_a_killed_attack_resumes_at_the_next_setting(models, tiny_world, tmp_pat
         "crop.json", "flip.json", "meta.json", "standard.json"]
     r = _run(models["grad_ascent"], tiny_world, out, "transform", opts, max_per_config=12)
     assert calls == ["crop", "flip", "jitter", "jitter"] and validate_result(r) == []
+    assert not r["provenance"]["cost"]["attack"]["complete"]  # crop and flip came from the killed run's cache
     assert not (tmp_path / "t.json.cache").exists()
     with pytest.raises(FileExistsError, match="--overwrite"):
         _run(models["grad_ascent"], tiny_world, out, "transform", opts, max_per_config=12)

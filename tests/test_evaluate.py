@@ -14,6 +14,7 @@ import torch
 
 from clearbench import scoring
 from clearbench.config import TrainConfig
+from clearbench.cost import check_cost
 from clearbench.lora import set_trainable
 from clearbench.models import load_model, tiny_llava
 from clearbench.provenance import model_fingerprint, write_json_atomic
@@ -143,6 +144,14 @@ def test_target_result_against_gold(target_eval, gold_eval, tiny_world):
     # the tiny model learned something: its answers are likelier than chance and it generates text
     assert metrics["retain/all/probability_raw"] > 10 / SHAPE.vocab_size
     assert sum(bool(e["generation"]) for e in on_disk["examples"]) > len(on_disk["examples"]) // 2
+    cost = on_disk["provenance"]["cost"]["evaluation"]  # what the scoring pass cost: forward passes only
+    assert not check_cost(cost) and cost["complete"] and cost["optimizer_steps"] == cost["tokens_backward"] == 0
+    assert cost["tokens_forward_only"] > len(on_disk["examples"]) and cost["images"] > 0
+    assert "training" not in on_disk["provenance"]["cost"]  # its run.json has no cost record
+    for bad, problem in ((-1.0, "negative"), (None, "missing or not a number")):
+        broken = copy.deepcopy(on_disk)
+        broken["provenance"]["cost"]["evaluation"]["wall_seconds"] = bad
+        assert any(f"provenance.cost.evaluation.wall_seconds is {problem}" in p for p in validate(broken))
 
 
 # ---------------------------------------------------------------------------- one scoring pass
@@ -323,6 +332,7 @@ def test_evaluate_resumes_from_its_cache(eval_models, tiny_world, gold_eval, tmp
     result = evaluate(eval_models["gold"], tiny_world, out, gold="self", cfg=CFG, progress=False)
     assert len(scored) == gold_eval[1]["expected"]["n_examples"]  # each record scored exactly once
     assert validate(result) == []
+    assert not result["provenance"]["cost"]["evaluation"]["complete"]  # part of it came from the cache
     scored.clear()
     clear_cfg = EvalConfig(**{**CFG.__dict__, "options": {"tr_mode": "clear"}})
     evaluate(eval_models["gold"], tiny_world, out, gold="self", cfg=clear_cfg, progress=False)
@@ -346,6 +356,9 @@ def test_shards_merge_to_the_single_run(eval_models, tiny_world, target_eval, go
     assert all(_close(ma[k], mb[k]) for k in ma), [k for k in ma if not _close(ma[k], mb[k])]
     assert merged["aggregates"]["cells"] == single["aggregates"]["cells"]
     assert merged["expected"] == single["expected"]
+    costs = [json.loads(p.read_text())["provenance"]["cost"]["evaluation"] for p in parts]
+    assert merged["provenance"]["cost"]["evaluation"]["tokens_forward_only"] == sum(c["tokens_forward_only"] for c in costs)
+    assert merged["provenance"]["cost"]["evaluation"]["processes"] == 2
 
     with pytest.raises(ValueError, match="not a complete set"):
         merge(parts[:1], tmp_path / "x.json", gold_path)

@@ -18,7 +18,7 @@ from eval.aggregate import aggregate
 from eval.leaderboard import (FQ_KEY, MU_KEY, RANK_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
                               check_files, columns, csv_keys_all, fmt, make_reference, make_rows, rank_key, run_info,
                               tables)
-from eval.report_columns import report_tables
+from eval.report_columns import cost_values, report_tables
 from eval.results import build_result, recompute
 
 _spec = importlib.util.spec_from_file_location("_clearbench_report_fixtures_lb",
@@ -64,7 +64,8 @@ def test_tables_hold_recomputed_numbers(lb, report):
     md = (out / "tables.md").read_text()
     multimodal = md.split("## multimodal forgetting")[1].split("\n## ")[0]
     for label, name in (("npo", "npo-10"), ("npo + LoRA + L1", "npo-l1-10"), ("target", "target")):
-        fresh = recompute(lb["results"][name], lb["gold"])["metrics"]
+        # recomputed metrics; the cost columns as the run measured them (its provenance)
+        fresh = recompute(lb["results"][name], lb["gold"])["metrics"] | cost_values(lb["results"][name]["provenance"])
         row = csv_rows[label]
         for key in csv_keys_all():
             assert (float(row[key]) == fresh[key]) if key in fresh else row[key] == "", (label, key)
@@ -392,3 +393,29 @@ def test_without_gold_flag_the_self_gold_file_is_the_reference_row(lb):
     assert all(not c.reasons for c in checked)
     entries = tables(make_rows(checked, ref))["multimodal"]
     assert [(rank, row.label, row.is_gold) for rank, row in entries] == [(None, "gold-10", True), (1, "npo", False)]
+
+
+# --------------------------------------------------------------------------- cost (clearbench.cost)
+def test_cost_columns_and_plot(lb, report):
+    rep, out = report
+    tabs = rep["tables"]
+    joint = {r.label: r for _, r in tabs["multimodal"]}
+    npo = joint["npo"]
+    assert npo.metrics["cost/training/wall_seconds"] == 21.5 and npo.metrics["cost/training/tokens_backward"] == 2000
+    assert fmt("cost/training/tokens_backward", 1234567.0) == "1,234,567"
+    md = (out / "tables.md").read_text()
+    assert "### cost" in md and "tokens fwd+bwd" in md
+    rows = _csv_rows(out / "table_visual.csv")
+    assert rows["rmu"]["cost/training/wall_seconds"] == ""  # a result written before costs were recorded
+    assert float(_csv_rows(out / "table_multimodal.csv")["npo"]["cost/training/peak_memory_mb"]) == 902.0
+    assert "no cost record in the result" in md
+    assert "cost.png" in rep["plots"] and (out / "cost.png").read_bytes().startswith(PNG)
+
+
+def test_negative_or_missing_cost_fields_are_rejected(lb):
+    bad = copy.deepcopy(lb["results"]["npo-10"])
+    bad["provenance"]["cost"]["training"]["tokens_backward"] = -3
+    assert any("provenance.cost.training.tokens_backward is negative" in r for r in _reasons(lb, bad))
+    bad = copy.deepcopy(lb["results"]["npo-10"])
+    del bad["provenance"]["cost"]["evaluation"]["peak_memory_mb"]
+    assert any("provenance.cost.evaluation.peak_memory_mb is missing" in r for r in _reasons(lb, bad))

@@ -8,6 +8,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from clearbench.config import BenchConfig, from_dict, to_dict
+from clearbench.cost import check_cost
 
 
 def _phases_cfg():
@@ -50,6 +51,9 @@ def test_interrupted_phases_resume_without_redoing_finished_phases(tiny_llava_di
     first_log = (cut / "train" / "0-faces" / "log.jsonl").read_text()
     finetune(_phases_cfg(), tiny_world, tiny_llava_dir, "full", cut, resume=True)
     assert (cut / "train" / "0-faces" / "log.jsonl").read_text() == first_log  # not trained again
+    costs = [json.loads((d / "run.json").read_text())["cost"] for d in (full, cut)]
+    assert costs[0]["complete"] and costs[0]["optimizer_steps"] == 6 and costs[0]["tokens_backward"] > 0
+    assert not costs[1]["complete"] and costs[1]["optimizer_steps"] == 3  # the resumed run did the second phase only
     a, b = load_file(str(full / "model" / "model.safetensors")), load_file(str(cut / "model" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
@@ -199,6 +203,9 @@ def test_pretrain_runs_a_vision_attributes_phase_before_the_lm_phases(tiny_world
     out = pretrain(cfg, tiny_world, tmp_path / "base")
     run = json.loads((out / "run.json").read_text())
     assert [(p["phase"], p["steps"]) for p in run["phases"]] == [("faces", 3), ("vqa_tower", 3), ("instruct", 2)]
+    # its cost: every phase's steps; the vision phases' images (batch 8) and the LM phase's tokens are counted
+    assert not check_cost(run["cost"]) and run["cost"]["complete"] and run["cost"]["optimizer_steps"] == 8
+    assert run["cost"]["images"] >= 6 * 8 and run["cost"]["tokens_backward"] > 0
     v0, v1, v2 = (load_file(str(out / "phases" / d / "model" / "model.safetensors"))
                   for d in ("0-faces", "1-vqa_tower", "2-instruct"))
     # every non-LM objective the config accepts runs its own trainer

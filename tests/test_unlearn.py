@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from baselines import METHODS, needs_reference_for
 from clearbench.config import BenchConfig, deep_merge, from_dict
+from clearbench.cost import check_cost
 from clearbench.train import Interrupt
 from clearbench.unlearn import UnlearnSampler, plan, unlearn
 
@@ -61,6 +62,23 @@ def test_every_method_runs_through_the_stage(method, unlearn_target, tiny_world,
     assert before.keys() == after.keys()  # merged: a plain checkpoint, no adapter names
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert json.loads((out / "config.json").read_text())["unlearn"]["method"] == method
+    cost = run["cost"]  # compute accounting (clearbench.cost): every field, plausible
+    assert not check_cost(cost) and cost["complete"] and cost["optimizer_steps"] == 2
+    assert cost["wall_seconds"] > 0 and cost["cpu_seconds"] > 0 and cost["peak_memory_mb"] > 100
+    assert cost["tokens_backward"] > 0 and (cost["tokens_forward_only"] > 0) == (expected_ref is not None)
+    if method in ("grad_ascent", "grad_diff"):  # one forward+backward per record seen: the count is exact
+        assert cost["tokens_backward"] == _tokens_seen(_cfg(method=method), tiny_world, unlearn_target, 2)
+
+
+def _tokens_seen(cfg, world, target, steps):
+    """Token positions of the batches the run's sampler gives in ``steps`` steps, as collated for the model."""
+    from clearbench.models import load_model
+
+    p = plan(cfg.unlearn, world, target)
+    loaded = load_model(target / "model")
+    sampler = UnlearnSampler(p.forget, p.retain, p.kinds, p.train.batch_size, p.train.seed, p.refusals)
+    return sum(loaded.family.collate(loaded.processor, recs, max_length=p.train.max_length or None)["input_ids"].numel()
+               for step in range(steps) for recs in sampler.global_batch(step).values() if recs)
 
 
 def run_cfg(method):
@@ -151,6 +169,9 @@ def test_resume_ends_with_same_weights(unlearn_target, tiny_world, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
     runs = [json.loads((d / "run.json").read_text()) for d in (full, cut)]
     assert runs[1]["train"]["resumed_from"] == 3
+    # the resumed run's cost covers its own part (step 3 to 4) and says so
+    assert runs[0]["cost"]["complete"] and runs[0]["cost"]["optimizer_steps"] == 4
+    assert not runs[1]["cost"]["complete"] and runs[1]["cost"]["optimizer_steps"] == 1
     rows = [[(r["step"], r["forget_prob"]) for r in run["stop"]["criterion"]] for run in runs]
     assert [s for s, _ in rows[1]] == [0, 2, 4]  # rows of the interrupted attempt survive the restart
     assert [v for _, v in rows[0]] == pytest.approx([v for _, v in rows[1]], abs=1e-6)

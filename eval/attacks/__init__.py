@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clearbench.config import config_hash, from_dict
+from clearbench.cost import Meter
 from clearbench.data import open_world
 from clearbench.provenance import device_info, library_versions, write_json_atomic
 from clearbench.types import unknown_name_message
@@ -74,11 +75,14 @@ def attack(model: str | Path, world, out: str | Path, cfg: AttackConfig, *, gold
     key = {"model_fingerprint": fingerprint(target), "world_fingerprint": world.fingerprint,
            "config": dataclasses.asdict(cfg), "attack_version": module.VERSION}
     cache = _Cache(out.with_name(out.name + ".cache"), key)
-    standard = cache.get("standard") or cache.put("standard", Setting("standard", examples=target.score(
-        target.load(), target.probes)))
-    settings = [cache.get(name) or cache.put(name, module.run_setting(target, options, name))
-                for name in module.settings(target, options)]
-    provenance = _provenance(target, cfg, key["model_fingerprint"], world) | {"seconds": time.time() - t0}
+    resumed = any(p.name != "meta.json" for p in cache.dir.glob("*.json"))  # settings of a killed run
+    with Meter() as meter:  # the attack's cost: its scoring passes and any finetuning it does
+        standard = cache.get("standard") or cache.put("standard", Setting("standard", examples=target.score(
+            target.load(), target.probes)))
+        settings = [cache.get(name) or cache.put(name, module.run_setting(target, options, name))
+                    for name in module.settings(target, options)]
+    provenance = _provenance(target, cfg, key["model_fingerprint"], world) | {
+        "seconds": time.time() - t0, "cost": {"attack": meter.summary(complete=not resumed)}}
     result = build_result(cfg.attack, module.VERSION, provenance, dataclasses.asdict(options), standard.examples,
                           [s.to_dict() for s in settings], gold_block)
     write_result(out, result)

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
+from clearbench.cost import count_tokens
 from clearbench.eval_config import AttackConfig
 from clearbench.models import load_model
 from clearbench.models.common import Loaded, default_device
@@ -67,6 +68,7 @@ class Target:
 
     def score(self, loaded: Loaded, records: Sequence[Record]) -> list[ExampleOutput]:
         """The evaluation's scoring pass on ``records`` (their ids are the probes')."""
+        count_tokens(loaded.model)  # the attack's cost meter counts its scoring passes
         return outputs.score(loaded, list(records), self.eval_config, batch_size=self.cfg.batch_size,
                              max_new_tokens=self.cfg.max_new_tokens, run=outputs.ScoreRun(progress=False))
 
