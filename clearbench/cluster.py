@@ -143,6 +143,13 @@ def _cancel(running: list[_Submitted], run: Progress) -> None:
 
 
 def _raise_failed(sub: _Submitted) -> None:
-    lines = [line.strip() for line in str(sub.error).splitlines() if line.strip()]
-    raise StageFailed(f"stage {sub.stage.name} failed in its job {sub.job.job_id} ({sub.job.state}); its log is "
-                      f"{sub.job.paths.stdout}" + (f"; it ended with: {lines[-1]}" if lines else ""))
+    """StageFailed naming the stage, its job and log, and the last line of the job's traceback or error stream."""
+    import submitit
+
+    text = str(sub.error)
+    text = text.split("-" * 22 + "\n")[1] if "-" * 22 + "\n" in text else text  # submitit frames the trace in rules
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    how = "failed in its job" if isinstance(sub.error, submitit.core.utils.FailedJobError) else \
+        f"stopped unfinished (state {sub.job.state}) in its job"  # killed: time limit, memory, scancel
+    raise StageFailed(f"stage {sub.stage.name} {how} {sub.job.job_id}; its log is {sub.job.paths.stdout}"
+                      + (f"; it ended with: {lines[-1]}" if lines else ""))

@@ -50,3 +50,8 @@ def tiny_world(tiny_world_path):
 # saved like the real ones and loaded through clearbench.models.load_model. No downloads.
 from model_fixtures import family_checkpoints, loaded_families, tiny_llava_dir  # noqa: E402,F401
 # ---- end model fixtures -------------------------------------------------------------------
+
+# ---- study fixtures (clearbench run; built in tests/study_fixtures.py) ---------------------
+# The tiny-smoke study run with --jobs 2, once per session (test_run and test_cluster compare against it).
+from study_fixtures import parallel  # noqa: E402,F401
+# ---- end study fixtures -------------------------------------------------------------------
