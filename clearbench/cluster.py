@@ -102,14 +102,21 @@ def run_jobs(run: Progress, cluster: ClusterConfig, executor: str, logs_dir: Pat
 
 def _submit(run: Progress, stage: Stage, cluster: ClusterConfig, executor: str, logs_dir: Path) -> _Submitted | None:
     """Submit ``stage`` unless it is done (then it is recorded as skipped)."""
+    import submitit
+
     folder = logs_dir / "jobs" / stage.name
     started = run.begin(stage)
     if started is None:
         return None
     res = cluster.resources(stage.kind)
     ex = executor_for(executor, res, folder, f"clearbench:{stage.name}")
-    job = ex.submit(run_stage, stage.kind, stage.args, stage.name, started.resume, res.cpus,
-                    (socket.gethostname(), os.getpid()))
+    try:
+        job = ex.submit(run_stage, stage.kind, stage.args, stage.name, started.resume, res.cpus,
+                        (socket.gethostname(), os.getpid()))
+    except (submitit.core.utils.FailedJobError, OSError) as exc:  # sbatch refused it, or is not there
+        run.write(event="fail", stage=stage.name, error=str(exc)[-1000:])
+        raise StageFailed(f"stage {stage.name} could not be submitted to {executor}: {' '.join(str(exc).split())}; "
+                          f"check its resources (cluster.default, cluster.kinds.{stage.kind})") from exc
     run.write(event="submit", stage=stage.name, executor=executor, job_id=job.job_id, log=str(job.paths.stdout))
     run.echo(f"{run.prefix(stage)}: job {job.job_id} submitted, log: {job.paths.stdout}")
     return _Submitted(job, stage, started)

@@ -19,7 +19,7 @@ import torch
 from clearbench.cluster import executor_for
 from clearbench.config import BenchConfig, ConfigError, load_config
 from clearbench.executor import StageFailed, run_study
-from clearbench.run import build_study, check_config
+from clearbench.run import build_study, check_config, plan_study
 from study_fixtures import SMOKE_OVERRIDES
 
 OVERRIDES = SMOKE_OVERRIDES + ["cluster.default.cpus=1"]  # one torch thread per job, as the --jobs 2 workers had
@@ -147,15 +147,18 @@ def test_a_failing_job_names_its_stage_and_its_log(parallel, tmp_path):
     assert (out / "target" / "stage.json").exists()
 
 
-def test_the_cluster_section_reaches_sbatch_and_no_stage_key(tmp_path, monkeypatch):
+def test_the_cluster_section_reaches_sbatch_and_the_evaluation_processes_and_no_stage_key(tmp_path, monkeypatch):
     from submitit.slurm.slurm import SlurmExecutor
 
     overrides = ["cluster.default.partition=gpu", "cluster.default.slurm={account: lab, qos: high}",
                  "cluster.default.setup=['module load cuda']",
                  "cluster.kinds.finetune={gpus: 2, cpus: 16, mem_gb: 120, time_min: 600}"]
-    cfg = load_config(BenchConfig, "tiny-smoke", overrides)
+    cfg = load_config(BenchConfig, "tiny-smoke", overrides + ["cluster.kinds.evaluate.gpus=2"])
     plain = load_config(BenchConfig, "tiny-smoke")
     assert [s.key for s in build_study(cfg, tmp_path)] == [s.key for s in build_study(plain, tmp_path)]
+    # two GPUs for an evaluation: two processes score it (an argument of the stage, not part of its key)
+    assert {s.args.get("shards") for s in plan_study(cfg, tmp_path)[0] if s.kind == "evaluate"} == {2}
+    assert all("shards" not in s.args for s in plan_study(plain, tmp_path)[0])
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # no srun here
     sbatch = {kind: executor_for("slurm", cfg.cluster.resources(kind), tmp_path, f"clearbench:{kind}")
               ._executor._make_submission_file_text("python -m job", "uid") for kind in ("finetune", "report")}
