@@ -21,6 +21,7 @@ from typing import Any
 
 from clearbench import interrupt
 from clearbench.cluster_config import ClusterConfig, Resources
+from clearbench.config import ConfigError
 from clearbench.executor import Progress, StageFailed, stop_without, upstream_of
 from clearbench.plan import Stage
 from clearbench.run import STAGE_FUNCTIONS
@@ -37,19 +38,20 @@ class _Submitted:
     error: BaseException | None = None  # submitit's FailedJobError (the traceback) or UncompletedJobError
 
 
-def run_stage(kind: str, args: dict[str, Any], name: str, resume: bool, threads: int, owner: tuple[str, int]) -> None:
-    """Body of a job: ``threads`` torch threads, then the stage's function. A job on the driver's host stops when the
-    driver process is gone (killed outright): a new run would otherwise resume its stage beside it."""
+def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int]) -> None:
+    """Body of a job: ``threads`` torch threads, then the stage's function. It resumes whatever output the stage has:
+    a job requeued after a preemption starts again with the arguments it was submitted with. A job on the driver's
+    host stops when the driver process is gone (killed outright): a new run would otherwise resume beside it."""
     import torch
 
     torch.set_num_threads(threads)
     host = socket.gethostname()
     if owner[0] == host:
         threading.Thread(target=stop_without, args=(owner[1],), daemon=True, name="owner-watch").start()
-    print(f"clearbench job (pid {os.getpid()} on {host}): stage {name}, {threads} torch thread{'s' * (threads > 1)}",
-          flush=True)
+    print(f"clearbench job (pid {os.getpid()} on {host}): stage {stage.name}, {threads} torch "
+          f"thread{'s' * (threads > 1)}", flush=True)
     with interrupt.handling():  # SIGINT (a local job's cancel) and SIGTERM (scancel) unwind: the stage resumes later
-        STAGE_FUNCTIONS[kind](**args, resume=resume)
+        STAGE_FUNCTIONS[stage.kind](**stage.args, resume=resume or stage.path.exists())
 
 
 def executor_for(executor: str, res: Resources, folder: Path, name: str):
@@ -68,11 +70,24 @@ def executor_for(executor: str, res: Resources, folder: Path, name: str):
     return ex
 
 
+def check_executors(cluster: ClusterConfig, executor: str, kinds: set[str], folder: Path) -> None:
+    """Every kind's job parameters checked by submitit before anything is submitted (a misspelt Slurm option fails
+    now, not hours into the study), and Slurm's presence."""
+    for kind in sorted(kinds):
+        try:
+            executor_for(executor, cluster.resources(kind), folder, kind)
+        except NameError as exc:  # an option submitit's executor does not have
+            raise ConfigError(f"cluster (the jobs of stage kind {kind}): {str(exc).splitlines()[0]}") from None
+        except RuntimeError as exc:  # no srun here
+            raise ConfigError(f"--executor {executor}: {exc}") from None
+
+
 def run_jobs(run: Progress, cluster: ClusterConfig, executor: str, logs_dir: Path, jobs: int) -> None:
     """Run ``run.stages`` as jobs of ``executor``, up to ``jobs`` at once (0: all that are ready); a stage is submitted
     once every stage it needs has finished (list order breaks ties). After a failure no new stage starts, the jobs
     in flight finish, and StageFailed names the first failed stage and its log."""
     upstream_of(run.stages)  # every need is a stage of the study
+    check_executors(cluster, executor, {s.kind for s in run.stages}, logs_dir / "jobs")
     pending = list(run.stages)
     running: list[_Submitted] = []
     failed: list[_Submitted] = []
@@ -111,8 +126,7 @@ def _submit(run: Progress, stage: Stage, cluster: ClusterConfig, executor: str, 
     res = cluster.resources(stage.kind)
     ex = executor_for(executor, res, folder, f"clearbench:{stage.name}")
     try:
-        job = ex.submit(run_stage, stage.kind, stage.args, stage.name, started.resume, res.cpus,
-                        (socket.gethostname(), os.getpid()))
+        job = ex.submit(run_stage, stage, started.resume, res.cpus, (socket.gethostname(), os.getpid()))
     except (submitit.core.utils.FailedJobError, OSError) as exc:  # sbatch refused it, or is not there
         run.write(event="fail", stage=stage.name, error=str(exc)[-1000:])
         raise StageFailed(f"stage {stage.name} could not be submitted to {executor}: {' '.join(str(exc).split())}; "

@@ -10,13 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from clearbench.cluster import executor_for
+from clearbench.cluster import check_executors, executor_for
 from clearbench.config import BenchConfig, ConfigError, load_config
 from clearbench.executor import StageFailed, run_study
 from clearbench.run import build_study, check_config, plan_study
@@ -60,10 +61,27 @@ def _interrupt_once_started(cmd: list[str], started: Path, timeout: float = 300)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _preempt_once_started(folder: Path, preempted: list[int]) -> None:
+    """Send SIGUSR2 (Slurm's preemption signal, as submitit asks for it) to the first new job of ``folder`` once its
+    stage process is up; its pid goes to ``preempted``."""
+    old = set(folder.glob("*_log.out"))
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        for log in set(folder.glob("*_log.out")) - old:
+            pids = [int(l.split("pid ")[1].split()[0]) for l in log.read_text().splitlines()
+                    if l.startswith("clearbench job (pid")]
+            if pids:
+                os.kill(pids[0], signal.SIGUSR2)
+                preempted.append(pids[0])
+                return
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def rerun(parallel, tmp_path_factory):
     """The --jobs study with REDO's stages removed: a driver interrupted once the unlearning job is at work, then the
-    study run to the end with --executor local --jobs 2. Returns (out, cfg, interrupted, outcome, lines)."""
+    study run to the end with --executor local --jobs 2, its unlearning job preempted once on the way. Returns
+    (out, cfg, interrupted, outcome, lines, preempted pids)."""
     out = tmp_path_factory.mktemp("cluster") / "smoke"
     shutil.copytree(parallel[0], out)
     cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES)
@@ -73,12 +91,16 @@ def rerun(parallel, tmp_path_factory):
            "--executor", "local", "--jobs", "2", *OVERRIDES]
     interrupted = _interrupt_once_started(cmd, stages[UNLEARN].path / "config.json")
     lines: list[str] = []
+    preempted: list[int] = []
+    watch = threading.Thread(target=_preempt_once_started, args=(out / "logs" / "jobs" / UNLEARN, preempted))
+    watch.start()
     outcome = run_study(cfg, out, echo=lines.append, jobs=2, executor="local")
-    return out, cfg, interrupted, outcome, lines
+    watch.join()
+    return out, cfg, interrupted, outcome, lines, preempted
 
 
 def test_ctrl_c_cancels_the_jobs_and_leaves_them_resumable(rerun):
-    out, _, interrupted, outcome, _ = rerun
+    out, _, interrupted, outcome, *_ = rerun
     assert interrupted.returncode == 130, interrupted.stderr[-2000:]
     assert "interrupted; re-run the same command to resume" in interrupted.stderr
     assert "cancelled" in interrupted.stdout
@@ -95,7 +117,7 @@ def test_ctrl_c_cancels_the_jobs_and_leaves_them_resumable(rerun):
 
 
 def test_local_executor_runs_the_missing_stages_as_jobs_with_the_jobs_studys_keys_and_results(rerun, parallel):
-    out, cfg, _, outcome, lines = rerun
+    out, cfg, _, outcome, lines, _ = rerun
     assert {n for n, o in outcome.items() if o != "skipped"} == set(REDO)
     # the stage keys of the --jobs study (the cluster section is in none of them)
     for stage in build_study(cfg, out):
@@ -122,6 +144,17 @@ def test_local_executor_runs_the_missing_stages_as_jobs_with_the_jobs_studys_key
         assert ma.keys() == mb.keys() and len(probs) >= 5
         assert all(mb[k] == pytest.approx(ma[k], abs=0.01) for k in probs), name
     assert (out / "report" / "index.html").exists()
+
+
+def test_a_preempted_job_is_requeued_and_resumes_its_stage(rerun):
+    """submitit requeues a job on SIGUSR2 (preemption) with the arguments it was submitted with; the stage resumes
+    what the first attempt left (the results equal the --jobs study's: the test above)."""
+    out, preempted = rerun[0], rerun[-1]
+    assert len(preempted) == 1
+    log = next(p for p in (out / "logs" / "jobs" / UNLEARN).glob("*_log.out") if f"(pid {preempted[0]} " in p.read_text())
+    text = log.read_text()
+    assert "this job is preempted" in text and "Requeued job" in text
+    assert text.count(f"clearbench job (pid ") == 2 and "Job completed successfully" in text
 
 
 def test_a_rerun_with_the_local_executor_skips_everything_and_submits_nothing(rerun):
@@ -172,5 +205,13 @@ def test_the_cluster_section_reaches_sbatch_and_the_evaluation_processes_and_no_
                          (["cluster.kinds.finetune={gpu: 1}"], "cluster.kinds.finetune.gpu")):
         with pytest.raises(ConfigError, match=message):
             check_config(load_config(BenchConfig, "tiny-smoke", bad))
+    kinds = {"finetune", "report"}
+    check_executors(cfg.cluster, "slurm", kinds, tmp_path)
+    typo = load_config(BenchConfig, "tiny-smoke", ["cluster.kinds.report.slurm={acount: lab}"])
+    with pytest.raises(ConfigError, match="kind report.*'acount'"):
+        check_executors(typo.cluster, "slurm", kinds, tmp_path)
+    monkeypatch.undo()  # no Slurm on this machine: said before anything runs
+    with pytest.raises(ConfigError, match="--executor slurm: .*srun"):
+        check_executors(cfg.cluster, "slurm", kinds, tmp_path)
     with pytest.raises(ValueError, match="Unknown executor"):
         run_study(plain, tmp_path / "x", echo=lambda s: None, executor="pbs")
