@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clearbench.cluster_config import ClusterConfig
 from clearbench.metaeval_config import MetaevalConfig
 from clearbench.scenario_config import SCENARIOS, RestoreConfig, SequentialConfig
 from clearbench.typed_config import (ConfigError, FieldError, check_numbers, deep_merge, from_dict, parse_overrides,
@@ -383,3 +384,4 @@ class BenchConfig:
     sequential: SequentialConfig = dataclasses.field(default_factory=SequentialConfig)
     restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
     metaeval: MetaevalConfig = dataclasses.field(default_factory=MetaevalConfig)
+    cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)  # resources; in no stage key

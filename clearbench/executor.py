@@ -6,6 +6,7 @@ the study directory logs every stage start, skip and end; the progress lines giv
 
 ``jobs`` > 1 runs up to that many stages at once, each in a worker process that receives the stage's kind and
 arguments and calls ``STAGE_FUNCTIONS[kind]``; a stage starts once every stage it ``needs`` has finished.
+``executor`` "slurm" or "local" submits each stage as a submitit job instead (clearbench.cluster).
 """
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from clearbench import interrupt
+from clearbench.cluster_config import EXECUTORS
 from clearbench.config import BenchConfig, to_dict
 from clearbench.provenance import write_json_atomic
 from clearbench.scenarios import PRIOR_COST as SCENARIO_COST
 from clearbench.plan import Stage
 from clearbench.run import STAGE_FUNCTIONS, plan_study
 from clearbench.study import seed_config, seed_dir
+from clearbench.types import unknown_name_message
 
 # Rough relative cost of each stage kind (tiny preset, CPU), used for the ETA until one of a kind ran (other
 # kinds: 0.5).
@@ -87,7 +90,7 @@ class _Started:
     t0: float
 
 
-class _Progress:
+class Progress:
     """The outcome, the run log (``run.jsonl``) and the progress lines of one execution."""
 
     def __init__(self, stages: list[Stage], log_path: Path, echo: Callable[[str], None], jobs: int):
@@ -142,13 +145,17 @@ class _Progress:
 
 
 def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = print,
-              only_seed: int | None = None, jobs: int = 1) -> dict[str, str]:
+              only_seed: int | None = None, jobs: int = 1, executor: str = "builtin") -> dict[str, str]:
     """Run the study ``cfg`` in ``out``; returns {stage name: skipped | ran | resumed | redone}.
 
     ``only_seed``: just that replicate's stages (no combined report), so that the replicates of one study can
     run in parallel processes or machines; a later run without it finds them done and writes the combined
-    report. ``jobs`` = 1 runs the stages in order in this process; ``jobs`` > 1 see ``_run_parallel``."""
-    if jobs < 1:
+    report. ``jobs`` = 1 runs the stages in order in this process; ``jobs`` > 1 see ``_run_parallel``.
+    ``executor`` "local" or "slurm": each stage a submitit job, up to ``jobs`` at once (0: no limit), see
+    clearbench.cluster."""
+    if executor not in EXECUTORS:
+        raise ValueError(unknown_name_message("executor", executor, EXECUTORS))
+    if jobs < (0 if executor != "builtin" else 1):
         raise ValueError(f"jobs={jobs}: run at least one stage at a time")
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -159,8 +166,12 @@ def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = p
         save_config(cfg, out)
         for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
             save_config(seed_config(cfg, seed), seed_dir(out, seed))
-        run = _Progress(stages, log_path, echo, jobs)
-        if jobs > 1:
+        run = Progress(stages, log_path, echo, jobs or len(stages))
+        if executor != "builtin":
+            from clearbench.cluster import run_jobs
+
+            run_jobs(run, cfg.cluster, executor, log_path.parent / "logs", jobs)
+        elif jobs > 1:
             _run_parallel(run, log_path.parent / "logs")
         else:
             for stage in stages:
@@ -249,7 +260,7 @@ def _worker(kind: str, args: dict[str, Any], name: str, resume: bool, log_file: 
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    threading.Thread(target=_stop_without, args=(owner,), daemon=True, name="owner-watch").start()
+    threading.Thread(target=stop_without, args=(owner,), daemon=True, name="owner-watch").start()
     import torch
 
     torch.set_num_threads(threads)
@@ -261,7 +272,7 @@ def _worker(kind: str, args: dict[str, Any], name: str, resume: bool, log_file: 
     sys.stderr.flush()
 
 
-def _stop_without(owner: int, every: float = 1.0) -> None:
+def stop_without(owner: int, every: float = 1.0) -> None:
     """Poll the study process; once it is gone, end this worker as SIGTERM does (its stage resumes next run)."""
     while True:
         time.sleep(every)
@@ -275,7 +286,7 @@ def _stop_without(owner: int, every: float = 1.0) -> None:
             pass
 
 
-def _upstream(stages: list[Stage]) -> dict[str, set[str]]:
+def upstream_of(stages: list[Stage]) -> dict[str, set[str]]:
     """Every stage's transitive needs (needs are earlier stages, so one pass in order closes them)."""
     names = {s.name for s in stages}
     upstream: dict[str, set[str]] = {}
@@ -287,7 +298,7 @@ def _upstream(stages: list[Stage]) -> dict[str, set[str]]:
     return upstream
 
 
-def _run_parallel(run: _Progress, logs_dir: Path) -> None:
+def _run_parallel(run: Progress, logs_dir: Path) -> None:
     """Up to ``run.jobs`` stages at once, each in a worker process with this process's torch threads divided
     among them (all of them for a stage that every pending stage waits for, such as the base model); a stage
     starts once every stage it needs has finished (list order breaks ties); a worker's output goes to
@@ -299,7 +310,7 @@ def _run_parallel(run: _Progress, logs_dir: Path) -> None:
 
     import torch
 
-    upstream = _upstream(run.stages)
+    upstream = upstream_of(run.stages)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(WORKER_PRELOAD)
     all_threads = torch.get_num_threads()
@@ -335,7 +346,7 @@ def _run_parallel(run: _Progress, logs_dir: Path) -> None:
     _raise_failed(failed, pending)
 
 
-def _launch(ctx, run: _Progress, stage: Stage, log_file: Path, threads: int, running: dict) -> None:
+def _launch(ctx, run: Progress, stage: Stage, log_file: Path, threads: int, running: dict) -> None:
     """Start ``stage`` in a worker process unless it is done (then it is recorded as skipped)."""
     started = run.begin(stage, note=f", log: {log_file}")
     if started is None:

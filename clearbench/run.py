@@ -7,11 +7,12 @@ each kind of stage (``STAGE_FUNCTIONS``, which ``clearbench.executor`` calls as 
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from clearbench import study
+from clearbench import interrupt, study
 from clearbench.calibration import VALIDATION_FILE, select_stage
 from clearbench.config import BenchConfig, ConfigError, RestoreConfig, SequentialConfig, from_dict, to_dict
 from clearbench.data import open_world
@@ -32,7 +33,7 @@ from data_gen import generate as data_gen_generate
 from eval import scenarios as scenario_scores
 from eval.aggregate import MetricOptions
 from eval.attacks import attack, attack_versions, get_attack, options_of
-from eval.evaluate import evaluate
+from eval.evaluate import evaluate, load_gold, merge, write_shard
 from eval.leaderboard import build_report, make_reference
 from eval.metaeval import VERSION as METAEVAL_VERSION
 from eval.metaeval_report import build_report as build_metaeval_report
@@ -61,6 +62,10 @@ def plan_study(cfg: BenchConfig, out: Path, only_seed: int | None = None) -> tup
     """The stages to run and the run log they go to. ``only_seed``: that replicate's stages only (no combined
     report), logged in its own directory so that replicates can run in parallel processes."""
     stages = build_study(cfg, out)  # validates the grid before anything runs
+    shards = cfg.cluster.resources("evaluate").processes()
+    for stage in stages:  # how many processes score an evaluation: an argument, never part of its key
+        if stage.kind == "evaluate" and shards > 1:
+            stage.args["shards"] = shards
     if only_seed is None:
         return stages, Path(out) / "run.jsonl"
     if only_seed not in cfg.study.seeds:
@@ -96,6 +101,9 @@ def check_config(cfg: BenchConfig) -> BenchConfig:
     if cfg.metaeval.enabled:  # the pool's attacks (clearbench.metaeval.check_pool checks the rest when planning)
         for i, name in enumerate(cfg.metaeval.attacks):
             _checked(_attack_options, f"metaeval.attacks[{i}]", name, cfg.metaeval.attack_options.get(name, {}))
+    for kind in cfg.cluster.kinds:  # a job's resources: a known stage kind, Resources fields
+        _checked(check_name, f"cluster.kinds.{kind}", "stage kind", kind, list(STAGE_FUNCTIONS))
+        cfg.cluster.resources(kind)
     return cfg
 
 
@@ -112,9 +120,67 @@ def _checked(fn: Callable[..., Any], where: str, *args: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------- stage functions
-def evaluate_stage(model: Path, world: Path, out: Path, gold: Path | str, cfg: EvalConfig, resume: bool) -> None:
-    """Score ``model`` into ``out`` (gold "self": it is the gold); an interrupted one resumes from its cache."""
-    evaluate(model, open_world(world), out, gold=gold, cfg=cfg, progress=True)
+def evaluate_stage(model: Path, world: Path, out: Path, gold: Path | str, cfg: EvalConfig, resume: bool,
+                   shards: int = 1) -> None:
+    """Score ``model`` into ``out`` (gold "self": it is the gold); an interrupted one resumes from its cache.
+    ``shards`` > 1: that many processes score a share of the records each, merged into the same result."""
+    if shards <= 1:
+        evaluate(model, open_world(world), out, gold=gold, cfg=cfg, progress=True)
+        return
+    load_gold(gold, cfg, open_world(world).fingerprint)  # a gold of another world or split fails before scoring
+    merge(score_shards(model, world, Path(out), cfg, shards), Path(out), gold)
+
+
+def score_shards(model: Path, world: Path, out: Path, cfg: EvalConfig, n: int) -> list[Path]:
+    """Shard files ``out.shards/shard-i-of-n.json`` of the evaluation ``out``, scored by ``n`` spawned processes at
+    once: one GPU each (round robin over the visible ones), else this process's CPU threads divided among them.
+    Each resumes from its own cache; a Ctrl-C or a failed shard stops the others."""
+    import multiprocessing
+
+    import torch
+
+    devices, threads = _shard_devices(n), max(1, torch.get_num_threads() // n)
+    parts = [out.with_suffix(".shards") / f"shard-{i}-of-{n}.json" for i in range(n)]
+    ctx = multiprocessing.get_context("spawn")  # a forked child of a process whose torch threads ran can hang
+    procs = [ctx.Process(target=_score_shard, name=f"shard {i}/{n}",
+                         args=(model, world, parts[i], cfg, (i, n), devices[i], threads)) for i in range(n)]
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    failed = [f"{i}/{n} (exit code {proc.exitcode})" for i, proc in enumerate(procs) if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"evaluation shard {', '.join(failed)} of {out} failed; its traceback is printed above")
+    return parts
+
+
+def _shard_devices(n: int) -> list[str | None]:
+    """Each shard's GPU (a CUDA_VISIBLE_DEVICES entry, round robin), or None for each without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [None] * n
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return [ids[i % len(ids)] for i in range(n)]
+
+
+def _score_shard(model: Path, world: Path, out: Path, cfg: EvalConfig, shard: tuple[int, int], device: str | None,
+                 threads: int) -> None:
+    """Body of a shard process: its GPU (set before CUDA starts) or its CPU threads, then its share of the records."""
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    import torch
+
+    torch.set_num_threads(threads)
+    with interrupt.handling():
+        write_shard(model, open_world(world), out, cfg, shard, progress=shard[0] == 0)
 
 
 def report_stage(reports: list[dict[str, Any]], resume: bool) -> None:

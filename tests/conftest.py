@@ -70,3 +70,8 @@ def loaded_families(family_checkpoints) -> dict:
 
     return {name: load_model(path) for name, path in family_checkpoints.items()}
 # ---- end model fixtures -------------------------------------------------------------------
+
+# ---- study fixtures (clearbench run; built in tests/study_fixtures.py) ---------------------
+# The tiny-smoke study run with --jobs 2, once per session (test_run and test_cluster compare against it).
+from study_fixtures import parallel  # noqa: E402,F401
+# ---- end study fixtures -------------------------------------------------------------------

@@ -372,6 +372,25 @@ def test_shards_merge_to_the_single_run(eval_models, tiny_world, target_eval, go
     assert not (tmp_path / "x.json").exists()
 
 
+def test_the_study_evaluate_stage_scores_shards_in_processes_and_merges(eval_models, tiny_world_path, target_eval,
+                                                                        gold_eval, tmp_path):
+    """cluster.kinds.evaluate.shards: 2 -> the study's evaluate stage scores half of the records in each of two
+    spawned processes (one thread each) and merges them into the result one process writes."""
+    from clearbench.run import evaluate_stage
+
+    out = tmp_path / "results" / "target.json"
+    evaluate_stage(eval_models["target"], tiny_world_path, out, gold_eval[0], CFG, resume=False, shards=2)
+    parts = sorted((tmp_path / "results" / "target.shards").glob("shard-*-of-2.json"))
+    ids = [{d["id"] for d in json.loads(p.read_text())["examples"]} for p in parts]
+    assert len(ids) == 2 and ids[0] and ids[1] and not ids[0] & ids[1]
+    merged, single = json.loads(out.read_text()), target_eval[1]
+    assert validate(merged) == []
+    _assert_same_examples(merged["examples"], single["examples"])
+    ma, mb = merged["aggregates"]["metrics"], single["aggregates"]["metrics"]
+    assert set(ma) == set(mb) and all(_close(ma[k], mb[k]) for k in ma), [k for k in ma if not _close(ma[k], mb[k])]
+    assert merged["aggregates"]["cells"] == single["aggregates"]["cells"] and merged["expected"] == single["expected"]
+
+
 # ------------------------------------------------------------------------------ bad inputs
 @pytest.fixture()
 def no_model_load(monkeypatch):

@@ -20,8 +20,9 @@ from clearbench.config import BenchConfig, load_config, to_dict
 from clearbench.executor import StageFailed, run_study
 from clearbench.run import build_study
 from clearbench.study import seed_config
+from study_fixtures import SMOKE_OVERRIDES
 
-OVERRIDES = ["study.methods=[grad_ascent]"]
+OVERRIDES = SMOKE_OVERRIDES  # the grid of the `parallel` study (tests/study_fixtures.py, shared with test_cluster)
 
 
 def _events(out: Path) -> list[dict]:
@@ -159,17 +160,6 @@ def test_every_stage_needs_the_stages_it_reads(tmp_path):
     assert unlearn_needs("unlearn.stop.rule=fixed", *gold_stop) == {"world", "target"}
     seeded = build_study(load_config(BenchConfig, "tiny-smoke", ["study.seeds=[0,1]"]), tmp_path)
     assert {s.name: s.needs for s in seeded}["seed-1/target"] == ("seed-1/world", "seed-1/base")
-
-
-@pytest.fixture(scope="module")
-def parallel(tmp_path_factory):
-    """The smoke study run by the CLI with --jobs 2."""
-    out = tmp_path_factory.mktemp("jobs") / "smoke"
-    done = subprocess.run([sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
-                           "--jobs", "2", *OVERRIDES], env=dict(os.environ, OMP_NUM_THREADS="2"),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, done.stdout
 
 
 def test_jobs_run_independent_stages_side_by_side_with_the_same_results(study, parallel):

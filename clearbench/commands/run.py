@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from clearbench.config import BenchConfig, load_config
+from clearbench.cluster_config import EXECUTORS
 
 
 def add_parser(sub) -> None:
@@ -29,10 +30,16 @@ def add_parser(sub) -> None:
     p.add_argument("--only-seed", type=int, metavar="SEED",
                    help="run only this replicate's stages (no combined report): start one process per seed to "
                         "run replicates in parallel, then the same command without it writes the combined report")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=int, metavar="N",
                    help="run up to N independent stages at once (target and golds, unlearning runs, "
                         "evaluations), each in its own process with the CPU threads split between them; "
-                        "their output goes to OUT/logs/ (default: 1, in order, in this process)")
+                        "their output goes to OUT/logs/ (default: 1, in order, in this process). With --executor: "
+                        "jobs in flight at once (default: 1 for local, no limit for slurm)")
+    p.add_argument("--executor", choices=EXECUTORS, default="builtin",
+                   help="builtin (default): this process, or --jobs worker processes; slurm: every stage a Slurm job "
+                        "with the resources of the preset's cluster section (docs/cluster.md), submitted once the "
+                        "stages it needs are done, from this process, which must keep running; local: the same "
+                        "with submitit's jobs on this machine")
     p.set_defaults(func=run)
 
 
@@ -48,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         for i, stage in enumerate(build_study(cfg, Path(args.out))):
             print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")
         return 0
-    run_study(cfg, args.out, only_seed=args.only_seed, jobs=args.jobs)
+    jobs = args.jobs if args.jobs is not None else 0 if args.executor == "slurm" else 1
+    run_study(cfg, args.out, only_seed=args.only_seed, jobs=jobs, executor=args.executor)
     if args.only_seed is not None:
         print(f"replicate seed {args.only_seed} written to {args.out}/seed-{args.only_seed}")
         return 0
