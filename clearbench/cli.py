@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from clearbench import interrupt
 
-    with interrupt.handling():  # around the message too: a second Ctrl-C while stopping is only recorded
+    # around the message too: a second Ctrl-C while stopping is only recorded; run as a program (no argv), the
+    # process ignores further signals once stopping, up to its exit
+    with interrupt.handling(exiting=argv is None):
         try:
             code = int(args.func(args) or 0)
             interrupt.check()  # a Ctrl-C whose exception was swallowed on the way still counts

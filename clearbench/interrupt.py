@@ -35,9 +35,11 @@ def check() -> None:
 
 
 @contextmanager
-def handling() -> Iterator[None]:
+def handling(exiting: bool = False) -> Iterator[None]:
     """Install the recording SIGINT and SIGTERM handlers for the block (main thread only; the old handlers come
-    back). A signal the process started out ignoring (a script's ``cmd &`` ignores SIGINT) stays ignored."""
+    back). A signal the process started out ignoring (a script's ``cmd &`` ignores SIGINT) stays ignored.
+    ``exiting``: the process ends after the block (the CLI as a program): once a signal was recorded, later ones
+    are ignored instead of the old handlers coming back (a second Ctrl-C during exit would kill it with -2)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -50,4 +52,4 @@ def handling() -> Iterator[None]:
         yield
     finally:
         for s, handler in old.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if exiting and _got else handler)
