@@ -19,6 +19,7 @@ from eval.metrics import truth_ratio
 from eval.metrics.probability import normalised_probabilities, normalised_probability
 from eval.metrics.rouge_l import rouge_l_recall
 from eval.metrics.spec import row_means
+from eval.report_columns import cost_values
 from eval.results import examples_of, gold_examples_of, recompute, validated
 from eval.verify import content_sha256
 
@@ -41,6 +42,11 @@ def _fresh(result, gold):
     return recompute(copy.deepcopy(result), copy.deepcopy(gold))
 
 
+def _row_metrics(result, gold):
+    """A report row's values: ``_fresh``'s metrics and the result's cost columns (from its provenance, as measured)."""
+    return _fresh(result, gold)["metrics"] | cost_values(result["provenance"])
+
+
 def _other_gold(gold):
     """The gold result with other forget truth ratios (its paraphrases likelier), so forget quality differs."""
     other = copy.deepcopy(gold)
@@ -55,8 +61,8 @@ def test_each_row_holds_its_own_files_numbers(lb):
     rows = {pathlib.Path(r.path).stem: r for r in make_rows(checked, ref)}
     assert all(c.recomputed is not None for c in checked)  # checking kept what it recomputed
     for name, result in lb["results"].items():
-        assert rows[name].metrics == _fresh(result, lb["gold"])["metrics"], name
-    assert rows["gold-10"].metrics == _fresh(lb["gold"], lb["gold"])["metrics"]
+        assert rows[name].metrics == _row_metrics(result, lb["gold"]), name
+    assert rows["gold-10"].metrics == _row_metrics(lb["gold"], lb["gold"])
     # files whose examples differ have different numbers: nothing was shared between them
     assert rows["npo-10"].metrics != rows["target"].metrics != rows["npo-l1-10"].metrics
 
@@ -65,12 +71,12 @@ def test_kept_aggregates_serve_only_their_own_result_and_gold(lb):
     ref, (npo, target) = check_files([str(lb["paths"]["npo-10"]), str(lb["paths"]["target"])], lb["ref"])
     swapped = dataclasses.replace(npo, result=target.result)  # npo's kept aggregates, target's content
     (row,) = [r for r in make_rows([swapped], ref) if not r.is_gold]
-    assert row.metrics == _fresh(lb["results"]["target"], lb["gold"])["metrics"]
+    assert row.metrics == _row_metrics(lb["results"]["target"], lb["gold"])
     other = _other_gold(lb["gold"])
     other_ref = dataclasses.replace(ref, gold=other)  # another gold object: npo's kept aggregates do not apply
     (row,) = [r for r in make_rows([npo], other_ref) if not r.is_gold]
-    assert row.metrics == _fresh(lb["results"]["npo-10"], other)["metrics"]
-    assert row.metrics != _fresh(lb["results"]["npo-10"], lb["gold"])["metrics"]
+    assert row.metrics == _row_metrics(lb["results"]["npo-10"], other)
+    assert row.metrics != _row_metrics(lb["results"]["npo-10"], lb["gold"])
 
 
 def test_a_rows_metrics_are_its_own_copy(lb):
