@@ -19,7 +19,8 @@ import importlib.util
 deps = {"torchvision": "torchvision", "transformers": "transformers>=5.0", "tokenizers": "tokenizers", "peft": "peft",
         "accelerate": "accelerate", "diffusers": "diffusers", "open_clip": "open_clip_torch", "datasets": "datasets",
         "PIL": "pillow", "rouge_score": "rouge-score", "scipy": "scipy", "sklearn": "scikit-learn",
-        "matplotlib": "matplotlib", "safetensors": "safetensors", "numpy": "numpy", "tqdm": "tqdm", "yaml": "pyyaml"}
+        "matplotlib": "matplotlib", "safetensors": "safetensors", "numpy": "numpy", "tqdm": "tqdm", "yaml": "pyyaml",
+        "submitit": "submitit>=1.5"}
 print(" ".join(dist for mod, dist in deps.items() if importlib.util.find_spec(mod) is None))
 PYEOF
 )
