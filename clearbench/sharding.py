@@ -46,6 +46,32 @@ def gather_sharded(acc: Any, wrapped: Any) -> None:
             module.unshard()
 
 
+def is_fsdp(acc: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.FSDP and acc.num_processes > 1
+
+
+def spread_images(records: list, sizes: list[int]) -> list:
+    """``records`` reordered so that their contiguous chunks of ``sizes`` each get image records round robin before
+    the text-only ones fill them: under FSDP every process then runs the vision tower whenever the batch has one
+    image per chunk, so mixed text / image batches shard. Deterministic in the records' image flags, so kinds whose
+    rows pair up (DPO's forget and refusal rows) get the same order; the gradient is the same sum in any order."""
+    chunks: list[list] = [[] for _ in sizes]
+    with_image = [r for r in records if r.image is not None]
+    rest = [r for r in records if r.image is None]
+    i = 0
+    for r in with_image:
+        while len(chunks[i % len(sizes)]) >= sizes[i % len(sizes)]:
+            i += 1
+        chunks[i % len(sizes)].append(r)
+        i += 1
+    for c, size in zip(chunks, sizes):
+        while len(c) < size:
+            c.append(rest.pop(0))
+    return [r for c in chunks for r in c]
+
+
 def check_same_modules(acc: Any, batches: dict) -> None:
     """FSDP: each kind's micro-batch must have images on every process or on none (a text-only batch skips the
     vision tower, whose units then all-gather on some processes only). One small all-reduce per micro-batch."""

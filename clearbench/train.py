@@ -33,7 +33,7 @@ from clearbench.cost import count_step, count_tokens
 from clearbench.lora import l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
-from clearbench.sharding import check_same_modules, check_supported, gather_sharded
+from clearbench.sharding import check_same_modules, check_supported, gather_sharded, is_fsdp, spread_images
 from clearbench.tracking import Tracking
 from clearbench.types import Record
 
@@ -139,11 +139,15 @@ def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     return f
 
 
-def split_chunks(batch: dict[str, list[Record]], n: int) -> list[dict[str, list[Record]]]:
-    """Split every kind's global batch into ``n`` near-equal contiguous chunks."""
+def split_chunks(batch: dict[str, list[Record]], n: int, spread: bool = False) -> list[dict[str, list[Record]]]:
+    """Split every kind's global batch into ``n`` near-equal contiguous chunks; ``spread`` (FSDP): the records with
+    an image first dealt over the chunks, so that every chunk has one when the batch has ``n``
+    (clearbench.sharding.spread_images)."""
     out: list[dict[str, list[Record]]] = [{} for _ in range(n)]
     for kind, recs in batch.items():
         bounds = np.linspace(0, len(recs), n + 1).round().astype(int)
+        if spread and len({any(r.image is not None for r in recs[a:b]) for a, b in zip(bounds, bounds[1:])}) > 1:
+            recs = spread_images(recs, np.diff(bounds).tolist())  # only where the plain split would mix
         for i in range(n):
             out[i][kind] = recs[bounds[i]:bounds[i + 1]]
     return out
@@ -350,7 +354,7 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
     acc, grad_acc = loop.acc, loop.grad_acc
     first_kind = next(iter(global_batch))
     global_n = max(1, len(global_batch[first_kind]))
-    chunks = split_chunks(global_batch, grad_acc * acc.num_processes)
+    chunks = split_chunks(global_batch, grad_acc * acc.num_processes, spread=is_fsdp(acc))
     step_loss, step_logs = 0.0, {}
     for i, chunk in enumerate(chunks[acc.process_index * grad_acc:(acc.process_index + 1) * grad_acc]):
         weight = len(chunk[first_kind]) / global_n * acc.num_processes

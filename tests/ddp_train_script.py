@@ -3,9 +3,11 @@
 
     python ddp_train_script.py MODEL_DIR OUT [full|lora-image]
 
-``full`` (default): every parameter trains on mixed text / image records. ``lora-image``: LoRA adapters (and the
-projector copy) train on image records only: under FSDP every process must run the same modules, and a text-only
-micro-batch skips the vision tower (docs/presets.md, "Sharded training"). ``launch`` builds the command lines.
+``full`` (default): every parameter trains on mixed text / image records (under FSDP the loop deals the image
+records over the processes' micro-batches, so that every process runs the vision tower). ``lora-image``: LoRA
+adapters (and the projector copy) train on image records only. ``one-image``: one image record in every batch of
+four, which two processes cannot share: under FSDP the loop stops with the reason (docs/presets.md, "Sharded
+training"). ``launch`` builds the command lines.
 """
 import json
 import os
@@ -63,7 +65,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     model_dir, out = sys.argv[1], Path(sys.argv[2])
-    lora = (sys.argv[3] if len(sys.argv) > 3 else "full") == "lora-image"
+    variant = sys.argv[3] if len(sys.argv) > 3 else "full"
+    lora = variant == "lora-image"
     cfg = TrainConfig(lr=1e-2, max_steps=4, batch_size=4, micro_batch_size=2, warmup_steps=0, seed=1, log_every=1,
                       augment=False, mixed_precision="no", lora=LoraConfig(enabled=lora, r=4, alpha=8))
     acc = get_accelerator("no")
@@ -74,7 +77,8 @@ def main() -> None:
         torch.manual_seed(cfg.seed)
         model = apply_lora(model, cfg.lora, cfg)
     set_trainable(model, cfg)
-    records = [r for r in sample_records() if r.image is not None] * 4 if lora else sample_records() * 2
+    records = {"lora-image": [r for r in sample_records() if r.image is not None] * 4, "full": sample_records() * 2,
+               "one-image": [r for r in sample_records() if r.image is None] * 3 + sample_records()[1:2]}[variant]
     train(model, loaded.processor, loaded.family, ShuffleSampler(records, 4, seed=1), example_nll_loss, cfg,
           TrainRun(out))
     if acc.is_main_process:  # the final trainable weights: whole tensors also after a sharded run
