@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from clearbench.provenance import device_info
+
 COST_FIELDS = ("wall_seconds", "cpu_seconds", "peak_memory_mb", "optimizer_steps", "tokens_backward",
                "tokens_forward_only", "images")  # numbers every cost record holds, all >= 0
 _OPEN: list["Meter"] = []  # the meters open now, outermost first
@@ -99,15 +101,9 @@ class Meter:
             "tokens_backward": self.tokens_backward,
             "tokens_forward_only": self.tokens_forward_only,
             "images": self.images,
-            "device": _device(),
+            "device": device_info(),
             "complete": bool(complete),
         }
-
-
-def _device() -> str:
-    if torch.cuda.is_available():
-        return f"cuda x{torch.cuda.device_count()}"
-    return f"cpu threads={torch.get_num_threads()}"
 
 
 def _note_peaks() -> None:
@@ -181,6 +177,17 @@ def add_costs(costs: list[dict[str, Any]]) -> dict[str, Any]:
     out["complete"] = all(c.get("complete", True) for c in costs)
     out["processes"] = sum(c.get("processes", 1) for c in costs)
     return out
+
+
+def check_costs(provenance: dict[str, Any]) -> list[str]:
+    """Problems with a result's ``provenance.cost`` records (none when it has no cost: written before costs were
+    recorded)."""
+    if "cost" not in provenance:
+        return []
+    costs = provenance["cost"]
+    if not isinstance(costs, dict):
+        return check_cost(None, "provenance.cost")
+    return [p for part, c in costs.items() for p in check_cost(c, f"provenance.cost.{part}")]
 
 
 def check_cost(cost: Any, where: str = "cost") -> list[str]:

@@ -90,24 +90,23 @@ def _base_parents(base: dict[str, Any] | None) -> list[dict[str, Any]]:
                                              "model_fingerprint": base["model_fingerprint"]}]
 
 
-def _run_summary(model_path: Path) -> dict[str, Any]:
+def _run_record(model_path: Path) -> dict[str, Any]:
+    """The model's run.json (its stage record), or {} when it has none."""
+    return read_run(model_path) if (Path(model_path) / "run.json").is_file() else {}
+
+
+def _run_summary(info: dict[str, Any]) -> dict[str, Any]:
     """``{"run": {method, forget_modality, l1_lambda, lora}}`` for an unlearned model (the leaderboard's
-    row label and table), read from its run.json; empty for other models."""
-    if not (Path(model_path) / "run.json").is_file():
-        return {}
-    info = read_run(model_path)
+    row label and table), from its run record; empty for other models."""
     if info.get("stage") != "unlearn":
         return {}
     return {"run": {k: info.get(k) for k in ("method", "forget_modality", "l1_lambda", "lora")}}
 
 
-def _training_cost(model_path: Path) -> dict[str, Any]:
-    """``{"training": cost}`` of the run that made this model (its run.json's; the leaderboard's cost columns for
+def _training_cost(info: dict[str, Any]) -> dict[str, Any]:
+    """``{"training": cost}`` of the run that made this model (its run record's; the leaderboard's cost columns for
     an unlearning run), empty when it has no run record or one written before costs were recorded."""
-    if not (Path(model_path) / "run.json").is_file():
-        return {}
-    cost = read_run(model_path).get("cost")
-    return {"training": cost} if cost else {}
+    return {"training": info["cost"]} if info.get("cost") else {}
 
 
 def scoring_key(cfg: EvalConfig) -> dict[str, Any]:
@@ -184,6 +183,7 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
             examples += outputs.score(loaded, recs, config, cache=cache, batch_size=cfg.batch_size,
                                       max_new_tokens=cfg.max_new_tokens,
                                       run=outputs.ScoreRun(shard=shard, progress=progress, stop_after=stop_after))
+    record = _run_record(run_dir)
     provenance = {
         "config": cfg_dict | {"generation": outputs.GENERATION | {"max_new_tokens": cfg.max_new_tokens}},
         "config_hash": config_hash(cfg_dict),
@@ -193,13 +193,13 @@ def score_model(model: str | Path, world, cfg: EvalConfig, cache_dir: Path | Non
         "model_path": str(run_dir),
         "family": loaded.name,
         "parents": _parents(run_dir) or _base_parents(extra.get("base")),
-        **_run_summary(run_dir),
+        **_run_summary(record),
         **extra,
         "library_versions": library_versions(),
         "seed": cfg.seed,
         "device": device_info(),
         "runtime_seconds": round(time.perf_counter() - start, 3),  # loading and scoring in this process
-        "cost": {"evaluation": meter.summary(complete=not cached), **_training_cost(run_dir)},
+        "cost": {"evaluation": meter.summary(complete=not cached), **_training_cost(record)},
     }
     return examples, expected, provenance
 

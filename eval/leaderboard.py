@@ -196,9 +196,9 @@ def fmt(k: str, value: float | None) -> str:
     if value is None:
         return "—"
     metric = k.rsplit("/", 1)[-1]
-    spec = outputs().get(metric)
     if k.startswith("cost/"):
         return format(value, COST_FMT.get(metric, ",.0f"))
+    spec = outputs().get(metric)
     text = format(value, spec.fmt if spec else ".4f")
     return text.lstrip("-") if text.startswith("-") and float(text) == 0.0 else text  # no "-0.0000"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import clearbench
-from clearbench.cost import check_cost
+from clearbench.cost import check_costs
 from clearbench.provenance import write_json_atomic
 from eval.aggregate import GoldExamples, MetricOptions, MissingGoldError, aggregate, gold_command
 from eval.example import ExampleOutput, split_of
@@ -188,9 +188,7 @@ def validated(result: Any, gold_result: dict[str, Any] | None = None,
     problems += [f"provenance is missing {name!r}" for name in REQUIRED_PROVENANCE if name not in prov]
     libs = prov.get("library_versions") or {}
     problems += [f"provenance.library_versions is missing {lib!r}" for lib in REQUIRED_LIBRARIES if lib not in libs]
-    costs = prov.get("cost") if "cost" in prov else {}  # results written before costs were recorded have none
-    problems += [p for part, c in (costs.items() if isinstance(costs, dict) else [("", None)])
-                 for p in check_cost(c, f"provenance.cost{'.' + part if part else ''}")]
+    problems += check_costs(prov)
     if "metric_versions" in prov and prov["metric_versions"] != metric_versions():
         problems.append(f"metric_versions {prov['metric_versions']} differ from this clearbench's "
                         f"{metric_versions()}; re-aggregate it with this clearbench (clearbench evaluate recomputes "

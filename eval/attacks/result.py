@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 import clearbench
-from clearbench.cost import check_cost
+from clearbench.cost import check_costs
 from clearbench.provenance import write_json_atomic
 from eval.aggregate import MetricOptions, per_example_values
 from eval.example import ExampleOutput
@@ -253,9 +253,7 @@ def _header_problems(result: dict[str, Any], known: dict[str, int] | None) -> li
                         f"schema_version {result.get('schema_version')!r})")
     prov = result.get("provenance") or {}
     problems += [f"provenance is missing {name!r}" for name in REQUIRED_PROVENANCE if name not in prov]
-    costs = prov.get("cost") if "cost" in prov else {}  # attack results written before costs were recorded have none
-    problems += [p for part, c in (costs.items() if isinstance(costs, dict) else [("", None)])
-                 for p in check_cost(c, f"provenance.cost{'.' + part if part else ''}")]
+    problems += check_costs(prov)
     if "metric_versions" in prov and prov["metric_versions"] != metric_versions():
         problems.append(f"metric_versions {prov['metric_versions']} differ from this clearbench's {metric_versions()}")
     attack = result.get("attack")
