@@ -135,18 +135,27 @@ def llava15_parts(shape: dict | None = None):
     return config, processor
 
 
-def build_tiny_llava15(out_dir: str | Path, seed: int = 0) -> Path:
-    from transformers import LlavaForConditionalGeneration
-
-    config, processor = llava15_parts()
+def _seeded(model_class, config, seed: int):
+    """A random-weight ``model_class(config)`` drawn with torch seed ``seed``, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+        return model_class(config)
+
+
+def _save(model, processor, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_llava15(out_dir: str | Path, seed: int = 0) -> Path:
+    from transformers import LlavaForConditionalGeneration
+
+    config, processor = llava15_parts()
+    model = _seeded(LlavaForConditionalGeneration, config, seed)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    return _save(model, processor, out_dir)
 
 
 # ----------------------------------------------------------------------------- qwen2-vl
@@ -202,16 +211,11 @@ def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0) -> Path:
     from transformers import Qwen2VLForConditionalGeneration
 
     config, processor = qwen2_vl_parts()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config)
+    model = _seeded(Qwen2VLForConditionalGeneration, config, seed)
     tok = processor.tokenizer
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
     model.generation_config.eos_token_id = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return _save(model, processor, out_dir)
 
 
 # ----------------------------------------------------------------------------- records

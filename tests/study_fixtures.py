@@ -3,6 +3,7 @@ runner with it and tests/test_cluster.py compares the submitit executor's output
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,3 +21,15 @@ def parallel(tmp_path_factory):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done.stdout
+
+
+def failing_copy(parallel, tmp_path, overrides):
+    """(a copy of the ``parallel`` study, a config of it whose unlearning stages fail when they start): a
+    gold-threshold stop rule without a gold model is a valid config that the stage refuses."""
+    from clearbench.config import BenchConfig, load_config
+
+    out = tmp_path / "smoke"
+    shutil.copytree(parallel[0], out)
+    cfg = load_config(BenchConfig, "tiny-smoke", list(overrides) + ["unlearn.stop.rule=forget_prob_below",
+                                                                    "unlearn.stop.threshold=gold"])
+    return out, cfg

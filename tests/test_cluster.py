@@ -21,7 +21,7 @@ from clearbench.cluster import check_executors, executor_for
 from clearbench.config import BenchConfig, ConfigError, load_config
 from clearbench.executor import StageFailed, run_study
 from clearbench.run import build_study, check_config, plan_study
-from study_fixtures import SMOKE_OVERRIDES
+from study_fixtures import SMOKE_OVERRIDES, failing_copy
 
 OVERRIDES = SMOKE_OVERRIDES + ["cluster.default.cpus=1"]  # one torch thread per job, as the --jobs 2 workers had
 UNLEARN = "unlearn/grad_ascent-lora-l1-multimodal-10"
@@ -154,7 +154,7 @@ def test_a_preempted_job_is_requeued_and_resumes_its_stage(rerun):
     log = next(p for p in (out / "logs" / "jobs" / UNLEARN).glob("*_log.out") if f"(pid {preempted[0]} " in p.read_text())
     text = log.read_text()
     assert "this job is preempted" in text and "Requeued job" in text
-    assert text.count(f"clearbench job (pid ") == 2 and "Job completed successfully" in text
+    assert text.count("clearbench job (pid ") == 2 and "Job completed successfully" in text
 
 
 def test_a_rerun_with_the_local_executor_skips_everything_and_submits_nothing(rerun):
@@ -165,11 +165,7 @@ def test_a_rerun_with_the_local_executor_skips_everything_and_submits_nothing(re
 
 
 def test_a_failing_job_names_its_stage_and_its_log(parallel, tmp_path):
-    out = tmp_path / "smoke"
-    shutil.copytree(parallel[0], out)
-    # valid config, but unlearning with a gold-threshold stop rule and no gold model fails when it starts
-    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.stop.rule=forget_prob_below",
-                                                              "unlearn.stop.threshold=gold"])
+    out, cfg = failing_copy(parallel, tmp_path, OVERRIDES)
     lines: list[str] = []
     with pytest.raises(StageFailed, match=r"stage unlearn/\S+ failed in its job \d+; its log is ") as err:
         run_study(cfg, out, echo=lines.append, jobs=1, executor="local")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from clearbench.config import BenchConfig, load_config, to_dict
 from clearbench.executor import StageFailed, run_study
 from clearbench.run import build_study
 from clearbench.study import seed_config
-from study_fixtures import SMOKE_OVERRIDES
+from study_fixtures import SMOKE_OVERRIDES, failing_copy
 
 OVERRIDES = SMOKE_OVERRIDES  # the grid of the `parallel` study (tests/study_fixtures.py, shared with test_cluster)
 
@@ -197,11 +196,7 @@ def test_jobs_run_independent_stages_side_by_side_with_the_same_results(study, p
 def test_a_failing_stage_under_jobs_names_itself_and_its_log(parallel, tmp_path):
     """A stage that fails in its worker stops the study: the error names it and its log holds the
     traceback; the stages that ended keep their markers and are skipped on the next run."""
-    out = tmp_path / "smoke"
-    shutil.copytree(parallel[0], out)
-    # valid config, but unlearning with a gold-threshold stop rule and no gold model fails when it starts
-    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.stop.rule=forget_prob_below",
-                                                              "unlearn.stop.threshold=gold"])
+    out, cfg = failing_copy(parallel, tmp_path, OVERRIDES)
     lines: list[str] = []
     with pytest.raises(StageFailed, match=r"stage unlearn/grad_ascent-(lora-)?(l1-)?multimodal-10 failed.*logs/unlearn") as err:
         run_study(cfg, out, echo=lines.append, jobs=2)
