@@ -203,7 +203,8 @@ def render_html(refs: dict[int, Any], tabs: dict, rejected: dict[int, list]) -> 
              "a blank cell (—) carries the number of its reason, listed under its table; hover a header for its "
              "meaning, click it to sort (by the mean)</li>"]
     grids = {setting: seed_grids(entries) for setting, entries in tabs.items()}
-    body = [report_html.nav({s: [g.table for g in gs] for s, gs in grids.items()}), "<h2>findings</h2><ul>",
+    body = [report_html.nav({s: [g.table for g in gs] for s, gs in grids.items()}, plots=False),
+            "<h2>findings</h2><ul>",
             *(f"<li>{e(line)}</li>" for line in findings(tabs)), "</ul>"]
     for setting, gs in grids.items():
         body.append(f'<h2 id="{e(setting)}">{e(setting_title(setting))}</h2>')

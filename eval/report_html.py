@@ -257,13 +257,14 @@ def rejected_html(items: Sequence[tuple[str, Sequence[str]]]) -> str:
         lines or ["<li>none</li>"]) + "</ul>"
 
 
-def nav(tables: dict[str, list[Table]], extra: Sequence[tuple[str, str]] = ()) -> str:
-    """Links to every table ({setting: its tables}) and section of the page."""
+def nav(tables: dict[str, list[Table]], extra: Sequence[tuple[str, str]] = (), plots: bool = True) -> str:
+    """Links to every table ({setting: its tables}) and section of the page (``plots``: the page has a plots
+    section)."""
     e = html.escape
     links = [f"<b>{e(setting_title(s))}</b>: " + " · ".join(f'<a href="#{e(s)}-{t.name}">{e(t.title)}</a>' for t in ts)
              for s, ts in tables.items()]
     links.append(" · ".join(f'<a href="#{e(anchor)}">{e(title)}</a>' for anchor, title in
-                            [*extra, ("plots", "plots"), ("rejected-files", "rejected files")]))
+                            [*extra, *[("plots", "plots")] * plots, ("rejected-files", "rejected files")]))
     return "<nav>" + "<br>".join(links) + "</nav>"
 
 

@@ -78,6 +78,9 @@ def test_replicate_report_renders_every_table_from_two_seed_studies(tmp_path):
     for t in report_tables():
         assert f'id="table-multimodal-{t.name}"' in page
     assert " ± " in page and "0:1 1:" in page
+    import re
+    anchors, ids = set(re.findall(r'href="#([^"]+)"', page)), set(re.findall(r' id="([^"]+)"', page))
+    assert anchors and anchors <= ids, f"links to no section: {sorted(anchors - ids)}"  # no plots section here
     md = (tmp_path / "report" / "tables.md").read_text()
     assert "=1+1\\|x z" in md and "| npo |" in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "report" / "table_multimodal.csv").read_text())))
