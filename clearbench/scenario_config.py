@@ -29,6 +29,8 @@ class SequentialConfig:
     steps: int = 10  # T requests (forget10 of the default world: ten forget01-sized batches of 2 authors)
     methods: list[str] = dataclasses.field(default_factory=list)  # []: study.methods
     variant: str = ""  # a study.variants key: its unlearn overrides apply to every request ("": the plain run)
+    # unlearn fields over the variant's, for every request
+    unlearn: dict[str, Any] = dataclasses.field(default_factory=dict)
     forget_modality: typing.Literal[tuple(FORGET_MODALITIES)] = "multimodal"  # type: ignore[valid-type]
     n_per_request: int = 8  # forgetXX_perturbed records scored per request (all modalities)
     n_control: int = 16  # retain_perturbed, real_faces and real_world records scored each
@@ -54,6 +56,9 @@ class RestoreConfig:
         default_factory=lambda: ["full", "wrong_only"])
     methods: list[str] = dataclasses.field(default_factory=list)  # []: study.methods
     variant: str = ""  # a study.variants key: its unlearn overrides apply to every run ("": the plain run)
+    # unlearn fields over the variant's for every restore run, e.g. the corrupting phase's batch size and epochs so
+    # that unlearning gets as many steps as the corruption had (configs/tiny.yaml)
+    unlearn: dict[str, Any] = dataclasses.field(default_factory=dict)
     # the corrupting finetune: PhaseConfig fields over clearbench.scenarios.restore.CORRUPT_PHASE (data config
     # "full" stands for the corruption set; train.lora.enabled: LoRA), checked when the study is planned
     phase: dict[str, Any] = dataclasses.field(default_factory=dict)

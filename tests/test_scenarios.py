@@ -261,6 +261,33 @@ def test_sequential_plan_keeps_the_forget_grid_and_checks_its_section(tmp_path):
             build_study(load_config(BenchConfig, "tiny-smoke", SEQ + bad), tmp_path)
 
 
+def test_a_scenario_unlearn_section_reaches_its_runs_only(tmp_path):
+    """restore.unlearn / sequential.unlearn go over the study's unlearn section in the scenario's runs and nowhere
+    else; a misspelt key is reported under the scenario's field."""
+    from clearbench.run import build_study
+
+    both = [*RESTORE, "study.scenarios=[forget,restore,sequential]", "sequential.forget=forget15",
+            "sequential.steps=3"]
+    over = "{train: {epochs: 5, batch_size: 8, micro_batch_size: 8}}"
+    plain = {s.name: s for s in build_study(load_config(BenchConfig, "tiny-smoke", both), tmp_path)}
+    tuned = {s.name: s for s in build_study(load_config(
+        BenchConfig, "tiny-smoke", [*both, f"restore.unlearn={over}", "sequential.unlearn.train.epochs=3"]), tmp_path)}
+    assert plain.keys() == tuned.keys()
+    changed = {n for n in plain if plain[n].key != tuned[n].key}
+    runs = {n for n, s in plain.items() if s.kind == "unlearn" and n.startswith("scenarios/")}
+    assert runs and runs <= changed and not any(n.startswith(("unlearn/", "evaluate/")) for n in changed)
+    for name in runs:
+        train = tuned[name].args["cfg"].unlearn.train
+        if name.startswith("scenarios/restore/"):
+            assert (train.epochs, train.batch_size, train.micro_batch_size, train.lr) == (5, 8, 8, 1.0e-3), name
+        else:
+            assert (train.epochs, train.batch_size) == (3, plain[name].args["cfg"].unlearn.train.batch_size), name
+    for bad, match in ((["restore.unlearn.train.epochz=1"], "'restore.unlearn.train.epochz'"),
+                       (["sequential.unlearn.methd=npo"], "'sequential.unlearn.methd'")):
+        with pytest.raises(ConfigError, match=match):
+            build_study(load_config(BenchConfig, "tiny-smoke", both + bad), tmp_path)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """world, base and target of the sequential study (no scenario stage run yet)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from clearbench.config import BenchConfig, ConfigError, deep_merge, to_dict
+from clearbench.config import BenchConfig, ConfigError, UnlearnConfig, deep_merge, from_dict, to_dict
 from clearbench.types import Record, unknown_name_message
 from clearbench.unlearn import check_method_names
 
@@ -31,10 +31,15 @@ def check_methods(cfg: BenchConfig, section: str, methods: list[str], variant: s
     return methods or cfg.study.methods
 
 
-def unlearn_section(cfg: BenchConfig, variant: str, what: str, **fields: Any) -> dict[str, Any]:
-    """The unlearn section of a scenario's run: the study variant's overrides, then ``fields`` (method, forget,
-    forget_batch or forget_config, ...). ``what`` names the scenario in errors."""
-    section = deep_merge(to_dict(cfg.unlearn), cfg.study.variants[variant]) | fields
+def unlearn_section(cfg: BenchConfig, variant: str, what: str, overrides: tuple[str, dict[str, Any]] = ("", {}),
+                    **fields: Any) -> dict[str, Any]:
+    """The unlearn section of a scenario's run: the study variant's overrides, the scenario's own (``overrides``:
+    its field's name, e.g. restore.unlearn, and value), then ``fields`` (method, forget, forget_batch or
+    forget_config, ...). ``what`` names the scenario in errors."""
+    field, over = overrides
+    if over:  # a misspelt key is named as the scenario's field, not as the study's unlearn section
+        from_dict(UnlearnConfig, deep_merge(to_dict(cfg.unlearn), over), field)
+    section = deep_merge(deep_merge(to_dict(cfg.unlearn), cfg.study.variants[variant]), over) | fields
     stop = section.get("stop", {})
     if stop.get("rule", "fixed") != "fixed" and stop.get("threshold") == "gold":
         raise ConfigError(f"{what}: unlearn.stop.threshold=gold has no gold model here; use a numeric threshold or "

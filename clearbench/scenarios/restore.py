@@ -134,7 +134,8 @@ def restore_stages(cfg: BenchConfig, out: Path, target: Stage, versions: ScorerV
             stages += [corrupted, scored["corrupted"]]
             for method in methods:
                 for setting in [s for s in r.settings if k or s == "full"]:  # k = 0: both settings are one set
-                    section = unlearn_section(cfg, r.variant, "restore", method=method, forget=r.forget,
+                    section = unlearn_section(cfg, r.variant, "restore", ("restore.unlearn", r.unlearn),
+                                              method=method, forget=r.forget,
                                               forget_modality="multimodal",
                                               forget_config=corruption_config(kind, k if setting == "full" else 0))
                     rel = f"{name}/{method}-{setting}"

@@ -67,7 +67,8 @@ def sequential_stages(cfg: BenchConfig, out: Path, target: Stage, versions: Scor
     for method in methods:
         prev, scored = target, [start]
         for t in range(1, seq.steps + 1):
-            section = unlearn_section(cfg, seq.variant, "sequential requests", method=method, forget=seq.forget,
+            section = unlearn_section(cfg, seq.variant, "sequential requests", ("sequential.unlearn", seq.unlearn),
+                                      method=method, forget=seq.forget,
                                       forget_modality=seq.forget_modality, forget_batch=[t, seq.steps])
             rel = f"{method}/step-{t:02d}"
             step = unlearn_stage(cfg, world, root / rel, f"scenarios/sequential/{rel}", section, prev)
