@@ -1,7 +1,8 @@
 """Running a study's stages (``clearbench run``): skip what is done, resume what was interrupted, redo what is stale.
 
 A finished stage writes ``stage.json`` (its key) last; a directory without it was interrupted and is resumed
-(training checkpoints, the evaluation cache), one with another key is redone from scratch. ``run.jsonl`` in
+(training checkpoints, the evaluation cache), one with another key is redone from scratch, and so is an interrupted
+one whose last start in the run log had another key (its settings changed since). ``run.jsonl`` in
 the study directory logs every stage start, skip and end; the progress lines give an ETA.
 
 ``jobs`` > 1 runs up to that many stages at once, each in a worker process that receives the stage's kind and
@@ -62,6 +63,20 @@ def state_of(stage: Stage) -> str:
     return "new"
 
 
+def _started_keys(log_path: Path) -> dict[str, str]:
+    """The key each stage last started with, from the run log (an unreadable line is skipped: a log cut by a kill)."""
+    keys: dict[str, str] = {}
+    if log_path.exists():
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "start" and "key" in event:
+                keys[str(event.get("stage"))] = str(event["key"])
+    return keys
+
+
 def _clear(stage: Stage) -> None:
     if stage.path.is_dir():
         shutil.rmtree(stage.path)
@@ -99,6 +114,8 @@ class Progress:
         self.outcome: dict[str, str] = {}
         self.durations: dict[str, list[float]] = {}
         self.t0 = time.time()
+        self.started_keys = _started_keys(self.log_path)  # stage name -> the key its last start ran with
+
 
     def write(self, **event: Any) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +143,13 @@ class Progress:
             self.write(event="skip", stage=stage.name, key=stage.key)
             self.echo(f"{self.prefix(stage)}: up to date, skipped")
             return None
+        if state == "partial" and self.started_keys.get(stage.name, stage.key) != stage.key:
+            state = "stale"  # interrupted under other settings: its checkpoints are not this stage's
+            note = note + " (its interrupted run had other settings: starting again)"
         if state == "stale":
             _clear(stage)
         resume = state == "partial"
+        self.started_keys[stage.name] = stage.key
         eta = self.eta([s for s in self.stages[self.index[stage.name]:] if s.name not in self.outcome]) / self.jobs
         self.echo(f"{self.prefix(stage)}: {'resuming' if resume else 'running'}"
                   + (f" (ETA {_fmt(eta)})" if eta else "") + note)

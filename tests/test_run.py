@@ -80,6 +80,25 @@ def test_changed_setting_reruns_exactly_the_downstream_stages(study):
     assert [s.name for s in build_study(cfg, out)] == list(first)
 
 
+def test_a_stage_interrupted_under_other_settings_starts_again(parallel, tmp_path):
+    """A stage left unfinished (no marker) and then re-keyed by a changed setting is run from scratch, not resumed
+    from the other settings' checkpoints (before: the stage refused to resume and the study stopped there)."""
+    import shutil
+
+    out = tmp_path / "smoke"
+    shutil.copytree(parallel[0], out)
+    name = "unlearn/grad_ascent-multimodal-10"
+    (out / name / "stage.json").unlink()  # as if killed before its end; run.jsonl has its start with the old key
+    cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.train.max_steps=3"])
+    lines = []
+    outcome = run_study(cfg, out, echo=lines.append)
+    assert outcome[name] == "redone" and outcome[name.replace("unlearn/", "evaluate/")] == "redone"
+    assert any(name in l and "other settings: starting again" in l for l in lines), lines
+    assert json.loads((out / name / "run.json").read_text())["train"]["steps"] == 3
+    again = run_study(cfg, out, echo=lambda s: None)  # and the next run skips it
+    assert set(again.values()) == {"skipped"}
+
+
 def test_tuning_one_method_keeps_the_other_methods_stage_keys(tmp_path):
     """options_by_method / lr_by_method entries re-key only their method's stages (and the report)."""
     def keys(extra):
