@@ -2,7 +2,7 @@
 
 A finished stage writes ``stage.json`` (its key) last; a directory without it was interrupted and is resumed
 (training checkpoints, the evaluation cache), one with another key is redone from scratch, and so is an interrupted
-one whose last start in the run log had another key (its settings changed since). ``run.jsonl`` in
+one whose last fresh start in the run log had another key (its settings changed since). ``run.jsonl`` in
 the study directory logs every stage start, skip and end; the progress lines give an ETA.
 
 ``jobs`` > 1 runs up to that many stages at once, each in a worker process that receives the stage's kind and
@@ -64,7 +64,8 @@ def state_of(stage: Stage) -> str:
 
 
 def _started_keys(log_path: Path) -> dict[str, str]:
-    """The key each stage last started with, from the run log (an unreadable line is skipped: a log cut by a kill)."""
+    """The key each stage last started afresh with (its directory's settings: a resumed start adds nothing to them),
+    from the run log (an unreadable line is skipped: a log cut by a kill)."""
     keys: dict[str, str] = {}
     if log_path.exists():
         for line in log_path.read_text(errors="replace").splitlines():
@@ -72,7 +73,7 @@ def _started_keys(log_path: Path) -> dict[str, str]:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(event, dict) and event.get("event") == "start" and "key" in event:
+            if isinstance(event, dict) and event.get("event") == "start" and "key" in event and not event.get("resume"):
                 keys[str(event.get("stage"))] = str(event["key"])
     return keys
 
@@ -114,7 +115,7 @@ class Progress:
         self.outcome: dict[str, str] = {}
         self.durations: dict[str, list[float]] = {}
         self.t0 = time.time()
-        self.started_keys = _started_keys(self.log_path)  # stage name -> the key its last start ran with
+        self.started_keys = _started_keys(self.log_path)  # stage name -> the key its output was started with
 
 
     def write(self, **event: Any) -> None:
@@ -149,7 +150,8 @@ class Progress:
         if state == "stale":
             _clear(stage)
         resume = state == "partial"
-        self.started_keys[stage.name] = stage.key
+        if not resume:
+            self.started_keys[stage.name] = stage.key
         eta = self.eta([s for s in self.stages[self.index[stage.name]:] if s.name not in self.outcome]) / self.jobs
         self.echo(f"{self.prefix(stage)}: {'resuming' if resume else 'running'}"
                   + (f" (ETA {_fmt(eta)})" if eta else "") + note)

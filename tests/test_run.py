@@ -90,6 +90,10 @@ def test_a_stage_interrupted_under_other_settings_starts_again(parallel, tmp_pat
     name = "unlearn/grad_ascent-multimodal-10"
     (out / name / "stage.json").unlink()  # as if killed before its end; run.jsonl has its start with the old key
     cfg = load_config(BenchConfig, "tiny-smoke", OVERRIDES + ["unlearn.train.max_steps=3"])
+    key = next(s.key for s in build_study(cfg, out) if s.name == name)
+    with open(out / "run.jsonl", "a") as f:  # and a failed attempt to resume it under the new settings since
+        f.write(json.dumps({"time": 0.0, "event": "start", "stage": name, "kind": "unlearn", "key": key,
+                            "resume": True}) + "\n")
     lines = []
     outcome = run_study(cfg, out, echo=lines.append)
     assert outcome[name] == "redone" and outcome[name.replace("unlearn/", "evaluate/")] == "redone"
