@@ -268,7 +268,7 @@ def test_a_scenario_unlearn_section_reaches_its_runs_only(tmp_path):
 
     both = [*RESTORE, "study.scenarios=[forget,restore,sequential]", "sequential.forget=forget15",
             "sequential.steps=3"]
-    over = "{train: {epochs: 5, batch_size: 8, micro_batch_size: 8}}"
+    over = "{train: {epochs: 3, batch_size: 4, micro_batch_size: 4}}"  # not tiny's own restore.unlearn
     plain = {s.name: s for s in build_study(load_config(BenchConfig, "tiny-smoke", both), tmp_path)}
     tuned = {s.name: s for s in build_study(load_config(
         BenchConfig, "tiny-smoke", [*both, f"restore.unlearn={over}", "sequential.unlearn.train.epochs=3"]), tmp_path)}
@@ -279,7 +279,7 @@ def test_a_scenario_unlearn_section_reaches_its_runs_only(tmp_path):
     for name in runs:
         train = tuned[name].args["cfg"].unlearn.train
         if name.startswith("scenarios/restore/"):
-            assert (train.epochs, train.batch_size, train.micro_batch_size, train.lr) == (5, 8, 8, 1.0e-3), name
+            assert (train.epochs, train.batch_size, train.micro_batch_size, train.lr) == (3, 4, 4, 1.0e-3), name
         else:
             assert (train.epochs, train.batch_size) == (3, plain[name].args["cfg"].unlearn.train.batch_size), name
     for bad, match in ((["restore.unlearn.train.epochz=1"], "'restore.unlearn.train.epochz'"),
