@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from clearbench import interrupt, study
 from clearbench.calibration import VALIDATION_FILE, select_stage
+from clearbench.cluster_config import check_accelerate_config
 from clearbench.config import BenchConfig, ConfigError, RestoreConfig, SequentialConfig, from_dict, to_dict
 from clearbench.data import open_world
 from clearbench.eval_config import AttackConfig, EvalConfig
@@ -104,6 +105,10 @@ def check_config(cfg: BenchConfig) -> BenchConfig:
     for kind in cfg.cluster.kinds:  # a job's resources: a known stage kind, Resources fields
         _checked(check_name, f"cluster.kinds.{kind}", "stage kind", kind, list(STAGE_FUNCTIONS))
         cfg.cluster.resources(kind)
+    for where, fields in [("cluster.default", {"accelerate_config": cfg.cluster.default.accelerate_config}),
+                          *((f"cluster.kinds.{kind}", fields) for kind, fields in cfg.cluster.kinds.items())]:
+        if fields.get("accelerate_config"):  # the file the training stages' processes run under
+            _checked(check_accelerate_config, f"{where}.accelerate_config", fields["accelerate_config"])
     return cfg
 
 
@@ -279,3 +284,6 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "restore_result": restore_result_stage,
     "scenario_report": scenario_report_stage,
 }
+# the kinds whose function runs the training loop in every process of ``accelerate launch``, one of them writing:
+# a job runs them in ``Resources.training_processes()`` processes (clearbench.cluster, clearbench.launch_stage)
+TRAINING_KINDS = ("pretrain", "finetune", "unlearn", "corrupt")
