@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clearbench import interrupt
+from clearbench import interrupt, launch_stage
 from clearbench.cluster_config import ClusterConfig, Resources
 from clearbench.config import ConfigError
 from clearbench.executor import Progress, StageFailed, stop_without, upstream_of
 from clearbench.plan import Stage
-from clearbench.run import STAGE_FUNCTIONS
+from clearbench.run import STAGE_FUNCTIONS, TRAINING_KINDS
 
 POLL_S = {"local": 0.5, "slurm": 20.0}  # seconds between polls of the jobs (submitit rate-limits sacct itself)
 CANCEL_WAIT_S = 60.0  # how long a stopped driver waits for its cancelled jobs to end
@@ -38,10 +38,13 @@ class _Submitted:
     error: BaseException | None = None  # submitit's FailedJobError (the traceback) or UncompletedJobError
 
 
-def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int]) -> None:
-    """Body of a job: ``threads`` torch threads, then the stage's function. It resumes whatever output the stage has:
-    a job requeued after a preemption starts again with the arguments it was submitted with. A job on the driver's
-    host stops when the driver process is gone (killed outright): a new run would otherwise resume beside it."""
+def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int],
+              launch: tuple[int, str] = (1, "")) -> None:
+    """Body of a job: ``threads`` torch threads, then the stage's function; ``launch`` (processes, accelerate config)
+    with more than one process: the function in that many processes under ``accelerate launch`` (a training stage,
+    clearbench.launch_stage). It resumes whatever output the stage has: a job requeued after a preemption starts
+    again with the arguments it was submitted with. A job on the driver's host stops when the driver process is gone
+    (killed outright): a new run would otherwise resume beside it."""
     import torch
 
     torch.set_num_threads(threads)
@@ -50,8 +53,20 @@ def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int]) 
         threading.Thread(target=stop_without, args=(owner[1],), daemon=True, name="owner-watch").start()
     print(f"clearbench job (pid {os.getpid()} on {host}): stage {stage.name}, {threads} torch "
           f"thread{'s' * (threads > 1)}", flush=True)
+    resume = resume or stage.path.exists()
     with interrupt.handling():  # SIGINT (a local job's cancel) and SIGTERM (scancel) unwind: the stage resumes later
-        STAGE_FUNCTIONS[stage.kind](**stage.args, resume=resume or stage.path.exists())
+        if launch[0] > 1:
+            launch_stage.launch(stage, resume, threads, *launch)
+        else:
+            STAGE_FUNCTIONS[stage.kind](**stage.args, resume=resume)
+
+
+def launch_of(stage: Stage, res: Resources) -> tuple[int, str]:
+    """(processes, accelerate config as an absolute path or "") that run ``stage`` in its job: a training stage gets
+    ``res.training_processes()``, any other one process."""
+    if stage.kind not in TRAINING_KINDS or res.training_processes() < 2:
+        return 1, ""
+    return res.training_processes(), str(Path(res.accelerate_config).resolve()) if res.accelerate_config else ""
 
 
 def executor_for(executor: str, res: Resources, folder: Path, name: str):
@@ -126,7 +141,8 @@ def _submit(run: Progress, stage: Stage, cluster: ClusterConfig, executor: str, 
     res = cluster.resources(stage.kind)
     ex = executor_for(executor, res, folder, f"clearbench:{stage.name}")
     try:
-        job = ex.submit(run_stage, stage, started.resume, res.cpus, (socket.gethostname(), os.getpid()))
+        job = ex.submit(run_stage, stage, started.resume, res.cpus, (socket.gethostname(), os.getpid()),
+                        launch_of(stage, res))
     except (submitit.core.utils.FailedJobError, OSError) as exc:  # sbatch refused it, or is not there
         run.write(event="fail", stage=stage.name, error=str(exc)[-1000:])
         raise StageFailed(f"stage {stage.name} could not be submitted to {executor}: {' '.join(str(exc).split())}; "
