@@ -356,6 +356,7 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
     global_n = max(1, len(global_batch[first_kind]))
     chunks = split_chunks(global_batch, grad_acc * acc.num_processes, spread=is_fsdp(acc))
     step_loss, step_logs = 0.0, {}
+    ddp = isinstance(loop.wrapped, torch.nn.parallel.DistributedDataParallel)
     for i, chunk in enumerate(chunks[acc.process_index * grad_acc:(acc.process_index + 1) * grad_acc]):
         weight = len(chunk[first_kind]) / global_n * acc.num_processes
         sync = acc.no_sync(loop.wrapped) if i < grad_acc - 1 and acc.num_processes > 1 else nullcontext()
@@ -370,13 +371,26 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
             loss, logs = loss_fn(loop.wrapped, batches, step=info)
             if cfg.l1_lambda > 0:
                 penalty = l1_penalty(acc.unwrap_model(loop.wrapped), loop.anchor)
-                loss = loss + cfg.l1_lambda * penalty
+                loss = loss + cfg.l1_lambda * (penalty.detach() if ddp else penalty)  # DDP: _add_l1_grad
                 logs = dict(logs, l1=float(penalty.detach()))
             acc.backward(loss * weight)
         step_loss += float(loss.detach()) * weight / acc.num_processes
         for k, v in logs.items():
             step_logs[k] = step_logs.get(k, 0.0) + float(v) * weight / acc.num_processes
+    if ddp and cfg.l1_lambda > 0:
+        _add_l1_grad(loop, cfg.l1_lambda)
     return step_loss, step_logs
+
+
+def _add_l1_grad(loop: _Loop, l1_lambda: float) -> None:
+    """DDP: the L1 penalty's gradient (the same on every process) added once after the step's synchronised backward
+    passes, whose micro-batch weights sum to 1 over the processes. Inside them, a parameter that the penalty reaches
+    but a process's forward pass skipped (the projector copy on a text-only micro-batch) is marked ready twice by
+    DDP's reducer, which fails; ``autograd.grad`` runs none of its hooks."""
+    penalty = l1_lambda * l1_penalty(loop.acc.unwrap_model(loop.wrapped), loop.anchor)
+    for param, grad in zip(loop.params, torch.autograd.grad(penalty, loop.params, allow_unused=True)):
+        if grad is not None:
+            param.grad = grad if param.grad is None else param.grad + grad
 
 
 def _optimizer_step(loop: _Loop, cfg: TrainConfig, step_loss: float, step_logs: dict[str, float]) -> dict:
