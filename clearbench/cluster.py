@@ -24,7 +24,8 @@ from clearbench.cluster_config import ClusterConfig, Resources
 from clearbench.config import ConfigError
 from clearbench.executor import Progress, StageFailed, stop_without, upstream_of
 from clearbench.plan import Stage
-from clearbench.run import STAGE_FUNCTIONS, TRAINING_KINDS
+from clearbench.run import STAGE_FUNCTIONS, TRAINING_KINDS, train_configs
+from clearbench.train import accumulation_steps
 
 POLL_S = {"local": 0.5, "slurm": 20.0}  # seconds between polls of the jobs (submitit rate-limits sacct itself)
 CANCEL_WAIT_S = 60.0  # how long a stopped driver waits for its cancelled jobs to end
@@ -97,12 +98,26 @@ def check_executors(cluster: ClusterConfig, executor: str, kinds: set[str], fold
             raise ConfigError(f"--executor {executor}: {exc}") from None
 
 
+def check_training(stages: list[Stage], cluster: ClusterConfig) -> None:
+    """Every training stage's batch splits evenly over its processes (``accumulation_steps``), checked before anything
+    is submitted, not when the job starts after its wait in the queue."""
+    for stage in stages:
+        processes = launch_of(stage, cluster.resources(stage.kind))[0]
+        for train in train_configs(stage) if processes > 1 else []:
+            try:
+                accumulation_steps(train, processes)
+            except ValueError as exc:
+                raise ConfigError(f"stage {stage.name} in {processes} processes (cluster.kinds.{stage.kind}): "
+                                  f"{exc}") from None
+
+
 def run_jobs(run: Progress, cluster: ClusterConfig, executor: str, logs_dir: Path, jobs: int) -> None:
     """Run ``run.stages`` as jobs of ``executor``, up to ``jobs`` at once (0: all that are ready); a stage is submitted
     once every stage it needs has finished (list order breaks ties). After a failure no new stage starts, the jobs
     in flight finish, and StageFailed names the first failed stage and its log."""
     upstream_of(run.stages)  # every need is a stage of the study
     check_executors(cluster, executor, {s.kind for s in run.stages}, logs_dir / "jobs")
+    check_training(run.stages, cluster)
     pending = list(run.stages)
     running: list[_Submitted] = []
     failed: list[_Submitted] = []

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from clearbench import interrupt, study
 from clearbench.calibration import VALIDATION_FILE, select_stage
 from clearbench.cluster_config import check_accelerate_config
-from clearbench.config import BenchConfig, ConfigError, RestoreConfig, SequentialConfig, from_dict, to_dict
+from clearbench.config import (BenchConfig, ConfigError, RestoreConfig, SequentialConfig, TrainConfig, from_dict,
+                               to_dict)
 from clearbench.data import open_world
 from clearbench.eval_config import AttackConfig, EvalConfig
 from clearbench.metaeval import manifest_of
@@ -23,7 +24,7 @@ from clearbench.models import FAMILIES
 from clearbench.models.tiny_llava import TinyConfig
 from clearbench.plan import ScorerVersions, Stage
 from clearbench.provenance import write_json_atomic
-from clearbench.scenarios.restore import corrupt_stage, corrupted_fields, restore_records
+from clearbench.scenarios.restore import corrupt_phase, corrupt_stage, corrupted_fields, restore_records
 from clearbench.scenarios.restore import score_view as restore_view
 from clearbench.scenarios.sequential import score_view as sequential_view
 from clearbench.scenarios.sequential import sequential_records
@@ -287,3 +288,14 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 # the kinds whose function runs the training loop in every process of ``accelerate launch``, one of them writing:
 # a job runs them in ``Resources.training_processes()`` processes (clearbench.cluster, clearbench.launch_stage)
 TRAINING_KINDS = ("pretrain", "finetune", "unlearn", "corrupt")
+
+
+def train_configs(stage: Stage) -> list[TrainConfig]:
+    """The train sections the training loop runs with in a stage of TRAINING_KINDS (a pretrain phase with a vision
+    objective trains without it)."""
+    cfg = stage.args["cfg"]
+    if stage.kind == "unlearn":
+        return [cfg.unlearn.train]
+    phases = {"pretrain": lambda: [p for p in cfg.pretrain.phases if p.objective == "lm"],
+              "finetune": cfg.finetune.resolved_phases, "corrupt": lambda: [corrupt_phase(cfg.restore)]}[stage.kind]()
+    return [p.train for p in phases]

@@ -171,3 +171,11 @@ def test_a_bad_training_set_up_is_one_config_error_before_anything_runs(tmp_path
     assert not (tmp_path / "study").exists()  # nothing written, nothing submitted
     check_config(load_config(BenchConfig, "tiny-smoke", [  # the shipped FSDP config is accepted
         f"cluster.default.accelerate_config={ROOT / 'configs' / 'accelerate' / 'fsdp.yaml'}"]))
+
+
+def test_a_batch_that_does_not_split_over_the_processes_fails_before_anything_is_submitted(tmp_path):
+    cfg = load_config(BenchConfig, "tiny-smoke", ["cluster.kinds.finetune.train_processes=2"])  # micro-batch = batch
+    with pytest.raises(ConfigError, match=r"^stage target in 2 processes \(cluster.kinds.finetune\): batch_size=16 "
+                                          r"\(effective\) is not a multiple of .* = 16 x 2") as err:
+        run_study(cfg, tmp_path / "study", echo=lambda s: None, executor="local")
+    assert "\n" not in str(err.value) and not list((tmp_path / "study").rglob("*_submitted.pkl"))  # no job
