@@ -299,8 +299,8 @@ def test_l1_penalty_over_two_ddp_processes_matches_one_plain_process(tiny_llava_
     from safetensors.torch import load_file
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
-    plain = subprocess.run([sys.executable, str(HERE / "ddp_train_script.py"), str(tiny_llava_dir), str(tmp_path / "p1"),
-                            "lora-l1"], env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, str(HERE / "ddp_train_script.py"), str(tiny_llava_dir), str(tmp_path / "p1"), "lora-l1"]
+    plain = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr[-3000:]
     two = launch(tiny_llava_dir, tmp_path / "p2", 2, "lora-l1")
     assert two.returncode == 0, two.stderr[-3000:]
