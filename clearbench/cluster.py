@@ -22,7 +22,7 @@ from typing import Any
 from clearbench import interrupt, launch_stage
 from clearbench.cluster_config import ClusterConfig, Resources
 from clearbench.config import ConfigError
-from clearbench.executor import Progress, StageFailed, stop_without, upstream_of
+from clearbench.executor import Progress, StageFailed, state_of, stop_without, upstream_of
 from clearbench.plan import Stage
 from clearbench.run import STAGE_FUNCTIONS, TRAINING_KINDS, train_configs
 from clearbench.train import accumulation_steps
@@ -99,10 +99,10 @@ def check_executors(cluster: ClusterConfig, executor: str, kinds: set[str], fold
 
 
 def check_training(stages: list[Stage], cluster: ClusterConfig) -> None:
-    """Every training stage's batch splits evenly over its processes (``accumulation_steps``), checked before anything
-    is submitted, not when the job starts after its wait in the queue."""
+    """The batch of every training stage still to run splits evenly over its processes (``accumulation_steps``),
+    checked before anything is submitted, not when the job starts after its wait in the queue."""
     for stage in stages:
-        processes = launch_of(stage, cluster.resources(stage.kind))[0]
+        processes = launch_of(stage, cluster.resources(stage.kind))[0] if state_of(stage) != "done" else 1
         for train in train_configs(stage) if processes > 1 else []:
             try:
                 accumulation_steps(train, processes)

@@ -67,7 +67,7 @@ def launched(parallel, tmp_path_factory):
     shutil.rmtree(stages[UNLEARN].path)  # its config.json is the sign that the new run's processes are at work
     cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
            "--executor", "local", *OVERRIDES]
-    interrupted = interrupt_once_started(cmd, stages[UNLEARN].path / "config.json")
+    interrupted = interrupt_once_started(cmd, stages[UNLEARN].path / "config.json", timeout=900)  # a busy machine
     outcome = run_study(cfg, out, echo=lambda s: None, executor="local")
     return out, cfg, interrupted, outcome
 
