@@ -30,7 +30,7 @@ from clearbench import interrupt
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.cost import count_step, count_tokens
-from clearbench.lora import l1_anchor, l1_penalty
+from clearbench.lora import add_l1_grad, l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
 from clearbench.sharding import check_same_modules, check_supported, gather_sharded, is_fsdp, spread_images
@@ -371,26 +371,15 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
             loss, logs = loss_fn(loop.wrapped, batches, step=info)
             if cfg.l1_lambda > 0:
                 penalty = l1_penalty(acc.unwrap_model(loop.wrapped), loop.anchor)
-                loss = loss + cfg.l1_lambda * (penalty.detach() if ddp else penalty)  # DDP: _add_l1_grad
+                loss = loss + cfg.l1_lambda * (penalty.detach() if ddp else penalty)  # DDP: add_l1_grad below
                 logs = dict(logs, l1=float(penalty.detach()))
             acc.backward(loss * weight)
         step_loss += float(loss.detach()) * weight / acc.num_processes
         for k, v in logs.items():
             step_logs[k] = step_logs.get(k, 0.0) + float(v) * weight / acc.num_processes
-    if ddp and cfg.l1_lambda > 0:
-        _add_l1_grad(loop, cfg.l1_lambda)
+    if ddp and cfg.l1_lambda > 0:  # the penalty's gradient, once, outside DDP's backward hooks
+        add_l1_grad(acc.unwrap_model(loop.wrapped), loop.params, loop.anchor, cfg.l1_lambda)
     return step_loss, step_logs
-
-
-def _add_l1_grad(loop: _Loop, l1_lambda: float) -> None:
-    """DDP: the L1 penalty's gradient (the same on every process) added once after the step's synchronised backward
-    passes, whose micro-batch weights sum to 1 over the processes. Inside them, a parameter that the penalty reaches
-    but a process's forward pass skipped (the projector copy on a text-only micro-batch) is marked ready twice by
-    DDP's reducer, which fails; ``autograd.grad`` runs none of its hooks."""
-    penalty = l1_lambda * l1_penalty(loop.acc.unwrap_model(loop.wrapped), loop.anchor)
-    for param, grad in zip(loop.params, torch.autograd.grad(penalty, loop.params, allow_unused=True)):
-        if grad is not None:
-            param.grad = grad if param.grad is None else param.grad + grad
 
 
 def _optimizer_step(loop: _Loop, cfg: TrainConfig, step_loss: float, step_logs: dict[str, float]) -> dict:
