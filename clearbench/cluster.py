@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clearbench import interrupt
+from clearbench import interrupt, launch_stage
 from clearbench.cluster_config import ClusterConfig, Resources
 from clearbench.config import ConfigError
-from clearbench.executor import Progress, StageFailed, stop_without, upstream_of
+from clearbench.executor import Progress, StageFailed, state_of, stop_without, upstream_of
 from clearbench.plan import Stage
-from clearbench.run import STAGE_FUNCTIONS
+from clearbench.run import STAGE_FUNCTIONS, TRAINING_KINDS, train_configs
+from clearbench.train import accumulation_steps
 
 POLL_S = {"local": 0.5, "slurm": 20.0}  # seconds between polls of the jobs (submitit rate-limits sacct itself)
 CANCEL_WAIT_S = 60.0  # how long a stopped driver waits for its cancelled jobs to end
@@ -38,10 +39,13 @@ class _Submitted:
     error: BaseException | None = None  # submitit's FailedJobError (the traceback) or UncompletedJobError
 
 
-def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int]) -> None:
-    """Body of a job: ``threads`` torch threads, then the stage's function. It resumes whatever output the stage has:
-    a job requeued after a preemption starts again with the arguments it was submitted with. A job on the driver's
-    host stops when the driver process is gone (killed outright): a new run would otherwise resume beside it."""
+def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int],
+              launch: tuple[int, str] = (1, "")) -> None:
+    """Body of a job: ``threads`` torch threads, then the stage's function; ``launch`` (processes, accelerate config)
+    with more than one process: the function in that many processes under ``accelerate launch`` (a training stage,
+    clearbench.launch_stage). It resumes whatever output the stage has: a job requeued after a preemption starts
+    again with the arguments it was submitted with. A job on the driver's host stops when the driver process is gone
+    (killed outright): a new run would otherwise resume beside it."""
     import torch
 
     torch.set_num_threads(threads)
@@ -50,8 +54,20 @@ def run_stage(stage: Stage, resume: bool, threads: int, owner: tuple[str, int]) 
         threading.Thread(target=stop_without, args=(owner[1],), daemon=True, name="owner-watch").start()
     print(f"clearbench job (pid {os.getpid()} on {host}): stage {stage.name}, {threads} torch "
           f"thread{'s' * (threads > 1)}", flush=True)
+    resume = resume or stage.path.exists()
     with interrupt.handling():  # SIGINT (a local job's cancel) and SIGTERM (scancel) unwind: the stage resumes later
-        STAGE_FUNCTIONS[stage.kind](**stage.args, resume=resume or stage.path.exists())
+        if launch[0] > 1:
+            launch_stage.launch(stage, resume, threads, *launch)
+        else:
+            STAGE_FUNCTIONS[stage.kind](**stage.args, resume=resume)
+
+
+def launch_of(stage: Stage, res: Resources) -> tuple[int, str]:
+    """(processes, accelerate config as an absolute path or "") that run ``stage`` in its job: a training stage gets
+    ``res.training_processes()``, any other one process."""
+    if stage.kind not in TRAINING_KINDS or res.training_processes() < 2:
+        return 1, ""
+    return res.training_processes(), str(Path(res.accelerate_config).resolve()) if res.accelerate_config else ""
 
 
 def executor_for(executor: str, res: Resources, folder: Path, name: str):
@@ -82,12 +98,26 @@ def check_executors(cluster: ClusterConfig, executor: str, kinds: set[str], fold
             raise ConfigError(f"--executor {executor}: {exc}") from None
 
 
+def check_training(stages: list[Stage], cluster: ClusterConfig) -> None:
+    """The batch of every training stage still to run splits evenly over its processes (``accumulation_steps``),
+    checked before anything is submitted, not when the job starts after its wait in the queue."""
+    for stage in stages:
+        processes = launch_of(stage, cluster.resources(stage.kind))[0] if state_of(stage) != "done" else 1
+        for train in train_configs(stage) if processes > 1 else []:
+            try:
+                accumulation_steps(train, processes)
+            except ValueError as exc:
+                raise ConfigError(f"stage {stage.name} in {processes} processes (cluster.kinds.{stage.kind}): "
+                                  f"{exc}") from None
+
+
 def run_jobs(run: Progress, cluster: ClusterConfig, executor: str, logs_dir: Path, jobs: int) -> None:
     """Run ``run.stages`` as jobs of ``executor``, up to ``jobs`` at once (0: all that are ready); a stage is submitted
     once every stage it needs has finished (list order breaks ties). After a failure no new stage starts, the jobs
     in flight finish, and StageFailed names the first failed stage and its log."""
     upstream_of(run.stages)  # every need is a stage of the study
     check_executors(cluster, executor, {s.kind for s in run.stages}, logs_dir / "jobs")
+    check_training(run.stages, cluster)
     pending = list(run.stages)
     running: list[_Submitted] = []
     failed: list[_Submitted] = []
@@ -126,7 +156,8 @@ def _submit(run: Progress, stage: Stage, cluster: ClusterConfig, executor: str, 
     res = cluster.resources(stage.kind)
     ex = executor_for(executor, res, folder, f"clearbench:{stage.name}")
     try:
-        job = ex.submit(run_stage, stage, started.resume, res.cpus, (socket.gethostname(), os.getpid()))
+        job = ex.submit(run_stage, stage, started.resume, res.cpus, (socket.gethostname(), os.getpid()),
+                        launch_of(stage, res))
     except (submitit.core.utils.FailedJobError, OSError) as exc:  # sbatch refused it, or is not there
         run.write(event="fail", stage=stage.name, error=str(exc)[-1000:])
         raise StageFailed(f"stage {stage.name} could not be submitted to {executor}: {' '.join(str(exc).split())}; "

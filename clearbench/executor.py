@@ -295,14 +295,15 @@ def _worker(kind: str, args: dict[str, Any], name: str, resume: bool, log_file: 
     sys.stderr.flush()
 
 
-def stop_without(owner: int, every: float = 1.0) -> None:
-    """Poll the study process; once it is gone, end this worker as SIGTERM does (its stage resumes next run)."""
+def stop_without(owner: int, every: float = 1.0, who: str = "clearbench run worker: the study process") -> None:
+    """Poll the study process (``who``: this process and what ``owner`` is, for the message); once it is gone, end
+    this worker as SIGTERM does (its stage resumes next run)."""
     while True:
         time.sleep(every)
         try:
             os.kill(owner, 0)
         except ProcessLookupError:
-            print(f"clearbench run worker: the study process {owner} is gone; stopping", flush=True)
+            print(f"{who} {owner} is gone; stopping", flush=True)
             os.kill(os.getpid(), signal.SIGTERM)
             return
         except PermissionError:  # alive, under another user (a reused pid): keep going

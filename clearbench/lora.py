@@ -124,3 +124,16 @@ def l1_penalty(model: nn.Module, anchor: dict[str, torch.Tensor] | None) -> torc
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()
+
+
+def add_l1_grad(model: nn.Module, params: list[torch.Tensor], anchor: dict[str, torch.Tensor] | None,
+                l1_lambda: float) -> None:
+    """Add the gradient of ``l1_lambda`` x ``l1_penalty(model, anchor)`` to ``params``' ``.grad`` (the model's trainable
+    parameters). The training loop does so under DDP once per step, after the synchronised backward passes (whose
+    micro-batch weights sum to 1 over the processes): inside them, a parameter that the penalty reaches but a
+    process's forward pass skipped (the projector copy on a text-only micro-batch) is marked ready twice by DDP's
+    reducer, which fails; ``autograd.grad`` runs none of its hooks."""
+    penalty = l1_lambda * l1_penalty(model, anchor)
+    for param, grad in zip(params, torch.autograd.grad(penalty, params, allow_unused=True)):
+        if grad is not None:
+            param.grad = grad if param.grad is None else param.grad + grad

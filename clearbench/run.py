@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 from clearbench import interrupt, study
 from clearbench.calibration import VALIDATION_FILE, select_stage
-from clearbench.config import BenchConfig, ConfigError, RestoreConfig, SequentialConfig, from_dict, to_dict
+from clearbench.cluster_config import check_accelerate_config
+from clearbench.config import (BenchConfig, ConfigError, RestoreConfig, SequentialConfig, TrainConfig, from_dict,
+                               to_dict)
 from clearbench.data import open_world
 from clearbench.eval_config import AttackConfig, EvalConfig
 from clearbench.metaeval import manifest_of
@@ -22,7 +24,7 @@ from clearbench.models import FAMILIES
 from clearbench.models.tiny_llava import TinyConfig
 from clearbench.plan import ScorerVersions, Stage
 from clearbench.provenance import write_json_atomic
-from clearbench.scenarios.restore import corrupt_stage, corrupted_fields, restore_records
+from clearbench.scenarios.restore import corrupt_phase, corrupt_stage, corrupted_fields, restore_records
 from clearbench.scenarios.restore import score_view as restore_view
 from clearbench.scenarios.sequential import score_view as sequential_view
 from clearbench.scenarios.sequential import sequential_records
@@ -104,6 +106,10 @@ def check_config(cfg: BenchConfig) -> BenchConfig:
     for kind in cfg.cluster.kinds:  # a job's resources: a known stage kind, Resources fields
         _checked(check_name, f"cluster.kinds.{kind}", "stage kind", kind, list(STAGE_FUNCTIONS))
         cfg.cluster.resources(kind)
+    for where, fields in [("cluster.default", {"accelerate_config": cfg.cluster.default.accelerate_config}),
+                          *((f"cluster.kinds.{kind}", fields) for kind, fields in cfg.cluster.kinds.items())]:
+        if fields.get("accelerate_config"):  # the file the training stages' processes run under
+            _checked(check_accelerate_config, f"{where}.accelerate_config", fields["accelerate_config"])
     return cfg
 
 
@@ -279,3 +285,17 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "restore_result": restore_result_stage,
     "scenario_report": scenario_report_stage,
 }
+# the kinds whose function runs the training loop in every process of ``accelerate launch``, one of them writing:
+# a job runs them in ``Resources.training_processes()`` processes (clearbench.cluster, clearbench.launch_stage)
+TRAINING_KINDS = ("pretrain", "finetune", "unlearn", "corrupt")
+
+
+def train_configs(stage: Stage) -> list[TrainConfig]:
+    """The train sections the training loop runs with in a stage of TRAINING_KINDS (a pretrain phase with a vision
+    objective trains without it)."""
+    cfg = stage.args["cfg"]
+    if stage.kind == "unlearn":
+        return [cfg.unlearn.train]
+    phases = {"pretrain": lambda: [p for p in cfg.pretrain.phases if p.objective == "lm"],
+              "finetune": cfg.finetune.resolved_phases, "corrupt": lambda: [corrupt_phase(cfg.restore)]}[stage.kind]()
+    return [p.train for p in phases]

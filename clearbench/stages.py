@@ -22,6 +22,7 @@ import torch
 from clearbench import cost
 from clearbench.config import BenchConfig, DataMix, PhaseConfig, TrainConfig, config_hash, to_dict
 from clearbench.lora import apply_lora, enable_gradient_checkpointing, set_trainable
+from clearbench.processes import is_main, wait_for_main
 from clearbench.provenance import (check_model_world, device_info, library_versions, model_dir, model_fingerprint,
                                    write_json_atomic)
 from clearbench.typed_config import without_added_defaults
@@ -176,13 +177,18 @@ def pretrain(cfg: BenchConfig, world, out_dir: Path, *, resume: bool = False, ov
             raise ValueError(f"pretrain phase {phase.name!r}: save_merged: false (adapter-only) is for finetune and "
                              f"unlearn; pretrain builds the base, which is saved whole: set save_merged: true")
     world, out_dir = as_world(world), Path(out_dir)
-    open_run_dir(out_dir, to_dict(cfg), resume, overwrite, _sections("model", "pretrain"))
+    if is_main():  # several processes (clearbench.launch_stage): every one trains, the main one writes
+        open_run_dir(out_dir, to_dict(cfg), resume, overwrite, _sections("model", "pretrain"))
+    wait_for_main()
     tiny_cfg = tiny_llava.TinyConfig(**cfg.model.tiny)
     t0 = time.time()
     with cost.Meter() as meter:
         model, processor, phases_done, trained_now = _pretrain_phases(cfg, world, out_dir / "phases", resume, tiny_cfg)
         final = out_dir / "model"
-        tiny_llava.save(model, processor, final, tiny_cfg)
+        if is_main():
+            tiny_llava.save(model, processor, final, tiny_cfg)
+    if not is_main():
+        return out_dir
     write_json_atomic(out_dir / "run.json", run_record("pretrain", cfg, world, {
         "family": "tiny-llava", "parent": None, "model_fingerprint": model_fingerprint(final),
         "phases": phases_done, "seconds": time.time() - t0,
@@ -223,9 +229,10 @@ def _pretrain_phases(cfg: BenchConfig, world, current: Path, resume: bool, tiny_
         else:
             model, result = run_phase(model, processor, family, records, phase, phase_dir, resume)
             model = finish_model(model)
-        tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)
         info = {"phase": phase.name, "records": len(records), **dataclasses.asdict(result)}
-        write_json_atomic(phase_dir / "done.json", info)
+        if is_main():
+            tiny_llava.save(model, processor, phase_dir / "model", tiny_cfg)
+            write_json_atomic(phase_dir / "done.json", info)
         phases_done.append(info)
         trained_now.append(info)
     return model, processor, phases_done, trained_now
@@ -244,14 +251,18 @@ def finetune(cfg: BenchConfig, world, parent: Path, split: str, out_dir: Path, *
     world, out_dir = as_world(world), Path(out_dir)
     # "full" makes the target; the retain split of one of the world's forget splits makes that split's gold
     check_name("finetune split", split, ["full", *(retain_split(f) for f in forget_splits_in(world.configs))])
-    open_run_dir(out_dir, to_dict(cfg) | {"split": split, "parent": str(parent)}, resume, overwrite,
-                 _sections("model", "finetune", "split", "parent"))
+    if is_main():  # several processes (clearbench.launch_stage): every one trains, the main one writes
+        open_run_dir(out_dir, to_dict(cfg) | {"split": split, "parent": str(parent)}, resume, overwrite,
+                     _sections("model", "finetune", "split", "parent"))
+    wait_for_main()
     parent_dir = model_dir(parent)
     check_model_world(parent, world.fingerprint, "parent model")
     loaded = load_model(parent_dir, family=cfg.model.family if cfg.model.family != "tiny-llava" else None)
     t0 = time.time()
     with cost.Meter() as meter:
         results = _finetune_phases(cfg, world, loaded, split, out_dir, resume, parent_dir)
+    if not is_main():
+        return out_dir
     n_records = sum(r["records"] for r in results)
     result = dataclasses.asdict(TrainResult(steps=sum(r["steps"] for r in results), final_loss=results[-1]["final_loss"],
                                             seconds=sum(r["seconds"] for r in results),
@@ -289,12 +300,14 @@ def _finetune_phases(cfg: BenchConfig, world, loaded, split: str, out_dir: Path,
         info = {"phase": phase.name, "records": len(records), "warmup_steps": phase.train.warmup_steps,
                 **dataclasses.asdict(result)}
         outs = ([phase_dir / "model"] if len(phases) > 1 else []) + ([final] if i == len(phases) - 1 else [])
-        model = save_model(model, loaded.processor, loaded.family, outs, phase.train, start)
+        # the other processes of a multi-process run merge (LoRA) without saving
+        model = save_model(model, loaded.processor, loaded.family, outs if is_main() else [], phase.train, start)
         if len(phases) > 1:
-            write_json_atomic(phase_dir / "done.json", info)
+            if is_main():
+                write_json_atomic(phase_dir / "done.json", info)
             start = phase_dir / "model"
         results.append(info)
-    if not final.is_dir():  # the last phase had finished before an interruption (saved by an older version)
+    if is_main() and not final.is_dir():  # the last phase had finished before an interruption (older version)
         copy_model(start, final)
     return results
 

@@ -30,7 +30,7 @@ from clearbench import interrupt
 from clearbench.augment import augment_records
 from clearbench.config import TrainConfig
 from clearbench.cost import count_step, count_tokens
-from clearbench.lora import l1_anchor, l1_penalty
+from clearbench.lora import add_l1_grad, l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
 from clearbench.sharding import check_same_modules, check_supported, gather_sharded, is_fsdp, spread_images
@@ -356,6 +356,7 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
     global_n = max(1, len(global_batch[first_kind]))
     chunks = split_chunks(global_batch, grad_acc * acc.num_processes, spread=is_fsdp(acc))
     step_loss, step_logs = 0.0, {}
+    ddp = isinstance(loop.wrapped, torch.nn.parallel.DistributedDataParallel)
     for i, chunk in enumerate(chunks[acc.process_index * grad_acc:(acc.process_index + 1) * grad_acc]):
         weight = len(chunk[first_kind]) / global_n * acc.num_processes
         sync = acc.no_sync(loop.wrapped) if i < grad_acc - 1 and acc.num_processes > 1 else nullcontext()
@@ -370,12 +371,14 @@ def _accumulate(loop: _Loop, cfg: TrainConfig, global_batch: dict[str, list[Reco
             loss, logs = loss_fn(loop.wrapped, batches, step=info)
             if cfg.l1_lambda > 0:
                 penalty = l1_penalty(acc.unwrap_model(loop.wrapped), loop.anchor)
-                loss = loss + cfg.l1_lambda * penalty
+                loss = loss + cfg.l1_lambda * (penalty.detach() if ddp else penalty)  # DDP: add_l1_grad below
                 logs = dict(logs, l1=float(penalty.detach()))
             acc.backward(loss * weight)
         step_loss += float(loss.detach()) * weight / acc.num_processes
         for k, v in logs.items():
             step_logs[k] = step_logs.get(k, 0.0) + float(v) * weight / acc.num_processes
+    if ddp and cfg.l1_lambda > 0:  # the penalty's gradient, once, outside DDP's backward hooks
+        add_l1_grad(acc.unwrap_model(loop.wrapped), loop.params, loop.anchor, cfg.l1_lambda)
     return step_loss, step_logs
 
 

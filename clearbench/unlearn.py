@@ -33,6 +33,7 @@ from clearbench import cost, scoring, stages
 from clearbench.config import BenchConfig, ConfigError, PhaseConfig, TrainConfig, UnlearnConfig, config_hash, to_dict
 from clearbench.models import load_model
 from clearbench.models.common import Loaded, default_device
+from clearbench.processes import is_main, wait_for_main
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.reference import Reference
 from clearbench.train import TrainRun, get_accelerator, total_steps, train as train_loop
@@ -250,7 +251,9 @@ def unlearn(cfg: BenchConfig, world, target: str | Path, out_dir: str | Path, *,
     """Run ``cfg.unlearn.method`` on ``cfg.unlearn.forget`` of ``target``; returns the run directory."""
     world, target, out_dir = stages.as_world(world), Path(target), Path(out_dir)
     p = plan(cfg.unlearn, world, target)
-    _open_run_dir(cfg, p, target, out_dir, resume, overwrite)
+    if is_main():  # several processes (clearbench.launch_stage): the main one opens the directory, the others wait
+        _open_run_dir(cfg, p, target, out_dir, resume, overwrite)
+    wait_for_main()
     family_name = cfg.model.family if cfg.model.family != "tiny-llava" else None
     loaded = load_model(model_dir(target), family=family_name)
     threshold = _threshold(cfg.unlearn, p, family_name)

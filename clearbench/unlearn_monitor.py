@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from clearbench.config import UnlearnConfig
+from clearbench.provenance import write_text_atomic
 from clearbench.types import Record
 
 
-def _jsonl_resume(path: Path, resume: bool, upto: int) -> list[dict]:
-    """Rows of an earlier attempt up to step ``upto`` (the checkpoint resumed from); the file is rewritten."""
+def _jsonl_resume(path: Path, resume: bool, upto: int, write: bool) -> list[dict]:
+    """Rows of an earlier attempt up to step ``upto`` (the checkpoint resumed from); ``write``: the file is rewritten
+    with them (atomically: the other processes of the run may be reading it)."""
     rows = []
     if resume and path.exists():
         rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= upto]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if write:
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
@@ -41,10 +44,10 @@ class Monitor:
         ``views``: the curve's records ('forget/text/prob' -> records), empty without a curve."""
         self.threshold = threshold
         if self.records:
-            self.rows = _jsonl_resume(self.out_dir / "stop.jsonl", done > 0, done)
+            self.rows = _jsonl_resume(self.out_dir / "stop.jsonl", done > 0, done, self.write)
         self.views = views
         if self.views:
-            _jsonl_resume(self.out_dir / "curve.jsonl", done > 0, done)
+            _jsonl_resume(self.out_dir / "curve.jsonl", done > 0, done, self.write)
         if done == 0:
             if self.records:
                 self.criterion(0)

@@ -18,6 +18,7 @@ docs/presets.md ("The tiny recipe").
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from clearbench.augment import augment_image
 from clearbench.config import TrainConfig
 from clearbench.cost import count_step, count_tokens
+from clearbench.processes import is_main
 from clearbench.train import TrainResult, lr_lambda, total_steps
 from clearbench.types import Record, Task
 
@@ -187,7 +189,9 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
     model.train()
     t0, loss_value = time.time(), float("nan")
-    with open(out_dir / "log.jsonl", "w") as log, tqdm(range(total), desc=desc, dynamic_ncols=True) as bar:
+    # several processes (clearbench.launch_stage) train the same tower side by side; the main one logs
+    log_path = out_dir / "log.jsonl" if is_main() else os.devnull
+    with open(log_path, "w") as log, tqdm(range(total), desc=desc, dynamic_ncols=True, disable=not is_main()) as bar:
         for step in bar:
             epoch, pos = divmod(step, per_epoch)
             idx = np.random.default_rng([cfg.seed, epoch]).permutation(len(records))[

@@ -1,11 +1,13 @@
 """Run under torchrun (test_train.py: DDP) or ``accelerate launch --config_file configs/accelerate/fsdp.yaml``
 (test_fsdp.py, benchmarks/gpu_check.py) with 1 or 2 processes: same effective batch, same curve.
 
-    python ddp_train_script.py MODEL_DIR OUT [full|lora-image]
+    python ddp_train_script.py MODEL_DIR OUT [full|lora-image|lora-l1|one-image]
 
 ``full`` (default): every parameter trains on mixed text / image records (under FSDP the loop deals the image
 records over the processes' micro-batches, so that every process runs the vision tower). ``lora-image``: LoRA
-adapters (and the projector copy) train on image records only. ``one-image``: one image record in every batch of
+adapters (and the projector copy) train on image records only. ``lora-l1``: LoRA with the L1 penalty on mixed
+text / image records (a process whose micro-batch has no image leaves the projector copy out of its forward pass but
+not out of the penalty). ``one-image``: one image record in every batch of
 four, which two processes cannot share: under FSDP the loop stops with the reason (docs/presets.md, "Sharded
 training"). ``launch`` builds the command lines.
 """
@@ -66,9 +68,10 @@ def main() -> None:
     torch.set_num_threads(1)
     model_dir, out = sys.argv[1], Path(sys.argv[2])
     variant = sys.argv[3] if len(sys.argv) > 3 else "full"
-    lora = variant == "lora-image"
+    lora = variant in ("lora-image", "lora-l1")
     cfg = TrainConfig(lr=1e-2, max_steps=4, batch_size=4, micro_batch_size=2, warmup_steps=0, seed=1, log_every=1,
-                      augment=False, mixed_precision="no", lora=LoraConfig(enabled=lora, r=4, alpha=8))
+                      augment=False, mixed_precision="no", lora=LoraConfig(enabled=lora, r=4, alpha=8),
+                      l1_lambda=1e-2 if variant == "lora-l1" else 0.0)
     acc = get_accelerator("no")
     fsdp_on_cpu(acc)
     loaded = load_model(model_dir)
@@ -78,6 +81,7 @@ def main() -> None:
         model = apply_lora(model, cfg.lora, cfg)
     set_trainable(model, cfg)
     records = {"lora-image": [r for r in sample_records() if r.image is not None] * 4, "full": sample_records() * 2,
+               "lora-l1": sample_records() * 2,
                "one-image": [r for r in sample_records() if r.image is None] * 3 + sample_records()[1:2]}[variant]
     train(model, loaded.processor, loaded.family, ShuffleSampler(records, 4, seed=1), example_nll_loss, cfg,
           TrainRun(out))

@@ -1,11 +1,15 @@
 """The tiny-smoke study run by ``clearbench run --jobs 2`` once per session: tests/test_run.py checks the side-by-side
-runner with it and tests/test_cluster.py compares the submitit executor's outputs with it."""
+runner with it, tests/test_cluster.py and tests/test_launch_stage.py compare the submitit executor's outputs with it;
+and the helpers that interrupt a driver and check that its processes are gone."""
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +37,22 @@ def failing_copy(parallel, tmp_path, overrides):
     cfg = load_config(BenchConfig, "tiny-smoke", list(overrides) + ["unlearn.stop.rule=forget_prob_below",
                                                                     "unlearn.stop.threshold=gold"])
     return out, cfg
+
+
+def alive(pid: int) -> bool:
+    """``pid`` is a running process (not gone, not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def interrupt_once_started(cmd: list[str], started: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the driver ``cmd``; once ``started`` exists (a job is at work), press Ctrl-C in the driver only."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not started.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

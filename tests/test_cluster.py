@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ from clearbench.cluster import check_executors, executor_for
 from clearbench.config import BenchConfig, ConfigError, load_config
 from clearbench.executor import StageFailed, run_study
 from clearbench.run import build_study, check_config, plan_study
-from study_fixtures import SMOKE_OVERRIDES, failing_copy
+from study_fixtures import SMOKE_OVERRIDES, alive, failing_copy, interrupt_once_started
 
 OVERRIDES = SMOKE_OVERRIDES + ["cluster.default.cpus=1"]  # one torch thread per job, as the --jobs 2 workers had
 UNLEARN = "unlearn/grad_ascent-lora-l1-multimodal-10"
@@ -41,24 +40,6 @@ def _remove(stages: dict, names) -> None:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except (OSError, IndexError):
-        return False
-
-
-def _interrupt_once_started(cmd: list[str], started: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the driver ``cmd``; once ``started`` exists (a job is at work), press Ctrl-C in the driver only."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    while not started.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _preempt_once_started(folder: Path, preempted: list[int]) -> None:
@@ -89,7 +70,7 @@ def rerun(parallel, tmp_path_factory):
     _remove(stages, REDO)
     cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", "tiny-smoke", "--out", str(out),
            "--executor", "local", "--jobs", "2", *OVERRIDES]
-    interrupted = _interrupt_once_started(cmd, stages[UNLEARN].path / "config.json")
+    interrupted = interrupt_once_started(cmd, stages[UNLEARN].path / "config.json")
     lines: list[str] = []
     preempted: list[int] = []
     watch = threading.Thread(target=_preempt_once_started, args=(out / "logs" / "jobs" / UNLEARN, preempted))
@@ -112,7 +93,7 @@ def test_ctrl_c_cancels_the_jobs_and_leaves_them_resumable(rerun):
         log = Path(submitted[event["job_id"]]["log"]).read_text()
         pids = [int(event["job_id"])] + [int(l.split("pid ")[1].split()[0]) for l in log.splitlines()
                                          if l.startswith("clearbench job (pid")]
-        assert not any(_alive(pid) for pid in pids), (event, log[-2000:])
+        assert not any(alive(pid) for pid in pids), (event, log[-2000:])
     assert outcome[UNLEARN] == "resumed"  # its directory was left partial; the next run resumed it
 
 

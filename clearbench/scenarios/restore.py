@@ -18,6 +18,7 @@ from clearbench.config import BenchConfig, ConfigError, PhaseConfig, RestoreConf
 from clearbench.data import open_world
 from clearbench.plan import ScorerVersions, Stage, stage_key, unlearn_stage
 from clearbench.models import load_model
+from clearbench.processes import is_main, wait_for_main
 from clearbench.provenance import check_model_world, model_dir, model_fingerprint, write_json_atomic
 from clearbench.scenarios.common import check_methods, controls, sample, unlearn_section
 from clearbench.types import Record
@@ -78,13 +79,17 @@ def corrupt_stage(cfg: BenchConfig, world: Path, parent: Path, corruption: str, 
     ``restore.phase`` (its data config "full" stands for the corruption set)."""
     world_, out_dir, phase = open_world(world), Path(out_dir), corrupt_phase(cfg.restore)
     config = {"model": to_dict(cfg.model), "phase": to_dict(phase), "corruption": corruption, "parent": str(parent)}
-    core.open_run_dir(out_dir, config, resume, False, lambda c: c)
+    if is_main():  # several processes (clearbench.launch_stage): the main one writes, the others train alongside
+        core.open_run_dir(out_dir, config, resume, False, lambda c: c)
+    wait_for_main()
     check_model_world(parent, world_.fingerprint, "clean model")
     loaded = load_model(model_dir(parent), family=cfg.model.family if cfg.model.family != "tiny-llava" else None)
     records = core.select_records(world_, phase.data, split=corruption)
     t0 = time.time()
     model, result = core.run_phase(loaded.model.train(), loaded.processor, loaded.family, records, phase,
                                    out_dir / "train", resume)
+    if not is_main():
+        return
     core.save_model(model, loaded.processor, loaded.family, [out_dir / "model"], phase.train, model_dir(parent))
     write_json_atomic(out_dir / "run.json", core.run_record("corrupt", cfg, world_, {
         "family": loaded.name, "corruption": corruption, "records": len(records),
