@@ -102,7 +102,9 @@ def check_training(stages: list[Stage], cluster: ClusterConfig) -> None:
     """The batch of every training stage still to run splits evenly over its processes (``accumulation_steps``),
     checked before anything is submitted, not when the job starts after its wait in the queue."""
     for stage in stages:
-        processes = launch_of(stage, cluster.resources(stage.kind))[0] if state_of(stage) != "done" else 1
+        if stage.kind not in TRAINING_KINDS or state_of(stage) == "done":
+            continue
+        processes = launch_of(stage, cluster.resources(stage.kind))[0]
         for train in train_configs(stage) if processes > 1 else []:
             try:
                 accumulation_steps(train, processes)

@@ -117,7 +117,6 @@ class Progress:
         self.t0 = time.time()
         self.started_keys = _started_keys(self.log_path)  # stage name -> the key its output was started with
 
-
     def write(self, **event: Any) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:

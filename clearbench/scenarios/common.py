@@ -36,10 +36,10 @@ def unlearn_section(cfg: BenchConfig, variant: str, what: str, overrides: tuple[
     """The unlearn section of a scenario's run: the study variant's overrides, the scenario's own (``overrides``:
     its field's name, e.g. restore.unlearn, and value), then ``fields`` (method, forget, forget_batch or
     forget_config, ...). ``what`` names the scenario in errors."""
-    field, over = overrides
+    (field, over), base = overrides, to_dict(cfg.unlearn)
     if over:  # a misspelt key is named as the scenario's field, not as the study's unlearn section
-        from_dict(UnlearnConfig, deep_merge(to_dict(cfg.unlearn), over), field)
-    section = deep_merge(deep_merge(to_dict(cfg.unlearn), cfg.study.variants[variant]), over) | fields
+        from_dict(UnlearnConfig, deep_merge(base, over), field)
+    section = deep_merge(deep_merge(base, cfg.study.variants[variant]), over) | fields
     stop = section.get("stop", {})
     if stop.get("rule", "fixed") != "fixed" and stop.get("threshold") == "gold":
         raise ConfigError(f"{what}: unlearn.stop.threshold=gold has no gold model here; use a numeric threshold or "
