@@ -26,7 +26,7 @@ from eval.attacks.result import METRICS as ATTACK_METRICS
 from eval.example import ExampleOutput
 from eval.metrics import output
 
-VERSION = 1  # of the analysis (definitions above); the report and the leaderboard name it
+VERSION = 2  # of the analysis (definitions above); the report and the leaderboard name it. 2: suggestion ties by specificity
 MODALITIES: tuple[str, ...] = ("text", "image", "joint")
 POOLED = "all"
 ATTACK_SEP = ":"  # attack keys: "{attack}:{setting}/{modality}/{metric}" (eval.attacks.result's keys)

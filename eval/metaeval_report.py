@@ -60,14 +60,23 @@ def ranking(rows: Mapping[str, Mapping[str, Any]], column: str, attack: bool = F
     return sorted(keys, key=lambda k: (-rows[k]["auc"], -rows[k]["ci"][0], k))
 
 
+def leak(row: Mapping[str, Any], column: str) -> float:
+    """How far a key lights up for forget knowledge given only in other modalities: the cross-modal AUC of those
+    one-modality models against the unexposed ones farthest from 0.5 (0.5: none, or none measured)."""
+    other = [sep["auc"] for g, sep in row.get("cross", {}).items() if sep and column not in g.split("+")]
+    return max(other, key=lambda a: abs(a - 0.5), default=0.5)
+
+
 def suggest(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
     """Per modality column, the suggested leaderboard column: among the evaluation's forget-split keys (not attack
     scores) whose AUC after every attack stays >= ROBUST_ENOUGH (all of them without attacks), the one with the
-    highest lower interval end."""
+    highest lower interval end; ties (a pool that every good key separates perfectly) go to the key most specific to
+    its modality (cross-modal AUC of the other modalities' one-modality models closest to 0.5), then to ranking order."""
     out: dict[str, str | None] = {}
     for column in COLUMNS:
         ok = [k for k in ranking(rows, column) if parts(k)[0] == "forget" and (rows[k]["worst_auc"] is None or rows[k]["worst_auc"] >= ROBUST_ENOUGH)]
-        out[column] = max(ok, key=lambda k: (rows[k]["ci"][0], rows[k]["auc"]), default=None)
+        out[column] = max(ok, key=lambda k: (rows[k]["ci"][0], rows[k]["auc"], -abs(leak(rows[k], column) - 0.5)),
+                          default=None)
     return out
 
 
@@ -169,7 +178,8 @@ def markdown(manifest: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     out += ["## Cross-modal: what the one-modality models show", "", *cross_table(report), "",
             "## Controls", "", *control_lines(report), "", "## Suggested leaderboard columns", "",
             f"Per modality, the forget-split key with the highest lower interval end among those keeping AUC >= "
-            f"{ROBUST_ENOUGH} after every attack:", ""]
+            f"{ROBUST_ENOUGH} after every attack; ties to the key most specific to its modality (cross-modal AUC of "
+            f"the other modalities' one-modality models closest to 0.5):", ""]
     out += [f"- {c}: `{k}`" if k else f"- {c}: none qualifies" for c, k in report["suggested"].items()]
     return "\n".join(out) + "\n"
 

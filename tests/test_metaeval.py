@@ -13,6 +13,7 @@ from clearbench.config import BenchConfig, ConfigError, load_config
 from clearbench.metaeval import exposure_counts
 from clearbench.run import build_study
 from eval import metaeval
+from eval.metaeval_report import suggest
 
 SMALL_POOL = ("metaeval.groups={target: {exposure: all, seeds: [1], lengths: [1.0, 0.5], parameterisations: [full, lora]}, "
               "gold: {exposure: none, seeds: [1, 2], lengths: [1.0], parameterisations: [full]}, "
@@ -149,6 +150,26 @@ def test_faithfulness_of_synthetic_pool_values():
     assert rows["forget/image/rouge_l"]["auc"] == 0.5 and rows["forget/image/rouge_l"]["n_pos"] == 5
     fq = rows["forget/all/forget_quality"]
     assert (fq["auc"], fq["n_pos"], fq["n_neg"], fq["clean"]["auc"]) == (1.0, 4, 4, 1.0)
+
+
+def test_suggested_column_ties_go_to_the_key_specific_to_its_modality():
+    """Two text keys separate the pool perfectly; the one that also lights up for image-only exposure (a leak across
+    modalities) loses the tie, whatever its name; a key that fails the robustness bar is never suggested."""
+    exposed = {**{f"t{i}": ["text", "image", "joint"] for i in range(4)}, **{f"g{i}": [] for i in range(4)},
+               "x0": ["text"], "x1": ["text"], "v0": ["image", "joint"], "v1": ["image", "joint"]}
+    knows_text = {m: "text" in e for m, e in exposed.items()}
+    values = {m: {"forget/text/rouge_l": 0.9 if k else 0.2, "forget/text/probability": 0.9 if k else 0.2}
+              for m, k in knows_text.items()}
+    for m in ("v0", "v1"):  # the image-only models (text negatives) score between on the leaky key only
+        values[m]["forget/text/probability"] = 0.55
+    rows = metaeval.faithfulness(values, exposed, {}, n_boot=100, seed=0)
+    for r in rows.values():
+        r["worst_auc"] = None
+    assert rows["forget/text/probability"]["auc"] == rows["forget/text/rouge_l"]["auc"] == 1.0
+    assert rows["forget/text/probability"]["cross"]["image+joint"]["auc"] == 1.0
+    assert suggest(rows)["text"] == "forget/text/rouge_l"
+    rows["forget/text/rouge_l"]["worst_auc"] = 0.6
+    assert suggest(rows)["text"] == "forget/text/probability"
 
 
 # ------------------------------------------------------------------------------------- end to end
