@@ -26,7 +26,7 @@ from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
 from eval.own import unverified_lineage
 from eval.report_columns import (COST_FMT, Column, Grid, Shown, attack_reason, blank_reason, cost_values, csv_keys, fill,
-                                 report_tables)
+                                 lead_note, report_tables)
 from eval.results import Recomputed, recompute
 from eval.verify import (  # noqa: F401 (check_file, make_reference: re-exported for callers of eval.leaderboard)
     SETTING_OF, Checked, Reference, check_file, check_files, make_reference, run_info)
@@ -315,7 +315,7 @@ def markdown_report(ref: Reference, tabs: dict[str, list], rejected: Sequence[Ch
              "- gold result: none given (embedded gold copies are not checked against a leaderboard gold)",
              f"- reference: {e(ref.source or 'none')}", *(f"- skipped check: {e(note)}" for note in ref.skipped),
              f"- check: {e(CHECK.doc)}", *(f"- {e(note)}" for note in lineage_notes(tabs)),
-             f"- ranking: {RANKING_RULE}",
+             f"- ranking: {RANKING_RULE}", f"- {e(lead_note())}",
              "- every number is recomputed from the result files' per-example values (eval.results.recompute); "
              "a blank cell (—) carries the number of its reason, listed under its table", ""]
     for setting, entries in tabs.items():

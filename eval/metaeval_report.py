@@ -186,7 +186,8 @@ def markdown(manifest: Mapping[str, Any], report: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------- plot
 def plot(report: Mapping[str, Any], path: Path) -> None:
-    """One panel per modality column: the ``PLOT_KEYS`` most faithful evaluation keys (bar: AUC, line: interval), with a
+    """One panel per modality column: the ``PLOT_KEYS`` most and least faithful evaluation keys, half each where there are
+    more (bar: AUC, line: interval), with a
     marker per attack setting at the key's AUC after it."""
     import matplotlib
 
@@ -197,7 +198,9 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(14, 11))
     markers = "os^vDP*X"
     for ax, column in zip(axes.flat, COLUMNS):
-        keys = ranking(rows, column)[:PLOT_KEYS][::-1]
+        ranked = ranking(rows, column)
+        half = PLOT_KEYS // 2  # a pool where many keys tie at the top still shows the keys that fail
+        keys = (ranked if len(ranked) <= PLOT_KEYS else ranked[:half] + ranked[-half:])[::-1]
         y = range(len(keys))
         aucs = [rows[k]["auc"] for k in keys]
         err = [[a - rows[k]["ci"][0] for a, k in zip(aucs, keys)], [rows[k]["ci"][1] - a for a, k in zip(aucs, keys)]]
@@ -208,7 +211,7 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
                 ax.scatter(*zip(*pts), marker=markers[j % len(markers)], s=22, zorder=3, label=f"after {s}")
         ax.axvline(0.5, color="grey", ls="--", lw=1)
         ax.set_yticks(list(y), [k.replace("/", " / ") for k in keys], fontsize=7)
-        ax.set(xlim=(0, 1), xlabel="AUC: positives vs negatives", title=f"{column}: the most faithful keys")
+        ax.set(xlim=(0, 1), xlabel="AUC: positives vs negatives", title=f"{column}: the most and least faithful keys")
     handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(f"Meta-evaluation v{report['version']} ({report['forget']})")

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from eval.attacks import ATTACKS
+from eval.metaeval import VERSION as METAEVAL_VERSION
 from eval.metrics import example_metrics, outputs, specs
 from eval.metrics.spec import key
 
@@ -31,9 +32,14 @@ CONTROLS: tuple[tuple[str, str], ...] = (("real_faces", "text"), ("real_faces", 
 OVERVIEW_KEYS: tuple[str, ...] = ("forget/all/forget_quality_d", "forget/all/forget_quality_log10p",
                                   "all/all/model_utility", "clear/all/real", "clear/all/retain", "clear/all/forget",
                                   "clear/all/fq")
+# The overview's lead columns: per modality, the column the meta-evaluation suggested (eval.metaeval, its rule in
+# eval.metaeval_report.suggest) on the tiny preset's pool; docs/metaeval.md, "Results on the tiny preset", says why.
+LEAD_COLUMNS: tuple[tuple[str, str], ...] = (("text", "forget/text/rouge_l"), ("image", "forget/image/naming_acc"),
+                                            ("joint", "forget/joint/forget_quality_js"), ("all", "forget/all/forget_quality_js"))
+LEAD_SOURCE = f"meta-evaluation version {METAEVAL_VERSION}, tiny-metaeval pool (docs/metaeval.md)"
 # shown beside a KS statistic: its sample size
 N_OF = {"forget_quality_d": "forget_quality_n", "fq_ks_d": "fq_ks_n"}
-SHORT = {"forget_quality_d": "FQ D", "forget_quality_log10p": "FQ log10 p", "model_utility": "MU",
+SHORT = {"forget_quality_d": "FQ D", "forget_quality_js": "FQ JS", "forget_quality_log10p": "FQ log10 p", "model_utility": "MU",
          "real": "Real", "retain": "Retain", "forget": "Forget", "fq": "FQ", "naming_acc": "Name acc"}
 
 
@@ -89,13 +95,31 @@ def spec_columns() -> list[tuple[str, str]]:
     return [(h, k) for spec in specs() for h, k in spec.columns]
 
 
+def lead_header(m: str, k: str) -> str:
+    metric = k.split("/")[2]
+    short = SHORT.get(metric) or dict(headed()).get(metric, metric)
+    return f"lead {MODALITY_TITLE.get(m, m)}: {short}"
+
+
+def lead_note() -> str:
+    """One line for the report's head: which columns the overview leads with and where they come from."""
+    return (f"lead columns (after the ranking statistic and model utility): per modality the forget column that best "
+            f"tells models that know the forget people from models that do not, and keeps doing so after weight "
+            f"rounding and relearning ({LEAD_SOURCE}): " + "; ".join(f"{MODALITY_TITLE.get(m, m)} {k}"
+                                                                    for m, k in LEAD_COLUMNS))
+
+
 def overview_table() -> Table:
-    cols = [column(k, _spec_header(k)) for k in OVERVIEW_KEYS]
+    head = [column(k, _spec_header(k)) for k in OVERVIEW_KEYS]
+    at = next(i for i, c in enumerate(head) if c.key == "all/all/model_utility") + 1
+    cols = head[:at] + [column(k, lead_header(m, k)) for m, k in LEAD_COLUMNS] + head[at:]
     placed = set(OVERVIEW_KEYS) | {"forget/all/forget_quality"}  # the p is shown as its log10
     cols += [column(k, h) for h, k in spec_columns() if k not in placed]
     cols += [column(key(split, "all", name), f"{split} {h}") for split in ("forget", "retain") for name, h in headed()]
-    return Table("overview", "overview", "ranking statistic, model utility, CLEAR's paper columns and the pooled "
-                 "forget and retain cells (all modalities)", tuple(cols))
+    seen: set[str] = set()  # a key in two places is shown once, where it first appears
+    cols = [c for c in cols if not (c.key in seen or seen.add(c.key))]
+    return Table("overview", "overview", "ranking statistic, model utility, the meta-evaluation's lead column per "
+                 "modality, CLEAR's paper columns and the pooled forget and retain cells (all modalities)", tuple(cols))
 
 
 def modality_table(m: str) -> Table:

@@ -20,7 +20,7 @@ from eval import plots
 from eval.crossmodal import matrix
 from eval.leaderboard import (FQ_MODALITY_KEYS, RANKING_RULE, Checked, Reference, Row, lineage_notes, method_label,
                               setting_grids, setting_title)
-from eval.report_columns import Grid, Shown, Table
+from eval.report_columns import Grid, Shown, Table, lead_note
 from eval.report_sections import has_all_settings
 
 
@@ -278,7 +278,7 @@ def render(ref: Reference, tabs: dict[str, list], rejected: Sequence[Checked], p
              f"<li>gold result: {gold}</li>", f"<li>reference: {e(ref.source or 'none')}</li>",
              *(f"<li>skipped check: {e(note)}</li>" for note in ref.skipped),
              *(f'<li class="lineage">{e(note)}</li>' for note in lineage_notes(tabs)),
-             f'<li id="ranking-rule">ranking: {e(RANKING_RULE)}</li>',
+             f'<li id="ranking-rule">ranking: {e(RANKING_RULE)}</li>', f'<li id="lead-columns">{e(lead_note())}</li>',
              "<li>every number is recomputed from the result files' per-example values; a blank cell (—) carries "
              "the number of its reason, listed under its table; hover a header for its meaning, click it to "
              "sort</li>"]

@@ -18,7 +18,7 @@ from eval.aggregate import aggregate
 from eval.leaderboard import (FQ_KEY, MU_KEY, RANK_KEY, RANKING_RULE, Reference, Row, build_report, check_file,
                               check_files, columns, csv_keys_all, fmt, make_reference, make_rows, rank_key, run_info,
                               tables)
-from eval.report_columns import cost_values, report_tables
+from eval.report_columns import LEAD_COLUMNS, METAEVAL_VERSION, cost_values, lead_note, report_tables
 from eval.results import build_result, recompute
 
 _spec = importlib.util.spec_from_file_location("_clearbench_report_fixtures_lb",
@@ -83,6 +83,24 @@ def test_tables_hold_recomputed_numbers(lb, report):
     for header, _ in columns()[:4]:
         assert header in md  # CLEAR's Real / Retain / Forget / FQ columns
     assert RANKING_RULE in md
+
+
+def test_overview_leads_with_the_metaeval_columns(lb, report):
+    """The meta-evaluation's picks (LEAD_COLUMNS) follow model utility in the overview, are keys the evaluation
+    produces, show their recomputed values, and both report pages say where they come from."""
+    rep, out = report
+    keys = [c.key for c in report_tables()[0].columns]
+    at = keys.index(MU_KEY) + 1
+    lead = [k for _, k in LEAD_COLUMNS]
+    new = [k for k in lead if k not in keys[:at]]  # a lead key already shown before (FQ D) is not repeated
+    assert keys[at:at + len(new)] == new and len(set(keys)) == len(keys)
+    fresh = recompute(lb["results"]["npo-10"], lb["gold"])["metrics"]
+    assert all(k in fresh for k in lead)
+    row = _csv_rows(out / "table_multimodal.csv")["npo"]
+    assert all(float(row[k]) == fresh[k] for k in lead)
+    assert f"meta-evaluation version {METAEVAL_VERSION}" in lead_note()
+    assert lead_note() in (out / "tables.md").read_text()
+    assert 'id="lead-columns"' in (out / "index.html").read_text()
 
 
 def test_numbers_are_recomputed_not_copied(lb, tmp_path):

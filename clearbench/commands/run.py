@@ -60,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
     if args.only_seed is not None:
         print(f"replicate seed {args.only_seed} written to {args.out}/seed-{args.only_seed}")
         return 0
-    print(f"study written to {args.out} (report: {args.out}/report/index.html)")
+    page = "metaeval.md" if cfg.metaeval.enabled else "index.html"  # a meta-evaluation writes no HTML page
+    print(f"study written to {args.out} (report: {args.out}/report/{page})")
     return 0
