@@ -186,9 +186,8 @@ def markdown(manifest: Mapping[str, Any], report: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------- plot
 def plot(report: Mapping[str, Any], path: Path) -> None:
-    """One panel per modality column: the ``PLOT_KEYS`` most and least faithful evaluation keys, half each where there are
-    more (bar: AUC, line: interval), with a
-    marker per attack setting at the key's AUC after it."""
+    """One panel per modality column: the ``PLOT_KEYS`` most and least faithful evaluation keys, half each where there
+    are more (bar: AUC, line: interval), with a marker per attack setting at the key's AUC after it."""
     import matplotlib
 
     matplotlib.use("Agg")

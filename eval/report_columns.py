@@ -116,10 +116,12 @@ def overview_table() -> Table:
     placed = set(OVERVIEW_KEYS) | {"forget/all/forget_quality"}  # the p is shown as its log10
     cols += [column(k, h) for h, k in spec_columns() if k not in placed]
     cols += [column(key(split, "all", name), f"{split} {h}") for split in ("forget", "retain") for name, h in headed()]
-    seen: set[str] = set()  # a key in two places is shown once, where it first appears
-    cols = [c for c in cols if not (c.key in seen or seen.add(c.key))]
+    once: dict[str, Column] = {}  # a key in two places is shown once, where it first appears
+    for c in cols:
+        once.setdefault(c.key, c)
     return Table("overview", "overview", "ranking statistic, model utility, the meta-evaluation's lead column per "
-                 "modality, CLEAR's paper columns and the pooled forget and retain cells (all modalities)", tuple(cols))
+                 "modality, CLEAR's paper columns and the pooled forget and retain cells (all modalities)",
+                 tuple(once.values()))
 
 
 def modality_table(m: str) -> Table:
