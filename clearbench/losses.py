@@ -31,6 +31,11 @@ class StepInfo:
     epoch: int = 0
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32: half precision goes up, float64 stays (``.float()`` would round it down)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The batch without ``labels``, i.e. what the model is called with when we want logits."""
     return {k: v for k, v in batch.items() if k != "labels"}
@@ -47,12 +52,12 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     """Log-probability of every answer token under ``logits``, with the causal shift.
 
     logits (B, T, V), or (N, V) already gathered at ``logit_mask(labels)`` (``answer_logits``); labels
-    (B, T) -> lp (B, T-1) float32 (0 where masked), mask (B, T-1) bool.
+    (B, T) -> lp (B, T-1) float32 or float64 (0 where masked), mask (B, T-1) bool.
     Only answer positions go through log-softmax (a VLM prompt holds hundreds of image positions).
     """
     shift_labels = labels[:, 1:]  # (B, T-1)
     mask = shift_labels != IGNORE_INDEX  # (B, T-1)
-    picked = (logits if logits.dim() == 2 else logits[:, :-1, :][mask]).float()  # (N, V)
+    picked = upcast(logits if logits.dim() == 2 else logits[:, :-1, :][mask])  # (N, V)
     lp_sel = -F.cross_entropy(picked, shift_labels[mask], reduction="none")  # (N,)
     lp = torch.zeros(mask.shape, dtype=lp_sel.dtype, device=logits.device)
     lp = lp.masked_scatter(mask, lp_sel)  # (B, T-1), differentiable
@@ -114,7 +119,7 @@ def answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Ten
 
 def answer_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """``mean_nll(model(**model_inputs(batch)).logits, batch["labels"])``, with the output head applied at
-    answer positions only (see ``answer_logits``). -> () float32."""
+    answer positions only (see ``answer_logits``). -> () float32 or float64."""
     return mean_nll(answer_logits(model, batch), batch["labels"])
 
 
@@ -133,15 +138,15 @@ def kl_per_token(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Ten
     then over examples (as ``mean_nll``).
 
     p_logits, q_logits (B, T, V), or (N, V) already gathered at ``mask`` (``answer_logits``); mask (B, T)
-    bool over logit positions (e.g. ``logit_mask(labels)``), None for every position. -> () float32.
+    bool over logit positions (e.g. ``logit_mask(labels)``), None for every position. -> () float32 or float64.
     Gradient flows into whichever side requires it.
     """
     if mask is None:
         if p_logits.dim() == 2 or q_logits.dim() == 2:
             raise ValueError("kl_per_token: (N, V) gathered logits need the mask they were gathered at")
         mask = torch.ones(p_logits.shape[:2], dtype=torch.bool, device=p_logits.device)
-    log_p = F.log_softmax((p_logits if p_logits.dim() == 2 else p_logits[mask]).float(), dim=-1)  # (N, V)
-    log_q = F.log_softmax((q_logits if q_logits.dim() == 2 else q_logits[mask]).float(), dim=-1)  # (N, V)
+    log_p = F.log_softmax(upcast(p_logits if p_logits.dim() == 2 else p_logits[mask]), dim=-1)  # (N, V)
+    log_q = F.log_softmax(upcast(q_logits if q_logits.dim() == 2 else q_logits[mask]), dim=-1)  # (N, V)
     kl_sel = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (N,)
     kl = torch.zeros(mask.shape, dtype=kl_sel.dtype, device=kl_sel.device).masked_scatter(mask, kl_sel)  # (B, T)
     return _per_example_mean(kl, mask)
@@ -153,7 +158,7 @@ def masked_mse(acts: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     acts (B, T, H); target (B, T, H) or broadcastable (1, 1, H); mask (B, T) bool -> ().
     The per-example normalisation follows open-unlearning's RMU ``compute_activation_loss``.
     """
-    sq = (acts.float() - target.float()).pow(2).mean(dim=-1)  # (B, T)
+    sq = (upcast(acts) - upcast(target)).pow(2).mean(dim=-1)  # (B, T)
     per_example = (sq * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # (B,)
     return per_example.mean()
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from clearbench.losses import upcast
 from clearbench.models.common import IGNORE_INDEX, Loaded, unwrap
 from clearbench.types import Record
 
@@ -55,7 +56,7 @@ def packed_model(loaded: Loaded) -> Any | None:
 
 def _vocab_stats(logits: torch.Tensor, targets: torch.Tensor, stats: bool):
     """logits (N, V), targets (N,) -> lp (N,), mu (N,), sigma (N,) (mu/sigma None unless ``stats``)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+    logp = torch.log_softmax(upcast(logits), dim=-1)  # (N, V)
     lp = logp.gather(1, targets[:, None])[:, 0]
     if not stats:
         return lp, None, None

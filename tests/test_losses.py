@@ -81,6 +81,20 @@ def test_kl_per_token_by_hand():
     torch.testing.assert_close(kl_per_token(p2, q2, mask2), torch.tensor((kl0 / 2 + kl0) / 2))
 
 
+def test_losses_keep_float64_and_raise_half_precision():
+    """float64 logits stay float64 (a ``.float()`` rounding them to float32 gave the KL at identical
+    distributions a noise gradient that Adam scaled to a full step); bfloat16 goes up to float32."""
+    p64 = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    kl = kl_per_token(p64, p64.detach().clone())
+    assert kl.dtype == torch.float64
+    kl.backward()
+    assert p64.grad.abs().max().item() < 1e-15
+    labels = torch.tensor([[-100, 1, 2], [-100, -100, 4]])
+    assert token_logprobs(p64, labels)[0].dtype == torch.float64
+    assert token_logprobs(p64.detach().bfloat16(), labels)[0].dtype == torch.float32
+    assert masked_mse(p64, p64.detach() + 1, torch.ones(2, 3, dtype=torch.bool)).dtype == torch.float64
+
+
 def test_losses_take_logits_gathered_at_the_answer_positions():
     """(N, V) logits gathered at ``logit_mask(labels)`` (what ``answer_logits`` returns) give the same values."""
     gen = torch.Generator().manual_seed(0)
