@@ -34,6 +34,7 @@ from clearbench.lora import add_l1_grad, l1_anchor, l1_penalty
 from clearbench.losses import StepInfo, answer_nll
 from clearbench.provenance import recover_dir, write_dir_atomic, write_text_atomic
 from clearbench.sharding import check_same_modules, check_supported, gather_sharded, is_fsdp, spread_images
+from clearbench.threads import ThreadGovernor
 from clearbench.tracking import Tracking
 from clearbench.types import Record
 
@@ -271,9 +272,11 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
     t0, last_loss, total = time.time(), float("nan"), loop.total
     bar = tqdm(range(loop.start, total), desc=run.desc, initial=loop.start, total=total,
                disable=not acc.is_main_process, dynamic_ncols=True)
+    governor = ThreadGovernor()  # fewer torch threads while other processes hold cores (clearbench.threads)
     try:
         for step in bar:
             interrupt.check()  # a Ctrl-C lost in a finaliser still stops training at the next step
+            governor.tick()
             if run.stop_at_step is not None and step == run.stop_at_step:
                 raise Interrupt(f"stopped at step {step}")
             info = StepInfo(step=step, total_steps=total, epoch=step // sampler.steps_per_epoch)
@@ -295,6 +298,7 @@ def train(model, processor, family, sampler: Sampler, loss_fn: LossFn, cfg: Trai
                 total = step + 1
                 break
     finally:
+        governor.restore()
         bar.close()
         tracking.close()
         if log_file:

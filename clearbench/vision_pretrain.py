@@ -32,6 +32,7 @@ from clearbench.augment import augment_image
 from clearbench.config import TrainConfig
 from clearbench.cost import count_step, count_tokens
 from clearbench.processes import is_main
+from clearbench.threads import ThreadGovernor
 from clearbench.train import TrainResult, lr_lambda, total_steps
 from clearbench.types import Record, Task
 
@@ -191,8 +192,10 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
     t0, loss_value = time.time(), float("nan")
     # several processes (clearbench.launch_stage) train the same tower side by side; the main one logs
     log_path = out_dir / "log.jsonl" if is_main() else os.devnull
+    governor = ThreadGovernor()  # fewer torch threads while other processes hold cores (clearbench.threads)
     with open(log_path, "w") as log, tqdm(range(total), desc=desc, dynamic_ncols=True, disable=not is_main()) as bar:
         for step in bar:
+            governor.tick()
             epoch, pos = divmod(step, per_epoch)
             idx = np.random.default_rng([cfg.seed, epoch]).permutation(len(records))[
                 pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
@@ -215,6 +218,7 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
                 log.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}) + "\n")
                 log.flush()
             bar.set_postfix(loss=f"{loss_value:.4f}")
+    governor.restore()
     for n, p in model.named_parameters():
         p.requires_grad_(saved[n])
     return TrainResult(steps=total, final_loss=loss_value, seconds=time.time() - t0, resumed_from=0)

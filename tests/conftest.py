@@ -6,6 +6,8 @@ import tempfile
 _HF_TMP = tempfile.mkdtemp(prefix="clearbench-hf-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# torch threads stay as set (clearbench.threads would drop them under load, and exact-equality tests compare runs)
+os.environ.setdefault("CLEARBENCH_FIXED_THREADS", "1")
 os.environ["HF_HOME"] = os.path.join(_HF_TMP, "home")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_TMP, "datasets")
 

@@ -85,8 +85,8 @@ def render(processor: Any, record: Record, answer: str, end_token: str) -> tuple
     return cache[key]
 
 
-# (prompt, suffix) per processor and (template, has image, question, answer, end token): jinja rendering was
-# ~12 % of an evaluation and ~5 % of a training step, and a study renders the same records again and again
+# (prompt, suffix) per processor and (template, has image, question, answer, end token): a study renders the same
+# records every epoch and in every scoring; with it collating 32 tiny-preset records takes 11 ms instead of 15
 _RENDERED: "weakref.WeakKeyDictionary[Any, dict[tuple, tuple[str, str]]]" = weakref.WeakKeyDictionary()
 _RENDER_CACHE_SIZE = 200_000
 
