@@ -49,7 +49,8 @@ def alive(pid: int) -> bool:
 
 def interrupt_once_started(cmd: list[str], started: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the driver ``cmd``; once ``started`` exists (a job is at work), press Ctrl-C in the driver only."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even under `pytest &`
     deadline = time.time() + timeout
     while not started.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
