@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.terms import logged, nll_terms
-from clearbench.losses import StepInfo, answer_logits, model_inputs, sequence_logprob, upcast
+from clearbench.losses import StepInfo, answer_logits, model_inputs, sequence_logprob
 from clearbench.types import check_name
 
 NAME = "npo"
@@ -47,8 +47,8 @@ def formula(lp_forget: torch.Tensor, ref_lp_forget: torch.Tensor, beta: float) -
 
 def clear_formula(logits: torch.Tensor, ref_logits: torch.Tensor, beta: float) -> torch.Tensor:
     """CLEAR's variant. logits, ref_logits (B, T, V) -> (); softplus(β·log r) = log(1 + r^β), computed stably."""
-    log_p = F.log_softmax(upcast(logits), dim=-1)  # (B, T, V)
-    log_p_ref = torch.log(F.softmax(upcast(ref_logits), dim=-1) + 1e-8)  # (B, T, V)
+    log_p = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    log_p_ref = torch.log(F.softmax(ref_logits.float(), dim=-1) + 1e-8)  # (B, T, V)
     return (2.0 / beta) * F.softplus(beta * (log_p - log_p_ref)).mean()
 
 

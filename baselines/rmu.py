@@ -27,7 +27,7 @@ import dataclasses
 import torch
 
 from baselines.terms import logged
-from clearbench.losses import StepInfo, language_layers, layer_index, logit_mask, masked_mse, model_inputs, upcast
+from clearbench.losses import StepInfo, language_layers, layer_index, logit_mask, masked_mse, model_inputs
 from clearbench.types import check_name
 
 NAME = "rmu"
@@ -121,7 +121,7 @@ def scale(cfg: Config, ref_acts: torch.Tensor, mask: torch.Tensor) -> float:
     computed per micro-batch (and per process): close to, not exactly, the value of the whole batch."""
     if cfg.steering_scale == "absolute":
         return cfg.steering_coeff
-    norms = upcast(ref_acts.detach()).norm(dim=-1)[mask]
+    norms = ref_acts.detach().float().norm(dim=-1)[mask]
     return cfg.steering_coeff * (norms.mean().item() if norms.numel() else 1.0)
 
 

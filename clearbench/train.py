@@ -116,10 +116,8 @@ def get_accelerator(mixed_precision: str = "auto"):
 def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
     per_step = cfg.micro_batch_size * processes
     if cfg.batch_size % per_step:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} (effective) is not a multiple of micro_batch_size x processes "
-            f"= {cfg.micro_batch_size} x {processes}; pick a micro_batch_size that divides it"
-        )
+        raise ValueError(f"batch_size={cfg.batch_size} (effective) is not a multiple of micro_batch_size x processes "
+                         f"= {cfg.micro_batch_size} x {processes}; pick a micro_batch_size that divides it")
     return cfg.batch_size // per_step
 
 
