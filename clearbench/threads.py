@@ -79,3 +79,9 @@ class ThreadGovernor:
         """Back to the stage's own thread count (the next stage in this process starts from it)."""
         if self.enabled and torch.get_num_threads() != self.max_threads:
             torch.set_num_threads(self.max_threads)
+
+    def __enter__(self) -> "ThreadGovernor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()  # also when the loop raised

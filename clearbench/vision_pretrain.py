@@ -192,8 +192,9 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
     t0, loss_value = time.time(), float("nan")
     # several processes (clearbench.launch_stage) train the same tower side by side; the main one logs
     log_path = out_dir / "log.jsonl" if is_main() else os.devnull
-    governor = ThreadGovernor()  # fewer torch threads while other processes hold cores (clearbench.threads)
-    with open(log_path, "w") as log, tqdm(range(total), desc=desc, dynamic_ncols=True, disable=not is_main()) as bar:
+    # the governor: fewer torch threads while other processes hold cores (clearbench.threads)
+    with open(log_path, "w") as log, tqdm(range(total), desc=desc, dynamic_ncols=True, disable=not is_main()) as bar, \
+            ThreadGovernor() as governor:
         for step in bar:
             governor.tick()
             epoch, pos = divmod(step, per_epoch)
@@ -218,7 +219,6 @@ def _train_tower(model, processor, records: Sequence[Record], cfg: TrainConfig, 
                 log.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}) + "\n")
                 log.flush()
             bar.set_postfix(loss=f"{loss_value:.4f}")
-    governor.restore()
     for n, p in model.named_parameters():
         p.requires_grad_(saved[n])
     return TrainResult(steps=total, final_loss=loss_value, seconds=time.time() - t0, resumed_from=0)

@@ -66,6 +66,11 @@ def test_governor_drops_to_one_thread_beside_a_busy_process_and_comes_back(torch
     g.tick()
     g.restore()
     assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError), _governor(m, out) as g2:  # a loop that raises still gets its threads back
+        m.advance(5, others=1.0, own=1.0)
+        assert g2.tick() == 1
+        raise RuntimeError("the step failed")
+    assert torch.get_num_threads() == 2
 
 
 def test_governor_is_off_with_the_fixed_switch_or_one_thread(torch_threads, monkeypatch):
