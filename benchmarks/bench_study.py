@@ -7,7 +7,9 @@ core count and load, what each stage cost (run.json's ``cost``) and whether the 
 ``--busy N`` starts N CPU-bound background processes (a plain Python loop each) for the whole run: the figure
 for a machine that does other things (issue: the total with one busy process should stay within 2x idle).
 ``--out`` must not exist (a clean run); ``--fresh`` deletes it first. Everything after ``--`` is passed to
-``clearbench run`` as config overrides (e.g. ``world.n_authors=100`` for the scaling figures).
+``clearbench run`` as config overrides (e.g. ``world.params.authors=100`` or
+``study.forget_splits=[forget5]`` for the scaling figures; ``benchmarks/plot_scaling.py`` tabulates and plots
+several runs' ``--json`` files).
 
 The load average is sampled every 10 s during the run; compare figures taken at similar loads. Quality targets
 (issue 19; read from the study's own evaluation results of the base, target and gold):
@@ -80,10 +82,24 @@ def stage_cost(out: Path, stage: str) -> dict | None:
     return None
 
 
-def quality(out: Path) -> list[dict]:
-    rows = []
+def study_facts(out: Path) -> dict:
+    """The world's size and the study's forget splits (for the scaling figures), from the study's own files."""
+    facts: dict = {}
+    manifest, config = out / "world" / "manifest.json", out / "config.json"
+    if manifest.is_file():
+        params = json.loads(manifest.read_text())["params"]
+        facts["world"] = {k: params.get(k) for k in ("authors", "qa_per_author", "images_per_author",
+                                                      "forget_percents", "public_figures")}
+    if config.is_file():
+        facts["forget_splits"] = json.loads(config.read_text())["study"]["forget_splits"]
+    return facts
+
+
+def quality(out: Path, forget_split: str = "forget10") -> list[dict]:
+    """The targets, read from the results of the study's (first) forget split (``target-10.json`` ...)."""
+    rows, suffix = [], forget_split.removeprefix("forget")
     for model, key, op, threshold in TARGETS:
-        path = out / "results" / f"{model}-10.json"
+        path = out / "results" / f"{model}-{suffix}.json"
         value = json.loads(path.read_text())["aggregates"]["metrics"].get(key) if path.is_file() else None
         met = value is not None and (value >= threshold if op == ">=" else value <= threshold)
         rows.append({"model": model, "key": key, "target": f"{op} {threshold}", "value": value, "met": met})
@@ -119,17 +135,31 @@ def main() -> int:
         for p in busy:
             p.kill()
     stages = stage_times(args.out) if (args.out / "run.jsonl").is_file() else []
+    facts = study_facts(args.out)
     report = {
-        "command": " ".join(cmd), "exit_code": code, "total_seconds": round(total, 1),
+        "command": " ".join(cmd), "preset": args.preset, "overrides": args.overrides, **facts,
+        "exit_code": code, "total_seconds": round(total, 1),
         "cores": os.cpu_count(), "busy_processes": args.busy, "load_before": [round(x, 2) for x in before],
         "load_during_mean": round(sum(sampler.samples) / len(sampler.samples), 2) if sampler.samples else None,
+        "kinds": kind_totals(stages),
         "stages": [s | {"cost": stage_cost(args.out, s["stage"])} for s in stages],
-        "quality": quality(args.out) if code == 0 else [],
+        "quality": quality(args.out, (facts.get("forget_splits") or ["forget10"])[0]) if code == 0 else [],
     }
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return code
+
+
+def kind_totals(stages: list[dict]) -> dict[str, dict]:
+    """Per stage kind (world, pretrain, finetune, unlearn, evaluate, report ...): how many stages and their summed
+    seconds (stage time: stages that ran side by side add up to more than the wall time)."""
+    out: dict[str, dict] = {}
+    for s in stages:
+        k = out.setdefault(s["kind"], {"stages": 0, "seconds": 0.0})
+        k["stages"] += 1
+        k["seconds"] = round(k["seconds"] + s["seconds"], 1)
+    return out
 
 
 def print_report(r: dict) -> None:

@@ -5,14 +5,16 @@
 
 Runs ``clearbench finetune`` for ``--steps`` optimizer steps of the tiny preset's finetune (batch 32) from
 ``--model``, once per (busy, threads, governor) triple, each in a fresh process (governor off:
-``CLEARBENCH_FIXED_THREADS=1``, clearbench.threads), and prints the wall time of the training
-loop (from its log: model loading is left out) and steps/s, with the load average before each run. ``--busy N``
-keeps N CPU-bound Python processes spinning beside the run (what a machine that does other things looks like).
+``CLEARBENCH_FIXED_THREADS=1``, clearbench.threads), and prints the wall time of the training loop (run.json's
+``train.seconds``: model loading and saving are left out) and steps/s, with the load average before each run.
+``--busy N`` keeps N CPU-bound Python processes spinning beside the run (what a machine that does other things
+looks like).
 Question it answers: does a 2-thread torch worker stall when it shares its cores, and by how much.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -40,15 +42,14 @@ def run_once(world: Path, model: Path, steps: int, threads: int, busy: int, gove
             wall = time.time() - t0
             if proc.returncode:
                 raise SystemExit(f"finetune failed:\n{proc.stderr[-2000:]}")
-            # tqdm's last "N/N [mm:ss" is the loop's own time
-            done = re.findall(rf"{steps}/{steps} \[(\d+):(\d+)", proc.stderr)
-            loop = int(done[-1][0]) * 60 + int(done[-1][1]) if done else wall
+            loop = json.loads((out / "run.json").read_text())["train"]["seconds"]  # the training loop's own time
             changes = re.findall(r"torch threads (\d+ -> \d+)", proc.stderr)
     finally:
         for p in spinners:
             p.kill()
-    return {"threads": threads, "busy": busy, "governor": governor, "load_before": round(load, 2), "loop_s": loop,
-            "wall_s": round(wall, 1), "steps_per_s": round(steps / max(loop, 1e-9), 2), "changes": changes}
+    return {"threads": threads, "busy": busy, "governor": governor, "load_before": round(load, 2),
+            "loop_s": round(loop, 1), "wall_s": round(wall, 1), "steps_per_s": round(steps / max(loop, 1e-9), 2),
+            "changes": changes}
 
 
 def main() -> int:

@@ -1,0 +1,137 @@
+"""Tabulate and plot how the study's time grows, from several ``bench_study.py --json`` files.
+
+    python benchmarks/plot_scaling.py RUN.json [RUN.json ...] [--by authors|forget|busy] [--png F]
+
+Prints a markdown table (one row per run: the varied quantity, wall minutes, stage-minutes per stage kind,
+core-minutes, load, quality targets met) and, with ``--png``, plots wall minutes and each stage kind's
+stage-minutes against the varied quantity. Runs of other presets, core counts or overrides are listed as they
+are: compare only runs that differ in the one quantity (the table shows each run's overrides).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+KINDS = ["generate", "pretrain", "finetune", "unlearn", "evaluate", "report"]
+
+
+def out_dir(report: dict) -> Path | None:
+    m = re.search(r"--out (\S+)", report.get("command", ""))
+    return Path(m.group(1)) if m else None
+
+
+def facts(report: dict) -> dict:
+    """The run's world size and forget splits: from the report, or (older reports) from its output directory."""
+    world, splits = report.get("world"), report.get("forget_splits")
+    out = out_dir(report)
+    if world is None and out is not None and (out / "world" / "manifest.json").is_file():
+        params = json.loads((out / "world" / "manifest.json").read_text())["params"]
+        world = {"authors": params.get("authors")}
+    if splits is None and out is not None and (out / "config.json").is_file():
+        splits = json.loads((out / "config.json").read_text())["study"]["forget_splits"]
+    return {"authors": (world or {}).get("authors"), "forget_splits": splits or []}
+
+
+def kinds(report: dict) -> dict[str, float]:
+    """Stage-seconds per stage kind."""
+    if "kinds" in report:
+        return {k: v["seconds"] for k, v in report["kinds"].items()}
+    out: dict[str, float] = {}
+    for s in report["stages"]:
+        out[s["kind"]] = out.get(s["kind"], 0.0) + s["seconds"]
+    return out
+
+
+def core_minutes(report: dict) -> float | None:
+    """CPU minutes of every stage's own process, from the cost records (None when one is missing)."""
+    cpu = [(s.get("cost") or {}).get("cpu_seconds") for s in report["stages"]
+           if s["kind"] not in ("generate", "report")]
+    return None if any(c is None for c in cpu) else sum(cpu) / 60
+
+
+def x_value(report: dict, by: str):
+    f = facts(report)
+    if by == "authors":
+        return f["authors"]
+    if by == "forget":
+        return ",".join(s.removeprefix("forget") + " %" for s in f["forget_splits"])
+    return report.get("busy_processes", 0)
+
+
+def rows(reports: list[dict], by: str) -> list[dict]:
+    out = []
+    for r in reports:
+        k = kinds(r)
+        met = [q["met"] for q in r.get("quality", [])]
+        out.append({"x": x_value(r, by), "wall_min": r["total_seconds"] / 60,
+                    "kinds": {name: k.get(name, 0.0) / 60 for name in KINDS}, "core_min": core_minutes(r),
+                    "load": r.get("load_during_mean"), "busy": r.get("busy_processes", 0),
+                    "quality": f"{sum(met)}/{len(met)}" if met else "n/a",
+                    "overrides": " ".join(r.get("overrides", [])),
+                    "exit": r.get("exit_code")})
+    return sorted(out, key=lambda row: (str(type(row["x"])), row["x"]))
+
+
+def table(rs: list[dict], by: str) -> str:
+    head = [by, "wall min", *[f"{k} (stage-min)" for k in KINDS], "CPU min (stages)", "load during",
+            *(["busy"] if by != "busy" else []), "quality met", "overrides"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rs:
+        cells = [str(r["x"]), f"{r['wall_min']:.1f}", *[f"{r['kinds'][k]:.1f}" for k in KINDS],
+                 "–" if r["core_min"] is None else f"{r['core_min']:.1f}",
+                 "–" if r["load"] is None else f"{r['load']:.2f}", *([str(r["busy"])] if by != "busy" else []),
+                 r["quality"],
+                 r["overrides"] or "–"]
+        if r["exit"] not in (0, None):
+            cells[1] += f" (exit {r['exit']})"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rs: list[dict], by: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), dpi=120)
+    ax = fig.add_subplot()
+    xs = [str(r["x"]) for r in rs]
+    ax.plot(xs, [r["wall_min"] for r in rs], "o-", color="black", lw=2, label="study wall time")
+    for k in KINDS:
+        ys = [r["kinds"][k] for r in rs]
+        if any(y > 0.05 for y in ys):
+            ax.plot(xs, ys, "o--", lw=1, label=f"{k} (stage-minutes)")
+    ax.set_xlabel({"authors": "authors in the world", "forget": "forget split",
+                   "busy": "busy background processes"}[by])
+    ax.set_ylabel("minutes")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("clearbench study time (benchmarks/bench_study.py)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="bench_study.py --json files")
+    ap.add_argument("--by", choices=["authors", "forget", "busy"], default="authors")
+    ap.add_argument("--png", type=Path, help="also write the plot here")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.runs if not p.is_file()]
+    if missing:
+        raise SystemExit(f"no such file: {', '.join(missing)}")
+    rs = rows([json.loads(p.read_text()) for p in args.runs], args.by)
+    print(table(rs, args.by))
+    if args.png:
+        plot(rs, args.by, args.png)
+        print(f"plot written to {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
