@@ -15,6 +15,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_study import kind_totals, study_facts  # noqa: E402  (what a report records, read the same way)
+
 KINDS = ["generate", "pretrain", "finetune", "unlearn", "evaluate", "report"]
 
 
@@ -25,24 +28,16 @@ def out_dir(report: dict) -> Path | None:
 
 def facts(report: dict) -> dict:
     """The run's world size and forget splits: from the report, or (older reports) from its output directory."""
-    world, splits = report.get("world"), report.get("forget_splits")
-    out = out_dir(report)
-    if world is None and out is not None and (out / "world" / "manifest.json").is_file():
-        params = json.loads((out / "world" / "manifest.json").read_text())["params"]
-        world = {"authors": params.get("authors")}
-    if splits is None and out is not None and (out / "config.json").is_file():
-        splits = json.loads((out / "config.json").read_text())["study"]["forget_splits"]
-    return {"authors": (world or {}).get("authors"), "forget_splits": splits or []}
+    if "world" not in report or "forget_splits" not in report:
+        out = out_dir(report)
+        report = (study_facts(out) if out is not None else {}) | report
+    return {"authors": (report.get("world") or {}).get("authors"), "forget_splits": report.get("forget_splits") or []}
 
 
 def kinds(report: dict) -> dict[str, float]:
-    """Stage-seconds per stage kind."""
-    if "kinds" in report:
-        return {k: v["seconds"] for k, v in report["kinds"].items()}
-    out: dict[str, float] = {}
-    for s in report["stages"]:
-        out[s["kind"]] = out.get(s["kind"], 0.0) + s["seconds"]
-    return out
+    """Stage-seconds per stage kind (older reports have no per-kind totals: summed from their stages)."""
+    totals = report["kinds"] if "kinds" in report else kind_totals(report["stages"])
+    return {k: v["seconds"] for k, v in totals.items()}
 
 
 def core_minutes(report: dict) -> float | None:
