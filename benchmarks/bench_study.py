@@ -6,9 +6,11 @@ core count and load, what each stage cost (run.json's ``cost``) and whether the 
 
 ``--busy N`` starts N CPU-bound background processes (a plain Python loop each) for the whole run: the figure
 for a machine that does other things (issue: the total with one busy process should stay within 2x idle).
-``--out`` must not exist (a clean run); ``--fresh`` deletes it first. Everything after ``--`` is passed to
+``--out`` must not exist (a clean run); ``--fresh`` deletes it first; ``--reuse`` runs in an existing study directory
+and times only the stages that run (the others are reused from the earlier run; for the forget-split figure, where
+world, base and target do not change). Everything after ``--`` is passed to
 ``clearbench run`` as config overrides (e.g. ``world.params.authors=100`` or
-``study.forget_splits=[forget5]`` for the scaling figures; ``benchmarks/plot_scaling.py`` tabulates and plots
+``study.forget_splits=[forget05]`` for the scaling figures; ``benchmarks/plot_scaling.py`` tabulates and plots
 several runs' ``--json`` files).
 
 The load average is sampled every 10 s during the run; compare figures taken at similar loads. Quality targets
@@ -58,15 +60,17 @@ def busy_processes(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def stage_times(out: Path) -> list[dict]:
-    """(stage, kind, seconds) of every stage that ran, from the study's run.jsonl."""
+def stage_times(out: Path, skip_lines: int = 0) -> list[dict]:
+    """(stage, kind, seconds, start) of every stage that ran, from the study's run.jsonl (after its first
+    ``skip_lines``); ``start`` is seconds after the run began."""
     kinds, rows = {}, []
-    for line in (out / "run.jsonl").read_text().splitlines():
+    for line in (out / "run.jsonl").read_text().splitlines()[skip_lines:]:
         e = json.loads(line)
         if e["event"] == "start":
-            kinds[e["stage"]] = e["kind"]
+            kinds[e["stage"]] = (e["kind"], e["time"])
         elif e["event"] == "end":
-            rows.append({"stage": e["stage"], "kind": kinds.get(e["stage"], "?"), "seconds": e["seconds"]})
+            kind, start = kinds.get(e["stage"], ("?", None))
+            rows.append({"stage": e["stage"], "kind": kind, "seconds": e["seconds"], "start": start})
     return rows
 
 
@@ -113,12 +117,18 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--busy", type=int, default=0, help="CPU-bound background processes during the run")
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
+    ap.add_argument("--reuse", action="store_true", help="run in an existing --out; time only the stages that run")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    if args.out.exists():
+    if args.fresh and args.reuse:
+        raise SystemExit("--fresh and --reuse exclude each other")
+    log = args.out / "run.jsonl"
+    earlier = len(log.read_text().splitlines()) if args.reuse and log.is_file() else 0
+    if args.out.exists() and not args.reuse:
         if not args.fresh:
-            raise SystemExit(f"{args.out} exists: a benchmark starts from a clean directory (pass --fresh to delete it)")
+            raise SystemExit(f"{args.out} exists: a benchmark starts from a clean directory "
+                             "(--fresh deletes it, --reuse times only the stages that still run)")
         shutil.rmtree(args.out)
     before = os.getloadavg()
     busy = busy_processes(args.busy)
@@ -134,10 +144,11 @@ def main() -> int:
         sampler.stop.set()
         for p in busy:
             p.kill()
-    stages = stage_times(args.out) if (args.out / "run.jsonl").is_file() else []
+    stages = stage_times(args.out, earlier) if log.is_file() else []
     facts = study_facts(args.out)
     report = {
         "command": " ".join(cmd), "preset": args.preset, "overrides": args.overrides, **facts,
+        "reused_earlier_stages": args.reuse,
         "exit_code": code, "total_seconds": round(total, 1),
         "cores": os.cpu_count(), "busy_processes": args.busy, "load_before": [round(x, 2) for x in before],
         "load_during_mean": round(sum(sampler.samples) / len(sampler.samples), 2) if sampler.samples else None,

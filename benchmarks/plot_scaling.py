@@ -4,7 +4,10 @@
 
 Prints a markdown table (one row per run: the varied quantity, wall minutes, stage-minutes per stage kind,
 core-minutes, load, quality targets met) and, with ``--png``, plots wall minutes and each stage kind's
-stage-minutes against the varied quantity. Runs of other presets, core counts or overrides are listed as they
+stage-minutes against the varied quantity. ``--by forget`` counts only the stages that depend on the forget split
+(gold-NN, unlearn/...-NN, evaluate/...-NN and the report; world, base and target are the same for every split, and
+``bench_study.py --reuse`` runs a second split in the first one's directory), with their span (first start to last
+end) as the wall time. Runs of other presets, core counts or overrides are listed as they
 are: compare only runs that differ in the one quantity (the table shows each run's overrides).
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_study import kind_totals, study_facts  # noqa: E402  (what a report records, read the same way)
+from bench_study import kind_totals, stage_times, study_facts  # noqa: E402  (what a report records, read the same way)
 
 KINDS = ["generate", "pretrain", "finetune", "unlearn", "evaluate", "report"]
 
@@ -47,6 +50,24 @@ def core_minutes(report: dict) -> float | None:
     return None if any(c is None for c in cpu) else sum(cpu) / 60
 
 
+def forget_part(report: dict) -> dict:
+    """The report cut to its forget-split stages, with their span as ``total_seconds`` (start times from the report
+    or, for older reports, from the last run of each stage in the study directory's run.jsonl)."""
+    suffixes = tuple(f"-{s.removeprefix('forget')}" for s in facts(report)["forget_splits"])
+    stages = [s for s in report["stages"] if s["stage"] == "report" or s["stage"].endswith(suffixes)]
+    if not suffixes or not stages:
+        raise SystemExit(f"{report.get('command', '?')}: no forget-split stages to count")
+    if any(s.get("start") is None for s in stages):
+        out = out_dir(report)
+        log = {s["stage"]: s for s in stage_times(out)} if out is not None and (out / "run.jsonl").is_file() else {}
+        if any(log.get(s["stage"], {}).get("start") is None for s in stages):
+            raise SystemExit(f"{report.get('command', '?')}: stage start times are neither in the report nor in "
+                             "its run.jsonl")
+        stages = [s | {"start": log[s["stage"]]["start"]} for s in stages]
+    span = max(s["start"] + s["seconds"] for s in stages) - min(s["start"] for s in stages)
+    return report | {"stages": stages, "kinds": kind_totals(stages), "total_seconds": span}
+
+
 def x_value(report: dict, by: str):
     f = facts(report)
     if by == "authors":
@@ -59,6 +80,7 @@ def x_value(report: dict, by: str):
 def rows(reports: list[dict], by: str) -> list[dict]:
     out = []
     for r in reports:
+        r = forget_part(r) if by == "forget" else r
         k = kinds(r)
         met = [q["met"] for q in r.get("quality", [])]
         out.append({"x": x_value(r, by), "wall_min": r["total_seconds"] / 60,
@@ -71,7 +93,8 @@ def rows(reports: list[dict], by: str) -> list[dict]:
 
 
 def table(rs: list[dict], by: str) -> str:
-    head = [by, "wall min", *[f"{k} (stage-min)" for k in KINDS], "CPU min (stages)", "load during",
+    head = [by, "span min (forget-split stages)" if by == "forget" else "wall min",
+            *[f"{k} (stage-min)" for k in KINDS], "CPU min (stages)", "load during",
             *(["busy"] if by != "busy" else []), "quality met", "overrides"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rs:
@@ -95,7 +118,8 @@ def plot(rs: list[dict], by: str, path: Path) -> None:
     fig = Figure(figsize=(7, 4.2), dpi=120)
     ax = fig.add_subplot()
     xs = [str(r["x"]) for r in rs]
-    ax.plot(xs, [r["wall_min"] for r in rs], "o-", color="black", lw=2, label="study wall time")
+    ax.plot(xs, [r["wall_min"] for r in rs], "o-", color="black", lw=2,
+            label="wall time of the forget-split stages" if by == "forget" else "study wall time")
     for k in KINDS:
         ys = [r["kinds"][k] for r in rs]
         if any(y > 0.05 for y in ys):
