@@ -73,7 +73,7 @@ def x_value(report: dict, by: str):
     if by == "authors":
         return f["authors"]
     if by == "forget":
-        return ",".join(s.removeprefix("forget") + " %" for s in f["forget_splits"])
+        return ",".join(str(int(s.removeprefix("forget"))) + " %" for s in f["forget_splits"])
     return report.get("busy_processes", 0)
 
 
@@ -120,10 +120,10 @@ def plot(rs: list[dict], by: str, path: Path) -> None:
     xs = [str(r["x"]) for r in rs]
     ax.plot(xs, [r["wall_min"] for r in rs], "o-", color="black", lw=2,
             label="wall time of the forget-split stages" if by == "forget" else "study wall time")
-    for k in KINDS:
+    for i, k in enumerate(KINDS):  # one colour per kind in every figure
         ys = [r["kinds"][k] for r in rs]
         if any(y > 0.05 for y in ys):
-            ax.plot(xs, ys, "o--", lw=1, label=f"{k} (stage-minutes)")
+            ax.plot(xs, ys, "o--", lw=1, color=f"C{i}", label=f"{k} (stage-minutes)")
     ax.set_xlabel({"authors": "authors in the world", "forget": "forget split",
                    "busy": "busy background processes"}[by])
     ax.set_ylabel("minutes")
