@@ -117,7 +117,9 @@ def plot(rs: list[dict], by: str, path: Path) -> None:
 
     fig = Figure(figsize=(7, 4.2), dpi=120)
     ax = fig.add_subplot()
-    xs = [str(r["x"]) for r in rs]
+    # authors to scale: 50, 100, 200 are not evenly spaced
+    numeric = by == "authors" and all(isinstance(r["x"], int) for r in rs)
+    xs = [r["x"] if numeric else str(r["x"]) for r in rs]
     ax.plot(xs, [r["wall_min"] for r in rs], "o-", color="black", lw=2,
             label="wall time of the forget-split stages" if by == "forget" else "study wall time")
     for i, k in enumerate(KINDS):  # one colour per kind in every figure
@@ -128,6 +130,9 @@ def plot(rs: list[dict], by: str, path: Path) -> None:
                    "busy": "busy background processes"}[by])
     ax.set_ylabel("minutes")
     ax.set_ylim(bottom=0)
+    if numeric:
+        ax.set_xticks(xs)
+        ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("clearbench study time (benchmarks/bench_study.py)", fontsize=10)
