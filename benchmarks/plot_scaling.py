@@ -68,12 +68,15 @@ def forget_part(report: dict) -> dict:
     return report | {"stages": stages, "kinds": kind_totals(stages), "total_seconds": span}
 
 
+def forget_percents(report: dict) -> tuple[int, ...]:
+    return tuple(int(s.removeprefix("forget")) for s in facts(report)["forget_splits"])
+
+
 def x_value(report: dict, by: str):
-    f = facts(report)
     if by == "authors":
-        return f["authors"]
+        return facts(report)["authors"]
     if by == "forget":
-        return ",".join(str(int(s.removeprefix("forget"))) + " %" for s in f["forget_splits"])
+        return ",".join(f"{p} %" for p in forget_percents(report))
     return report.get("busy_processes", 0)
 
 
@@ -83,13 +86,14 @@ def rows(reports: list[dict], by: str) -> list[dict]:
         r = forget_part(r) if by == "forget" else r
         k = kinds(r)
         met = [q["met"] for q in r.get("quality", [])]
-        out.append({"x": x_value(r, by), "wall_min": r["total_seconds"] / 60,
+        x = x_value(r, by)
+        out.append({"x": x, "order": forget_percents(r) if by == "forget" else x, "wall_min": r["total_seconds"] / 60,
                     "kinds": {name: k.get(name, 0.0) / 60 for name in KINDS}, "core_min": core_minutes(r),
                     "load": r.get("load_during_mean"), "busy": r.get("busy_processes", 0),
                     "quality": f"{sum(met)}/{len(met)}" if met else "n/a",
                     "overrides": " ".join(r.get("overrides", [])),
                     "exit": r.get("exit_code")})
-    return sorted(out, key=lambda row: (str(type(row["x"])), row["x"]))
+    return sorted(out, key=lambda row: (str(type(row["order"])), row["order"]))  # 1 %, 5 %, 10 %: by number
 
 
 def table(rs: list[dict], by: str) -> str:

@@ -72,8 +72,11 @@ def test_by_forget_counts_only_the_forget_split_stages_and_their_span(scaling, t
         stage("evaluate/ga-10", "evaluate", 800, 50), stage("report", "report", 850, 20)])
     reused = _report(tmp_path / "b", [], 200.0, forget_splits=["forget01"], stage_list=[
         stage("gold-01", "finetune", 0, 150), stage("evaluate/ga-01", "evaluate", 150, 30)])
-    rows = scaling.rows([whole, reused], "forget")
-    assert [r["x"] for r in rows] == ["1 %", "10 %"]
+    middle = _report(tmp_path / "c", [], 100.0, forget_splits=["forget05"], stage_list=[
+        stage("gold-05", "finetune", 0, 90)])
+    rows = scaling.rows([whole, middle, reused], "forget")
+    assert [r["x"] for r in rows] == ["1 %", "5 %", "10 %"]  # by number, not as text
+    rows = [rows[0], rows[2]]
     assert rows[1]["wall_min"] == pytest.approx((870 - 440) / 60) and rows[0]["wall_min"] == pytest.approx(3.0)
     assert rows[1]["kinds"]["finetune"] == pytest.approx(280 / 60) and rows[1]["kinds"]["pretrain"] == 0
     assert rows[1]["core_min"] == pytest.approx(390 / 60)  # the report is not counted (as for whole runs)
