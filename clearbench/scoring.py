@@ -24,12 +24,22 @@ Scored = tuple[list[float], list[float], list[float]]  # (answer-token log-probs
 
 
 @torch.no_grad()
-def teacher_forced(loaded: Loaded, items: Sequence[tuple[Record, str]], batch_size: int, stats: bool) -> list[Scored]:
-    """Per (record, answer) item: (token log-probs of the answer, Min-K%++ mu, sigma); mu/sigma only if ``stats``."""
+def teacher_forced(loaded: Loaded, items: Sequence[tuple[Record, str]], batch_size: int,
+                   stats: bool | Sequence[bool]) -> list[Scored]:
+    """Per (record, answer) item: (token log-probs of the answer, Min-K%++ mu, sigma); mu/sigma only for the items
+    ``stats`` asks for (one flag for all, or one per item; the others get empty lists)."""
+    items = list(items)
     base = packed_model(loaded)
     if base is not None:
-        return _teacher_forced_packed(loaded, base, list(items), batch_size, stats)
+        return _teacher_forced_packed(loaded, base, items, batch_size, _item_flags(stats, len(items)))
     return teacher_forced_rows(loaded, items, batch_size, stats)
+
+
+def _item_flags(stats: bool | Sequence[bool], n: int) -> list[bool]:
+    flags = [bool(stats)] * n if isinstance(stats, bool) else [bool(x) for x in stats]
+    if len(flags) != n:
+        raise ValueError(f"stats has {len(flags)} flags for {n} items")
+    return flags
 
 
 def answer_probability(loaded: Loaded, records: Sequence[Record], batch_size: int = 32) -> float:
@@ -54,33 +64,44 @@ def packed_model(loaded: Loaded) -> Any | None:
     return base
 
 
-def _vocab_stats(logits: torch.Tensor, targets: torch.Tensor, stats: bool):
-    """logits (N, V), targets (N,) -> lp (N,), mu (N,), sigma (N,) (mu/sigma None unless ``stats``)."""
+def _vocab_stats(logits: torch.Tensor, targets: torch.Tensor, stats: torch.Tensor):
+    """logits (N, V), targets (N,), stats (N,) bool -> lp (N,), mu (N,), sigma (N,); mu/sigma are computed at the
+    positions ``stats`` marks only (0 elsewhere) and are None when it marks none."""
     logp = torch.log_softmax(upcast(logits), dim=-1)  # (N, V)
     lp = logp.gather(1, targets[:, None])[:, 0]
-    if not stats:
+    if not bool(stats.any()):
         return lp, None, None
-    p = logp.exp()
-    mu = (p * logp).sum(-1)
-    sigma = ((p * logp.pow(2)).sum(-1) - mu.pow(2)).clamp(min=0).sqrt()
+    sel = logp[stats]
+    p = sel.exp()
+    mu, sigma = torch.zeros_like(lp), torch.zeros_like(lp)
+    mu[stats] = (p * sel).sum(-1)
+    sigma[stats] = ((p * sel.pow(2)).sum(-1) - mu[stats].pow(2)).clamp(min=0).sqrt()
     return lp, mu, sigma
 
 
-def _split(lp: torch.Tensor, mu: torch.Tensor | None, sigma: torch.Tensor | None, sizes: list[int]) -> list[Scored]:
-    """Flat (N,) statistics -> one (lp, mu, sigma) lists triple per consecutive run of ``sizes``."""
+def _split(lp: torch.Tensor, mu: torch.Tensor | None, sigma: torch.Tensor | None, sizes: list[int],
+           stats: list[bool]) -> list[Scored]:
+    """Flat (N,) statistics -> one (lp, mu, sigma) lists triple per consecutive run of ``sizes``; mu/sigma are
+    empty for the runs whose ``stats`` flag is off."""
     cols = [x.cpu().tolist() if x is not None else None for x in (lp, mu, sigma)]
     out, at = [], 0
-    for n in sizes:
-        out.append(tuple(c[at:at + n] if c is not None else [] for c in cols))
+    for n, want in zip(sizes, stats):
+        out.append(tuple(c[at:at + n] if c is not None and (want or j == 0) else [] for j, c in enumerate(cols)))
         at += n
     return out
 
 
+def _position_flags(sizes: list[int], stats: list[bool], device: Any) -> torch.Tensor:
+    """One flag per flat position: its item's ``stats`` flag repeated over the item's ``sizes`` positions."""
+    return torch.tensor([want for n, want in zip(sizes, stats) for _ in range(n)], dtype=torch.bool, device=device)
+
+
 # ---------------------------------------------------------------------------------------- per-row path
 @torch.no_grad()
-def teacher_forced_rows(loaded: Loaded, items: Sequence[tuple[Record, str]], batch_size: int, stats: bool
-                        ) -> list[Scored]:
+def teacher_forced_rows(loaded: Loaded, items: Sequence[tuple[Record, str]], batch_size: int,
+                        stats: bool | Sequence[bool]) -> list[Scored]:
     """One padded row per (record, answer): the generic path (any family)."""
+    stats = _item_flags(stats, len(items))
     model = loaded.model
     device = next(model.parameters()).device
     order = sorted(range(len(items)), key=lambda k: len(items[k][0].question) + len(items[k][1]))
@@ -95,7 +116,9 @@ def teacher_forced_rows(loaded: Loaded, items: Sequence[tuple[Record, str]], bat
         mask = labels != IGNORE_INDEX
         logits = model(**batch).logits[:, :-1]  # (B, T-1, V)
         # only answer positions go through the vocabulary statistics (a VLM prompt holds hundreds of image tokens)
-        scored = _split(*_vocab_stats(logits[mask], labels[mask], stats), mask.sum(1).tolist())
+        sizes, want = mask.sum(1).tolist(), [stats[k] for k in idx]
+        flags = _position_flags(sizes, want, device)
+        scored = _split(*_vocab_stats(logits[mask], labels[mask], flags), sizes, want)
         for row, k in enumerate(idx):
             out[k] = scored[row]
     return out
@@ -154,8 +177,9 @@ def _pack_rows(items: list[tuple[Record, str]], group: list[list[int]], batch: d
     return seqs, positions, segments, picks, pix
 
 
-def _packed_forward(model: Any, packed: tuple, pixel_values: torch.Tensor | None, pad_id: int, stats: bool):
-    """Run the packed rows (each answer sees the prompt and itself) -> lp, mu, sigma at the answer positions."""
+def _packed_forward(model: Any, packed: tuple, pixel_values: torch.Tensor | None, pad_id: int, stats: torch.Tensor):
+    """Run the packed rows (each answer sees the prompt and itself) -> lp, mu, sigma at the answer positions
+    (mu, sigma where the per-position flags ``stats`` ask)."""
     seqs, positions, segments, picks, _ = packed
     device = next(model.parameters()).device
     width = max(len(x) for x in seqs)
@@ -178,7 +202,7 @@ def _packed_forward(model: Any, packed: tuple, pixel_values: torch.Tensor | None
 
 
 def _teacher_forced_packed(loaded: Loaded, model: Any, items: list[tuple[Record, str]], batch_size: int,
-                           stats: bool) -> list[Scored]:
+                           stats: list[bool]) -> list[Scored]:
     pad_id = loaded.processor.tokenizer.pad_token_id
     out: list = [None] * len(items)
     for group in _pack_batches(items, batch_size):
@@ -186,8 +210,10 @@ def _teacher_forced_packed(loaded: Loaded, model: Any, items: list[tuple[Record,
         batch = loaded.collate([items[k][0] for k in flat], answers=[items[k][1] for k in flat])
         packed = _pack_rows(items, group, batch)
         pix = packed[4]
-        scored = _split(*_packed_forward(model, packed, batch["pixel_values"][pix] if pix else None, pad_id, stats),
-                        [len(where) for _, where, _, _ in packed[3]])
+        sizes, want = [len(where) for _, where, _, _ in packed[3]], [stats[k] for _, _, _, k in packed[3]]
+        flags = _position_flags(sizes, want, next(model.parameters()).device)
+        scored = _split(*_packed_forward(model, packed, batch["pixel_values"][pix] if pix else None, pad_id, flags),
+                        sizes, want)
         for (_, _, _, k), triple in zip(packed[3], scored):
             out[k] = triple
     return out

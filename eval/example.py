@@ -80,7 +80,11 @@ class ExampleOutput:
         return split_of(self.split)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # field by field (dataclasses.asdict deep-copies every float: 5 % of an evaluation's time)
+        d = {f.name: getattr(self, f.name) for f in _FIELDS}
+        for key in ("perturbed_answers", "lp_answer", "lp_paraphrased", "minkpp_mu", "minkpp_sigma"):
+            d[key] = list(d[key])
+        d["lp_perturbed"] = [list(row) for row in self.lp_perturbed]
         d["modality"] = str(self.modality)
         d["task"] = str(self.task)
         return d
@@ -143,6 +147,9 @@ class ExampleOutput:
         if _outside(self.minkpp_sigma, low=0.0):
             out.append(f"{where}: minkpp_sigma must be finite and >= 0")
         return out
+
+
+_FIELDS = dataclasses.fields(ExampleOutput)
 
 
 def _outside(values: list, low: float = -math.inf, high: float = math.inf) -> bool:

@@ -67,17 +67,13 @@ def score_chunk(loaded, records: list[Record], config: str, batch_size: int, max
     for rec in records:
         for text in dict.fromkeys([rec.answer, rec.paraphrased_answer or rec.answer, *rec.perturbed_answers]):
             variants.append((rec, text))
-    answers = teacher_forced(loaded, [v for v in variants if v[1] == v[0].answer], batch_size, stats=True)
-    others = teacher_forced(loaded, [v for v in variants if v[1] != v[0].answer], batch_size, stats=False)
+    # one pass: a record's prompt and image are encoded once for all its variants; Min-K%++ only for the answer
+    scored = teacher_forced(loaded, variants, batch_size, stats=[text == rec.answer for rec, text in variants])
     by_key: dict[tuple[str, str], list[float]] = {}
     stats: dict[str, tuple[list[float], list[float]]] = {}
-    a_iter, o_iter = iter(answers), iter(others)
-    for rec, text in variants:
+    for (rec, text), (lp, mu, sig) in zip(variants, scored):
         if text == rec.answer:
-            lp, mu, sig = next(a_iter)
             stats[rec.id] = (mu, sig)
-        else:
-            lp, _, _ = next(o_iter)
         by_key[(rec.id, text)] = lp
     gens = generate(loaded, records, max_new_tokens=max_new_tokens, batch_size=batch_size)
     out = []

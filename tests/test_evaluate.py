@@ -487,6 +487,30 @@ def test_packed_prompt_sharing_equals_one_row_per_answer(loaded_families, family
         assert all(abs(x - y) < 1e-5 for xs, ys in zip(a, b) for x, y in zip(xs, ys))
 
 
+
+def test_per_item_stats_flags_match_one_call_per_kind(loaded_families):
+    """The evaluation scores every answer variant in one pass and asks Min-K%++ statistics for the answers only:
+    each item's log-probs and statistics equal those of a call that scores it with stats on or off for all, on the
+    packed path and the per-row path."""
+    from model_fixtures import sample_records
+
+    loaded = loaded_families["tiny-llava"]
+    records = sample_records()
+    items = [(r, a) for r in records for a in dict.fromkeys([r.answer, *r.perturbed_answers])]
+    flags = [a == r.answer for r, a in items]
+    assert any(flags) and not all(flags)
+    for run in (outputs.teacher_forced, scoring.teacher_forced_rows):
+        mixed = run(loaded, items, batch_size=3, stats=flags)
+        on, off = run(loaded, items, batch_size=3, stats=True), run(loaded, items, batch_size=3, stats=False)
+        for flag, got, a, b in zip(flags, mixed, on, off):
+            want = a if flag else b
+            assert [len(x) for x in got] == [len(x) for x in want]
+            assert got[1] if flag else not got[1]
+            assert all(abs(x - y) < 1e-5 for xs, ys in zip(got, want) for x, y in zip(xs, ys))
+    with pytest.raises(ValueError, match="flags for"):
+        outputs.teacher_forced(loaded, items, batch_size=3, stats=flags[:-1])
+
+
 # ------------------------------------------------------------------------------ per-cell caps
 def test_per_cell_caps_are_seeded_and_never_exceeded(tiny_world):
     from collections import Counter
