@@ -39,8 +39,14 @@ from clearbench.types import unknown_name_message
 PRIOR_COST = {"generate": 1.0, "pretrain": 8.0, "finetune": 10.0, "unlearn": 0.5, "evaluate": 0.5, "report": 0.1,
               "replicate_report": 0.1, "validate": 0.1, "calibrate_select": 0.1,
               "attack": 0.5, "metaeval_report": 0.1, **SCENARIO_COST}
-# Imported once by the fork server, so that each worker starts with them loaded.
-WORKER_PRELOAD = ["clearbench.executor", "clearbench.run", "clearbench.stages", "clearbench.unlearn", "eval.evaluate"]
+# Imported once by the fork server, so that each worker starts with them loaded: with the embedded default's model,
+# processor, chat-template and adapter modules too, loading a model in a worker takes 0.2 s instead of 1.7 s (the
+# fork server skips a module that does not import).
+WORKER_PRELOAD = ["clearbench.executor", "clearbench.run", "clearbench.stages", "clearbench.unlearn", "eval.evaluate",
+                  "transformers.models.llava.modeling_llava", "transformers.models.llava.processing_llava",
+                  "transformers.models.llava.image_processing_llava", "transformers.models.clip.image_processing_clip",
+                  "transformers.models.llama.modeling_llama", "transformers.models.clip.modeling_clip",
+                  "transformers.generation.utils", "accelerate", "peft", "jinja2"]
 
 
 LOCK_FILE = "run.lock"

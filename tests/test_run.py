@@ -441,3 +441,14 @@ def test_a_forget20_world_runs_end_to_end(tmp_path):
     assert result["provenance"]["forget_split"] == "forget20"
     assert any(k.startswith("forget/") for k in result["aggregates"]["metrics"])
     assert "grad_ascent-multimodal-20" in (out / "report" / "index.html").read_text()
+
+
+def test_worker_preload_names_modules_that_import():
+    """The fork server silently skips a preload module that does not import: a misspelt name would quietly cost
+    every worker its import time again."""
+    import importlib
+
+    from clearbench.executor import WORKER_PRELOAD
+
+    for name in WORKER_PRELOAD:
+        assert importlib.import_module(name).__name__ == name
