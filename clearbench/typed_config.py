@@ -61,6 +61,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} matches none of {', '.join(_type_name(a) for a in args)}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and value not in allowed:  # YAML 1.1 reads `no`, `off`, `yes`, `on` as booleans
+            value = next((w for w in (("yes", "on", "true") if value else ("no", "off", "false")) if w in allowed),
+                         value)
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
         return value

@@ -96,6 +96,18 @@ def test_the_preset_and_the_gpu_presets_pass_the_checks():
         check_config(load_config(BenchConfig, preset))
 
 
+def test_yaml_booleans_read_as_the_choice_they_spell(tmp_path):
+    """YAML 1.1 reads a bare `no` as false: `mixed_precision=no` (a command-line override or a preset line) means the
+    choice "no", not a type error; a boolean no choice spells is still refused."""
+    cfg = load_config(BenchConfig, "tiny-smoke", ["finetune.phase.train.mixed_precision=no"])
+    assert cfg.finetune.phase.train.mixed_precision == "no"
+    preset = tmp_path / "p.yaml"
+    preset.write_text("inherit: tiny-smoke\nunlearn:\n  train: {mixed_precision: no}\n")
+    assert load_config(BenchConfig, str(preset)).unlearn.train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="True is not one of"):
+        load_config(BenchConfig, "tiny-smoke", ["finetune.phase.train.mixed_precision=yes"])
+
+
 def test_config_objects_built_in_code_are_checked_too():
     with pytest.raises(ValueError, match="lr=inf: must be a finite number > 0"):
         TrainConfig(lr=float("inf"))
