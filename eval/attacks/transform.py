@@ -13,7 +13,6 @@ import time
 import zlib
 
 import numpy as np
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from clearbench.types import Record
@@ -43,6 +42,9 @@ class Config:
 
 def transform_image(img: Image.Image, name: str, rng: np.random.Generator, cfg: Config) -> Image.Image:
     """``img`` (RGB) under transform ``name`` with parameters drawn from ``rng``."""
+    # imported here: torchvision's import pulls in torch._dynamo, seconds of every process that imports eval
+    import torchvision.transforms.v2.functional as TF
+
     img = img.convert("RGB")
     w, h = img.size
     if name == "crop":
