@@ -8,6 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # torch threads stay as set (clearbench.threads would drop them under load, and exact-equality tests compare runs)
 os.environ.setdefault("CLEARBENCH_FIXED_THREADS", "1")
+# under pytest-xdist (README: -n 2) each worker and the processes it starts get one torch thread unless a test sets
+# another: a 2-thread op beside the other worker waits on its busy core (docs/performance.md, threads table)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["HF_HOME"] = os.path.join(_HF_TMP, "home")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_TMP, "datasets")
 
