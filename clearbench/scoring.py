@@ -29,10 +29,11 @@ def teacher_forced(loaded: Loaded, items: Sequence[tuple[Record, str]], batch_si
     """Per (record, answer) item: (token log-probs of the answer, Min-K%++ mu, sigma); mu/sigma only for the items
     ``stats`` asks for (one flag for all, or one per item; the others get empty lists)."""
     items = list(items)
+    flags = _item_flags(stats, len(items))
     base = packed_model(loaded)
     if base is not None:
-        return _teacher_forced_packed(loaded, base, items, batch_size, _item_flags(stats, len(items)))
-    return teacher_forced_rows(loaded, items, batch_size, stats)
+        return _teacher_forced_packed(loaded, base, items, batch_size, flags)
+    return teacher_forced_rows(loaded, items, batch_size, flags)
 
 
 def _item_flags(stats: bool | Sequence[bool], n: int) -> list[bool]:
@@ -71,11 +72,15 @@ def _vocab_stats(logits: torch.Tensor, targets: torch.Tensor, stats: torch.Tenso
     lp = logp.gather(1, targets[:, None])[:, 0]
     if not bool(stats.any()):
         return lp, None, None
-    sel = logp[stats]
+    every = bool(stats.all())
+    sel = logp if every else logp[stats]  # no (N, V) copy when every position asks
     p = sel.exp()
+    mu_at = (p * sel).sum(-1)
+    sigma_at = ((p * sel.pow(2)).sum(-1) - mu_at.pow(2)).clamp(min=0).sqrt()
+    if every:
+        return lp, mu_at, sigma_at
     mu, sigma = torch.zeros_like(lp), torch.zeros_like(lp)
-    mu[stats] = (p * sel).sum(-1)
-    sigma[stats] = ((p * sel.pow(2)).sum(-1) - mu[stats].pow(2)).clamp(min=0).sqrt()
+    mu[stats], sigma[stats] = mu_at, sigma_at
     return lp, mu, sigma
 
 

@@ -82,7 +82,7 @@ class ExampleOutput:
     def to_dict(self) -> dict[str, Any]:
         # field by field (dataclasses.asdict deep-copies every float: 5 % of an evaluation's time)
         d = {f.name: getattr(self, f.name) for f in _FIELDS}
-        for key in ("perturbed_answers", "lp_answer", "lp_paraphrased", "minkpp_mu", "minkpp_sigma"):
+        for key in ("perturbed_answers", *_FLOAT_LISTS):
             d[key] = list(d[key])
         d["lp_perturbed"] = [list(row) for row in self.lp_perturbed]
         d["modality"] = str(self.modality)
@@ -100,7 +100,7 @@ class ExampleOutput:
             )
         kw = dict(d)
         kw["perturbed_answers"] = [str(a) for a in d["perturbed_answers"]]
-        for key in ("lp_answer", "lp_paraphrased", "minkpp_mu", "minkpp_sigma"):
+        for key in _FLOAT_LISTS:
             kw[key] = list(map(float, d[key]))
         kw["lp_perturbed"] = [list(map(float, row)) for row in d["lp_perturbed"]]
         kw["modality"] = str(d["modality"])
@@ -150,6 +150,7 @@ class ExampleOutput:
 
 
 _FIELDS = dataclasses.fields(ExampleOutput)
+_FLOAT_LISTS = ("lp_answer", "lp_paraphrased", "minkpp_mu", "minkpp_sigma")  # one float per answer token
 
 
 def _outside(values: list, low: float = -math.inf, high: float = math.inf) -> bool:

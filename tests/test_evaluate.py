@@ -487,7 +487,6 @@ def test_packed_prompt_sharing_equals_one_row_per_answer(loaded_families, family
         assert all(abs(x - y) < 1e-5 for xs, ys in zip(a, b) for x, y in zip(xs, ys))
 
 
-
 def test_per_item_stats_flags_match_one_call_per_kind(loaded_families):
     """The evaluation scores every answer variant in one pass and asks Min-K%++ statistics for the answers only:
     each item's log-probs and statistics equal those of a call that scores it with stats on or off for all, on the
