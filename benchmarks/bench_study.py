@@ -8,7 +8,9 @@ core count and load, what each stage cost (run.json's ``cost``) and whether the 
 for a machine that does other things (issue: the total with one busy process should stay within 2x idle).
 ``--out`` must not exist (a clean run); ``--fresh`` deletes it first; ``--reuse`` runs in an existing study directory
 and times only the stages that run (the others are reused from the earlier run; for the forget-split figure, where
-world, base and target do not change). Everything after ``--`` is passed to
+world, base and target do not change); ``--stage-store DIR`` passes a stage store to ``clearbench run``
+(clearbench.stage_store: a world, base or finetune found there is copied in, not made; its row in the stage
+table says "(from store)"). Everything after ``--`` is passed to
 ``clearbench run`` as config overrides (e.g. ``world.params.authors=100`` or
 ``study.forget_splits=[forget05]`` for the scaling figures; ``benchmarks/plot_scaling.py`` tabulates and plots
 several runs' ``--json`` files).
@@ -61,8 +63,8 @@ def busy_processes(n: int) -> list[subprocess.Popen]:
 
 
 def stage_times(out: Path, skip_lines: int = 0) -> list[dict]:
-    """(stage, kind, seconds, start) of every stage that ran, from the study's run.jsonl (after its first
-    ``skip_lines``); ``start`` is seconds after the run began."""
+    """(stage, kind, seconds, start) of every stage that ran or was copied from a stage store (kind "<kind> (from
+    store)"), from the study's run.jsonl (after its first ``skip_lines``); ``start`` is seconds after the run began."""
     kinds, rows = {}, []
     for line in (out / "run.jsonl").read_text().splitlines()[skip_lines:]:
         e = json.loads(line)
@@ -71,6 +73,9 @@ def stage_times(out: Path, skip_lines: int = 0) -> list[dict]:
         elif e["event"] == "end":
             kind, start = kinds.get(e["stage"], ("?", None))
             rows.append({"stage": e["stage"], "kind": kind, "seconds": e["seconds"], "start": start})
+        elif e["event"] == "fetch":
+            rows.append({"stage": e["stage"], "kind": f"{e.get('kind', '?')} (from store)", "seconds": e["seconds"],
+                         "start": e["time"]})
     return rows
 
 
@@ -119,6 +124,8 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ap.add_argument("--reuse", action="store_true", help="run in an existing --out; time only the stages that run")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--stage-store", type=Path, help="clearbench run's stage store (default: none; "
+                                                     "CLEARBENCH_STAGE_STORE is not passed on)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     if args.fresh and args.reuse:
@@ -135,10 +142,12 @@ def main() -> int:
     sampler = LoadSampler()
     sampler.start()
     cmd = [sys.executable, "-m", "clearbench.cli", "run", "--preset", args.preset, "--out", str(args.out),
-           "--jobs", str(args.jobs), *args.overrides]
+           "--jobs", str(args.jobs), *(["--stage-store", str(args.stage_store)] if args.stage_store else []),
+           *args.overrides]
+    env = {k: v for k, v in os.environ.items() if k != "CLEARBENCH_STAGE_STORE"}  # a store only when asked
     t0 = time.time()
     try:
-        code = subprocess.call(cmd, cwd=ROOT)
+        code = subprocess.call(cmd, cwd=ROOT, env=env)
     finally:
         total = time.time() - t0
         sampler.stop.set()
@@ -148,7 +157,7 @@ def main() -> int:
     facts = study_facts(args.out)
     report = {
         "command": " ".join(cmd), "preset": args.preset, "overrides": args.overrides, **facts,
-        "reused_earlier_stages": args.reuse,
+        "reused_earlier_stages": args.reuse, "stage_store": str(args.stage_store) if args.stage_store else None,
         "exit_code": code, "total_seconds": round(total, 1),
         "cores": os.cpu_count(), "busy_processes": args.busy, "load_before": [round(x, 2) for x in before],
         "load_during_mean": round(sum(sampler.samples) / len(sampler.samples), 2) if sampler.samples else None,

@@ -8,21 +8,21 @@ the study directory logs every stage start, skip and end; the progress lines giv
 ``jobs`` > 1 runs up to that many stages at once, each in a worker process that receives the stage's kind and
 arguments and calls ``STAGE_FUNCTIONS[kind]``; a stage starts once every stage it ``needs`` has finished.
 ``executor`` "slurm" or "local" submits each stage as a submitit job instead (clearbench.cluster).
+With a stage store (clearbench.stage_store) a world, base or finetune another study made with the same key and code
+is copied in instead of being made again, and each one made here is copied to the store.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from clearbench import interrupt
 from clearbench.cluster_config import EXECUTORS
@@ -31,6 +31,8 @@ from clearbench.provenance import write_json_atomic
 from clearbench.scenarios import PRIOR_COST as SCENARIO_COST
 from clearbench.plan import Stage
 from clearbench.run import STAGE_FUNCTIONS, plan_study
+from clearbench.stage_store import StageStore
+from clearbench.study_lock import study_lock
 from clearbench.study import seed_config, seed_dir
 from clearbench.types import unknown_name_message
 
@@ -49,15 +51,8 @@ WORKER_PRELOAD = ["clearbench.executor", "clearbench.run", "clearbench.stages", 
                   "transformers.generation.utils", "accelerate", "peft", "jinja2"]
 
 
-LOCK_FILE = "run.lock"
-
-
 class StageFailed(ChildProcessError):
     """A stage run in a worker process (``jobs`` > 1) failed; its traceback is in its log file."""
-
-
-class StudyLocked(FileExistsError):
-    """Another live process is running a study in this directory (its lock file exists)."""
 
 
 def state_of(stage: Stage) -> str:
@@ -115,8 +110,9 @@ class _Started:
 class Progress:
     """The outcome, the run log (``run.jsonl``) and the progress lines of one execution."""
 
-    def __init__(self, stages: list[Stage], log_path: Path, echo: Callable[[str], None], jobs: int):
-        self.stages, self.log_path, self.echo, self.jobs = stages, Path(log_path), echo, jobs
+    def __init__(self, stages: list[Stage], log_path: Path, echo: Callable[[str], None], jobs: int,
+                 store: StageStore | None = None):
+        self.stages, self.log_path, self.echo, self.jobs, self.store = stages, Path(log_path), echo, jobs, store
         self.index = {s.name: i for i, s in enumerate(stages)}
         self.outcome: dict[str, str] = {}
         self.durations: dict[str, list[float]] = {}
@@ -142,12 +138,22 @@ class Progress:
         return f"[{self.index[stage.name] + 1}/{len(self.stages)}] {stage.name}"
 
     def begin(self, stage: Stage, note: str = "") -> _Started | None:
-        """Skip ``stage`` (returns None) if it is done, else clear it if stale and log its start."""
+        """Skip ``stage`` (returns None) if it is done or the store has it (copied in), else clear it if stale
+        and log its start."""
         state = state_of(stage)
         if state == "done":
             self.outcome[stage.name] = "skipped"
             self.write(event="skip", stage=stage.name, key=stage.key)
             self.echo(f"{self.prefix(stage)}: up to date, skipped")
+            return None
+        if self.store is not None and self.store.has(stage):  # a finished copy beats resuming a partial one
+            t0 = time.time()
+            _clear(stage)
+            self.store.fetch(stage)
+            self.outcome[stage.name] = "fetched"
+            self.write(event="fetch", stage=stage.name, kind=stage.kind, key=stage.key, source=str(self.store.entry(stage)),
+                       seconds=round(time.time() - t0, 2))
+            self.echo(f"{self.prefix(stage)}: copied from the stage store ({self.store.entry(stage)})")
             return None
         if state == "partial" and self.started_keys.get(stage.name, stage.key) != stage.key:
             state = "stale"  # interrupted under other settings: its checkpoints are not this stage's
@@ -170,17 +176,25 @@ class Progress:
         self.write(event="end", stage=stage.name, seconds=round(took, 2))
         self.outcome[stage.name] = {"partial": "resumed", "stale": "redone"}.get(started.state, "ran")
         self.echo(f"{self.prefix(stage)}: done in {_fmt(took)}")
+        if self.store is not None:
+            try:
+                if self.store.put(stage):
+                    self.echo(f"{self.prefix(stage)}: stored in {self.store.entry(stage)}")
+            except OSError as exc:  # the study's own output is complete: a store that cannot take it only warns
+                self.echo(f"{self.prefix(stage)}: WARNING: not stored in {self.store.root}: {exc}")
 
 
 def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = print,
-              only_seed: int | None = None, jobs: int = 1, executor: str = "builtin") -> dict[str, str]:
-    """Run the study ``cfg`` in ``out``; returns {stage name: skipped | ran | resumed | redone}.
+              only_seed: int | None = None, jobs: int = 1, executor: str = "builtin",
+              store: StageStore | None = None) -> dict[str, str]:
+    """Run the study ``cfg`` in ``out``; returns {stage name: skipped | fetched | ran | resumed | redone}.
 
     ``only_seed``: just that replicate's stages (no combined report), so that the replicates of one study can
     run in parallel processes or machines; a later run without it finds them done and writes the combined
     report. ``jobs`` = 1 runs the stages in order in this process; ``jobs`` > 1 see ``_run_parallel``.
     ``executor`` "local" or "slurm": each stage a submitit job, up to ``jobs`` at once (0: no limit), see
-    clearbench.cluster."""
+    clearbench.cluster. ``store``: the stage store worlds, bases and finetunes are copied from and to (None: none).
+    """
     if executor not in EXECUTORS:
         raise ValueError(unknown_name_message("executor", executor, EXECUTORS))
     if jobs < (0 if executor != "builtin" else 1):
@@ -194,7 +208,7 @@ def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = p
         save_config(cfg, out)
         for seed in cfg.study.seeds:  # each replicate directory is a complete study with its own config
             save_config(seed_config(cfg, seed), seed_dir(out, seed))
-        run = Progress(stages, log_path, echo, jobs or len(stages))
+        run = Progress(stages, log_path, echo, jobs or len(stages), store)
         if executor != "builtin":
             from clearbench.cluster import run_jobs
 
@@ -210,72 +224,6 @@ def run_study(cfg: BenchConfig, out: str | Path, echo: Callable[[str], None] = p
                     run.finish(stage, started)
     echo(f"study finished in {_fmt(time.time() - run.t0)}")
     return run.outcome
-
-
-# ------------------------------------------------------------------------------------- the lock
-@contextlib.contextmanager
-def study_lock(dirs: list[Path], echo: Callable[[str], None] = print) -> Iterator[None]:
-    """Hold ``run.lock`` (this process's pid, host and start time) in each of ``dirs`` while a study runs: a
-    second ``clearbench run`` on the same directory is refused with the holder's pid; the lock of a process
-    that is gone (killed) is taken over with a note."""
-    held: list[Path] = []
-    try:
-        for d in dirs:
-            held.append(_acquire(Path(d) / LOCK_FILE, echo))
-        yield
-    finally:
-        for path in held:
-            path.unlink(missing_ok=True)
-
-
-def _acquire(path: Path, echo: Callable[[str], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = _read_lock(path)
-            if _alive(holder):
-                raise StudyLocked(
-                    f"{path.parent} is being run by process {holder['pid']} on {holder['host']} (lock {path}); wait "
-                    f"for it to finish or stop it; if that process is gone, remove the lock") from None
-            echo(f"note: taking over {path} from process {holder.get('pid')}, which is no longer running")
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid())}, f)
-        return path
-    raise StudyLocked(f"could not take the lock {path}: other processes keep taking it; run one study at a time")
-
-
-def _read_lock(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # written by a process killed between creating and filling it
-        return {}
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    """Whether the lock's process still runs (on another host: assumed so, it cannot be checked from here)."""
-    if "pid" not in holder:
-        return False
-    if holder.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return holder.get("started") == _start_time(holder["pid"])  # else the pid was reused
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 # --------------------------------------------------------------------------------- --jobs N

@@ -432,7 +432,7 @@ def cli_rows():
                     check=lambda o: _assert_in(str((o / "r.cache").exists()), "False"))  # before any scoring
 
     def locked(s, inp, out):
-        from clearbench.executor import LOCK_FILE, _start_time
+        from clearbench.study_lock import LOCK_FILE, _start_time
 
         (out / "study").mkdir(parents=True)
         (out / "study" / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),

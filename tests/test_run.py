@@ -389,7 +389,7 @@ def test_a_new_generator_version_reruns_the_world_and_everything_downstream(tmp_
 # ----------------------------------------------------------------------------------- the lock
 def test_a_study_being_run_by_a_live_process_is_refused_with_its_pid(tmp_path, capsys):
     from clearbench.cli import main
-    from clearbench.executor import StudyLocked, study_lock
+    from clearbench.study_lock import StudyLocked, study_lock
 
     out, notes = tmp_path / "study", []
     holder = subprocess.Popen(["sleep", "60"])

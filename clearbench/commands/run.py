@@ -40,6 +40,10 @@ def add_parser(sub) -> None:
                         "with the resources of the preset's cluster section (docs/cluster.md), submitted once the "
                         "stages it needs are done, from this process, which must keep running; local: the same "
                         "with submitit's jobs on this machine")
+    p.add_argument("--stage-store", metavar="DIR",
+                   help="copy finished worlds, bases and finetunes to DIR, and copy them from there when another study "
+                        "made them with the same settings and code, instead of training them again (default: "
+                        "$CLEARBENCH_STAGE_STORE; none if unset)")
     p.set_defaults(func=run)
 
 
@@ -48,15 +52,20 @@ def run(args: argparse.Namespace) -> int:
 
     from clearbench.executor import run_study, state_of
     from clearbench.run import build_study
+    from clearbench.stage_store import from_env
 
     overrides = list(args.overrides) + ([f"study.seeds=[{','.join(map(str, args.seeds))}]"] if args.seeds else [])
     cfg = load_config(BenchConfig, args.preset, overrides)
+    store = from_env(args.stage_store)
     if args.dry_run:
         for i, stage in enumerate(build_study(cfg, Path(args.out))):
-            print(f"[{i + 1}] {stage.name:50s} {state_of(stage)}")
+            state = state_of(stage)
+            if state != "done" and store is not None and store.has(stage):
+                state = "in the stage store"
+            print(f"[{i + 1}] {stage.name:50s} {state}")
         return 0
     jobs = args.jobs if args.jobs is not None else 0 if args.executor == "slurm" else 1
-    run_study(cfg, args.out, only_seed=args.only_seed, jobs=jobs, executor=args.executor)
+    run_study(cfg, args.out, only_seed=args.only_seed, jobs=jobs, executor=args.executor, store=store)
     if args.only_seed is not None:
         print(f"replicate seed {args.only_seed} written to {args.out}/seed-{args.only_seed}")
         return 0
