@@ -188,13 +188,14 @@ def print_report(r: dict) -> None:
     by_kind: dict[str, list[float]] = {}
     for s in r["stages"]:
         by_kind.setdefault(s["kind"], []).append(s["seconds"])
-    print(f"{'stage kind':<12} {'stages':>6} {'sum of stage seconds':>21} {'longest':>9}")
+    print(f"{'stage kind':<22} {'stages':>6} {'sum of stage seconds':>21} {'longest':>9}")
     for kind, secs in by_kind.items():
-        print(f"{kind:<12} {len(secs):>6} {sum(secs):>21.1f} {max(secs):>9.1f}")
-    print(f"{'total (wall)':<12} {'':>6} {r['total_seconds']:>21.1f}  = {r['total_seconds'] / 60:.1f} min")
+        print(f"{kind:<22} {len(secs):>6} {sum(secs):>21.1f} {max(secs):>9.1f}")
+    print(f"{'total (wall)':<22} {'':>6} {r['total_seconds']:>21.1f}  = {r['total_seconds'] / 60:.1f} min")
     for s in r["stages"]:
         c = s["cost"] or {}
-        print(f"  {s['stage']:<44} {s['seconds']:>8.1f} s" + (
+        copied = " (from store: the cost of the run that made it)" if s["kind"].endswith("(from store)") else ""
+        print(f"  {s['stage']:<44} {s['seconds']:>8.1f} s" + copied + (
             f"  cpu {c['cpu_seconds']:>8.1f} s  steps {c['optimizer_steps']:>6}  tokens fwd+bwd "
             f"{c['tokens_backward']:>11,} fwd {c['tokens_forward_only']:>11,}"
             f"  peak {c['peak_memory_mb']:>6.0f} MiB" if c else ""))

@@ -147,14 +147,9 @@ class Progress:
             self.echo(f"{self.prefix(stage)}: up to date, skipped")
             return None
         if self.store is not None and self.store.has(stage):  # a finished copy beats resuming a partial one
-            t0 = time.time()
-            _clear(stage)
-            self.store.fetch(stage)
-            self.outcome[stage.name] = "fetched"
-            self.write(event="fetch", stage=stage.name, kind=stage.kind, key=stage.key, source=str(self.store.entry(stage)),
-                       seconds=round(time.time() - t0, 2))
-            self.echo(f"{self.prefix(stage)}: copied from the stage store ({self.store.entry(stage)})")
-            return None
+            if self._fetch(stage):
+                return None
+            state = state_of(stage)
         if state == "partial" and self.started_keys.get(stage.name, stage.key) != stage.key:
             state = "stale"  # interrupted under other settings: its checkpoints are not this stage's
             note = note + " (its interrupted run had other settings: starting again)"
@@ -168,6 +163,22 @@ class Progress:
                   + (f" (ETA {_fmt(eta)})" if eta else "") + note)
         self.write(event="start", stage=stage.name, kind=stage.kind, key=stage.key, resume=resume)
         return _Started(resume, state, time.time())
+
+    def _fetch(self, stage: Stage) -> bool:
+        """Replace ``stage``'s output with the store's copy; a copy that fails (disk full) only warns: the stage
+        is then made here."""
+        t0, entry = time.time(), self.store.entry(stage)
+        _clear(stage)
+        try:
+            self.store.fetch(stage)
+        except OSError as exc:
+            self.echo(f"{self.prefix(stage)}: WARNING: could not copy it from the stage store ({exc}); making it")
+            return False
+        self.outcome[stage.name] = "fetched"
+        self.write(event="fetch", stage=stage.name, kind=stage.kind, key=stage.key, source=str(entry),
+                   seconds=round(time.time() - t0, 2))
+        self.echo(f"{self.prefix(stage)}: copied from the stage store ({entry})")
+        return True
 
     def finish(self, stage: Stage, started: _Started) -> None:
         took = time.time() - started.t0

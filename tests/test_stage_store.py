@@ -97,3 +97,17 @@ def test_store_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(NotADirectoryError, match="is a file"):
         StageStore(tmp_path / "f", code="x")
+
+
+def test_a_copy_that_fails_is_made_here_instead(parallel, tmp_path, monkeypatch):
+    cfg, first, store = _stored(parallel, tmp_path)
+
+    def disk_full(stage):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "fetch", disk_full)  # the failure a full disk gives, injected
+    stages = build_study(cfg, tmp_path / "second")
+    notes: list[str] = []
+    started = Progress(stages, tmp_path / "second" / "run.jsonl", notes.append, 1, store).begin(stages[0])
+    assert started is not None and not started.resume  # made here, from the start
+    assert any("WARNING: could not copy it from the stage store" in n and "No space left" in n for n in notes)
