@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from clearbench import interrupt
+    from clearbench.processes import end_group
 
     # around the message too: a second Ctrl-C while stopping is only recorded; run as a program (no argv), the
     # process ignores further signals once stopping, up to its exit
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code = int(args.func(args) or 0)
             interrupt.check()  # a Ctrl-C whose exception was swallowed on the way still counts
+            end_group()  # under accelerate launch: the process group ends before the interpreter does
             return code
         except KeyboardInterrupt as exc:
             if args.debug:

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from clearbench import interrupt
+from clearbench.processes import end_group
 from clearbench.provenance import write_text_atomic
 
 STOP_WAIT_S = 60.0  # how long a stopped job waits for its launched processes to unwind before killing the launcher
@@ -87,10 +88,12 @@ def main(argv: list[str]) -> None:
     try:
         with interrupt.handling():  # SIGTERM (the job stopping us) unwinds; the stage resumes on the next run
             STAGE_FUNCTIONS[stage.kind](**stage.args, resume=resume)
-    except Exception as exc:
-        if state.is_main_process:
+    except BaseException as exc:
+        if state.is_main_process and isinstance(exc, Exception):
             write_text_atomic(spec.with_name(ERROR_FILE), f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        end_group(barrier=False)
         raise
+    end_group()
 
 
 if __name__ == "__main__":

@@ -24,3 +24,17 @@ def wait_for_main() -> None:
 
     if _group():
         dist.barrier()
+
+
+def end_group(barrier: bool = True) -> None:
+    """Destroy the process group, if any, before the process exits (after a barrier with ``barrier``: a stage that
+    succeeded, so that no process leaves one still in a collective). Left to the interpreter's teardown, gloo's
+    threads now and then abort a process whose stage succeeded ("terminate called without an active exception",
+    exit code -6)."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # not imported: no group (and no torch import for nothing)
+    if dist is not None and _group():
+        if barrier:
+            dist.barrier()
+        dist.destroy_process_group()

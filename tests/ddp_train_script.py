@@ -62,6 +62,7 @@ def main() -> None:
 
     from clearbench.config import LoraConfig, TrainConfig
     from clearbench.lora import apply_lora, set_trainable
+    from clearbench.processes import end_group
     from clearbench.models import load_model
     from clearbench.train import ShuffleSampler, TrainRun, example_nll_loss, get_accelerator, train
 
@@ -91,6 +92,7 @@ def main() -> None:
         wrapped = type(acc._models[0]).__name__ if acc._models else ""
         (out / "world.json").write_text(json.dumps({"processes": acc.num_processes, "wrapped": wrapped,
                                                     "distributed_type": str(acc.distributed_type)}))
+    end_group()  # as clearbench's own entry points do: gloo's threads left to the teardown abort now and then
 
 
 if __name__ == "__main__":
