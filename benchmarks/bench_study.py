@@ -74,7 +74,7 @@ def stage_times(out: Path, skip_lines: int = 0) -> list[dict]:
             kind, start = kinds.get(e["stage"], ("?", None))
             rows.append({"stage": e["stage"], "kind": kind, "seconds": e["seconds"], "start": start})
         elif e["event"] == "fetch":
-            rows.append({"stage": e["stage"], "kind": f"{e.get('kind', '?')} (from store)", "seconds": e["seconds"],
+            rows.append({"stage": e["stage"], "kind": f"{e['kind']} (from store)", "seconds": e["seconds"],
                          "start": e["time"]})
     return rows
 

@@ -170,7 +170,8 @@ class Progress:
         t0, entry = time.time(), self.store.entry(stage)
         _clear(stage)
         try:
-            self.store.fetch(stage)
+            if not self.store.fetch(stage):  # the entry went away since ``has`` (deleted by hand)
+                return False
         except OSError as exc:
             self.echo(f"{self.prefix(stage)}: WARNING: could not copy it from the stage store ({exc}); making it")
             return False

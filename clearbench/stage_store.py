@@ -48,7 +48,7 @@ def code_fingerprint() -> str:
 
 def from_env(path: str | os.PathLike | None = None) -> "StageStore | None":
     """The store at ``path``, else at ``$CLEARBENCH_STAGE_STORE``, else None (no store)."""
-    path = path or os.environ.get(ENV) or None
+    path = path or os.environ.get(ENV)
     return StageStore(path) if path else None
 
 
@@ -102,7 +102,7 @@ class StageStore:
             marker.pop("from_store", None)
             write_json_atomic(tmp / STAGE_FILE, marker)
             write_json_atomic(tmp / ENTRY_FILE, {"stage": stage.name, "kind": stage.kind, "key": stage.key,
-                                                 "code": self.code, "source": str(Path(stage.path).resolve()),
+                                                 "code": self.code, "source": str(stage.path.resolve()),
                                                  "stored": time.strftime("%Y-%m-%dT%H:%M:%S")})
             os.rename(tmp, dest)  # whole or not at all; another study that stored it first wins
         except OSError:

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,22 @@ def test_a_copy_that_fails_is_made_here_instead(parallel, tmp_path, monkeypatch)
     started = Progress(stages, tmp_path / "second" / "run.jsonl", notes.append, 1, store).begin(stages[0])
     assert started is not None and not started.resume  # made here, from the start
     assert any("WARNING: could not copy it from the stage store" in n and "No space left" in n for n in notes)
+
+
+def test_an_entry_deleted_while_the_study_starts_is_made_here(parallel, tmp_path, monkeypatch):
+    """The entry is there when the study looks and gone when it copies (deleted by hand in between): the stage is
+    made, not recorded as fetched with nothing in its directory."""
+    cfg, first, store = _stored(parallel, tmp_path)
+    real_has = store.has
+
+    def deleted_after_look(stage):
+        there = real_has(stage)
+        shutil.rmtree(store.entry(stage), ignore_errors=True)
+        monkeypatch.setattr(store, "has", real_has)
+        return there
+
+    monkeypatch.setattr(store, "has", deleted_after_look)
+    stages = build_study(cfg, tmp_path / "second")
+    run = Progress(stages, tmp_path / "second" / "run.jsonl", [].append, 1, store)
+    started = run.begin(stages[0])
+    assert started is not None and run.outcome.get(stages[0].name) != "fetched"
